@@ -1,0 +1,333 @@
+"""The ``crewbox`` command: the one place that wires the orchestrator and the workers together.
+
+Every error crewbox raises on purpose ends as one line ``crewbox: error: ...`` on stderr and
+a non-zero exit (2 for bad input); nothing prints a bare traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from crewbox.config import Settings
+from crewbox.errors import CrewboxError, UserError
+from crewbox.llm.factory import make_client
+from crewbox.local import LocalWorkers
+from crewbox.models import ContextFile, Event, Request, RunSummary
+from crewbox.personas import Persona, load_personas, load_role_prompt
+from crewbox.progress import ProgressPrinter, money
+from crewbox.queue import make_queue
+from crewbox.queue.base import default_worker_id
+from crewbox.store import RunStore
+from orchestrator.plan import load_plan_file
+from orchestrator.service import Orchestrator
+from worker.service import TaskRunner, check_persona
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def settings() -> Settings:
+    """Settings from the environment, with a one-line error for a bad value."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise UserError(f"invalid setting: {' '.join(first[:3])}") from exc
+
+
+@click.group()
+@click.version_option(package_name="crewbox")
+def cli() -> None:
+    """crewbox: LLM personas side by side, each in its own box; one answer."""
+
+
+# -- run ---------------------------------------------------------------------------------
+@cli.command()
+@click.argument("text", required=False)
+@click.option(
+    "--context-file",
+    "context_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A file every task sees as shared context (repeatable).",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(path_type=Path),
+    help="A plan file (JSON/YAML) to run instead of asking the planner.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="stdout: the answer (text) or the run summary (json).",
+)
+@click.option(
+    "--budget-usd", type=float, help="Dispatch nothing more once the run costs this much."
+)
+@click.option("--allow-bash", is_flag=True, help="Let personas run Bash (no container around it!).")
+def run(
+    text: str | None,
+    context_files: tuple[Path, ...],
+    plan_file: Path | None,
+    fmt: str,
+    budget_usd: float | None,
+    allow_bash: bool,
+) -> None:
+    """Run a request here, without Docker or Redis: workers are local processes."""
+    cfg = settings()
+    personas = load_personas(cfg.prompts_dir)
+    request = build_request(text, context_files, plan_file, budget_usd, allow_bash, personas)
+    names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
+    log_dir = cfg.results_dir / request.run_id / "logs"
+    with LocalWorkers(names, log_dir, env=worker_env(cfg)):
+        summary = orchestrator(cfg, personas, ProgressPrinter(err)).run(request)
+    print_outcome(summary, fmt)
+
+
+def build_request(
+    text: str | None,
+    context_files: tuple[Path, ...],
+    plan_file: Path | None,
+    budget_usd: float | None,
+    allow_bash: bool,
+    personas: dict[str, Persona],
+) -> Request:
+    """A validated Request from the CLI's arguments.
+
+    Raises:
+        UserError: no text (and no ``request`` in the plan file), unreadable context file,
+            negative budget. PlanError: an invalid plan file.
+    """
+    plan, plan_text = load_plan_file(plan_file, personas) if plan_file else (None, None)
+    text = text or plan_text
+    if not text or not text.strip():
+        raise UserError('no request: give TEXT, e.g. crewbox run "Plan a spring recital"')
+    if budget_usd is not None and budget_usd <= 0:
+        raise UserError(f"--budget-usd must be positive, got {budget_usd}")
+    return Request(
+        text=text,
+        context_files=[read_context(p) for p in context_files],
+        plan=plan,
+        budget_usd=budget_usd,
+        allow_bash=allow_bash,
+    )
+
+
+def read_context(path: Path) -> ContextFile:
+    """A context file's name and text.
+
+    Raises:
+        UserError: the file cannot be read as UTF-8 text.
+    """
+    try:
+        return ContextFile(name=path.name, content=path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read context file {path}: {exc}") from exc
+
+
+def worker_env(cfg: Settings) -> dict[str, str]:
+    """Environment for local workers: the same settings, with absolute paths."""
+    return {
+        "CREWBOX_PROMPTS_DIR": str(cfg.prompts_dir.resolve()),
+        "CREWBOX_WORKSPACES_DIR": str(cfg.workspaces_dir.resolve()),
+        "CREWBOX_TASKS_DIR": str(cfg.tasks_dir.resolve()),
+        "CREWBOX_RESULTS_DIR": str(cfg.results_dir.resolve()),
+        "CREWBOX_QUEUE": "files",
+    }
+
+
+def orchestrator(
+    cfg: Settings, personas: dict[str, Persona], on_event: Callable[[Event], None] | None
+) -> Orchestrator:
+    """An Orchestrator over the configured LLM and queue."""
+    return Orchestrator(
+        cfg,
+        make_client(cfg),
+        make_queue(cfg),
+        personas,
+        load_role_prompt(cfg.prompts_dir, "orchestrator"),
+        load_role_prompt(cfg.prompts_dir, "synthesizer"),
+        on_event=on_event,
+    )
+
+
+def print_outcome(summary: RunSummary, fmt: str) -> None:
+    """The answer (final.md) or the summary JSON on stdout; where things are on stderr."""
+    if fmt == "json":
+        click.echo(summary.model_dump_json(indent=2))
+    elif summary.final_path:
+        click.echo(Path(summary.final_path).read_text(encoding="utf-8"))
+    if summary.budget_exceeded:
+        err.print(
+            f"[bold red]budget ${summary.budget_usd} reached[/]: tasks left were not dispatched"
+        )
+    err.print(f"results: {Path(summary.final_path or '.').parent}/")
+    if summary.status != "succeeded":
+        raise SystemExit(1)
+
+
+# -- personas, status, results -----------------------------------------------------------
+@cli.command()
+def personas() -> None:
+    """List the personas of prompts/: name, description, tools, model, workspace."""
+    table = Table("name", "description", "tools", "model", "workspace")
+    for p in load_personas(settings().prompts_dir).values():
+        tools = ", ".join(p.tools) if p.tools is not None else "all"
+        table.add_row(p.name, p.description, tools, p.model or "inherit", p.workspace or "-")
+    out.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+def status(run_id: str) -> None:
+    """Show a run's tasks: status, worker, duration, tokens, cost."""
+    store = RunStore.open(settings().results_dir, run_id)
+    tasks = task_states(store.events())
+    table = Table("task", "persona", "status", "worker", "seconds", "tokens", "cost")
+    for task_id, s in tasks.items():
+        table.add_row(
+            task_id,
+            s.get("persona", ""),
+            s["status"],
+            s.get("worker", ""),
+            f"{s['duration_ms'] / 1000:.1f}" if "duration_ms" in s else "",
+            f"{s['tokens']:,}" if "tokens" in s else "",
+            money(s["cost_usd"]) if "cost_usd" in s else "",
+        )
+    out.print(table)
+    summary = store.summary()
+    out.print(
+        f"run {run_id}: "
+        + (
+            f"{summary.status}, {summary.usage_total.total_tokens:,} tok "
+            f"{money(summary.usage_total.cost_usd)}"
+            if summary
+            else "running"
+        )
+    )
+
+
+def task_states(events: list[Event]) -> dict[str, dict[str, Any]]:
+    """Each task's latest state from a run's events: status plus worker, usage, timing."""
+    states: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if not event.task_id or not event.kind.startswith("task_"):
+            continue
+        state = states.setdefault(event.task_id, {"persona": event.persona})
+        state["status"] = event.kind.removeprefix("task_")
+        state.update(
+            {
+                k: v
+                for k, v in event.data.items()
+                if k in ("worker", "duration_ms", "tokens", "cost_usd")
+            }
+        )
+    return states
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def results(run_id: str, fmt: str) -> None:
+    """List a run's artifacts (path, bytes, sha256) and where its answer is."""
+    store = RunStore.open(settings().results_dir, run_id)
+    summary = store.summary()
+    if summary is None:
+        raise UserError(
+            f"run {run_id} has not finished; `crewbox status {run_id}` shows its progress"
+        )
+    if fmt == "json":
+        click.echo(summary.model_dump_json(indent=2))
+        return
+    table = Table("artifact", "bytes", "sha256")
+    for r in summary.tasks:
+        for a in r.artifacts:
+            table.add_row(
+                f"{store.folder}/{r.persona}/{r.task_id}/{a.path}", f"{a.bytes:,}", a.sha256[:16]
+            )
+    out.print(table)
+    out.print(f"answer: {summary.final_path}  ({summary.status})")
+
+
+# -- services ----------------------------------------------------------------------------
+@cli.command()
+@click.option("--persona", required=True, help="The persona whose queue this worker serves.")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+def worker(persona: str, burst: bool) -> None:
+    """Serve one persona's queue (what `crewbox run` and the cluster start per persona)."""
+    cfg = settings()
+    setup_logging()
+    runner = TaskRunner(
+        cfg,
+        check_persona(load_personas(cfg.prompts_dir), persona),
+        make_client(cfg),
+        default_worker_id(),
+    )
+    stop = stop_on_signals()
+    logging.getLogger("crewbox.worker").info("worker %s serving %s", runner.worker_id, persona)
+    make_queue(cfg).serve(persona, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
+
+
+def setup_logging() -> None:
+    """Log lines ``time level logger: message`` on stderr (CREWBOX_LOG_LEVEL, default INFO)."""
+    logging.basicConfig(
+        level=os.environ.get("CREWBOX_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "anthropic", "openai", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the service finishes its task, then exits."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning every error into one line and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("crewbox: aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CrewboxError as exc:
+        err.print(f"crewbox: error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("crewbox: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # last resort: never a bare traceback
+        if os.environ.get("CREWBOX_DEBUG"):
+            raise
+        err.print(
+            f"crewbox: internal error: {type(exc).__name__}: {exc} "
+            "(set CREWBOX_DEBUG=1 for the traceback)",
+            markup=False,
+        )
+        sys.exit(1)

@@ -1,0 +1,82 @@
+"""Settings, read from the environment (prefix ``CREWBOX_``) and ``.env`` via pydantic-settings.
+
+Paths default to folders of the current directory (the project root), as in the layout of
+ARCHITECTURE.md; in a container they are set by the compose file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of crewbox; each field maps to ``CREWBOX_<FIELD>`` in the environment.
+
+    ``provider``: ``auto`` picks ``anthropic`` when an Anthropic key is set, else ``openai``
+    against ``llm_base_url``; ``scripted`` replays ``script_path`` (tests and demos).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CREWBOX_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    provider: Literal["auto", "anthropic", "openai", "scripted"] = "auto"
+    model: str = "claude-sonnet-4-5"
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CREWBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+    anthropic_api_key_file: Path | None = None
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CREWBOX_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
+    )
+    llm_base_url: str = "http://localhost:8080/v1"
+    llm_api_key: SecretStr = SecretStr("none")
+    llm_model: str = "smollm2-135m-instruct"
+    llm_timeout_s: float = 600.0
+    llm_max_retries: int = 2
+    script_path: Path | None = None
+    script_record_dir: Path | None = None
+
+    prompts_dir: Path = Path("prompts")
+    workspaces_dir: Path = Path("workspaces")
+    tasks_dir: Path = Path("tasks")
+    results_dir: Path = Path("results")
+
+    queue: Literal["files", "rq"] = "files"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_password_file: Path | None = None
+
+    max_turns: int = Field(default=20, ge=1, le=200)
+    max_tokens: int = Field(default=4096, ge=16)
+    plan_repairs: int = Field(default=2, ge=0, le=5)
+    task_retries: int = Field(default=1, ge=0, le=5)
+    synthesis_budget_tokens: int = Field(default=6000, ge=500)
+    max_artifact_bytes: int = Field(default=10 * MiB, ge=1)
+    allow_bash: bool = False
+    workspace_mount: Path | None = None
+    """Where the persona's workspace is in a container (``/workspace``); None: workspaces_dir."""
+    work_dir: Path | None = None
+    """Cluster workers: where task output folders go (a tmpfs); None: under results_dir."""
+
+    def anthropic_key(self) -> str | None:
+        """The Anthropic key: ``anthropic_api_key``, else the first line of the key file."""
+        if self.anthropic_api_key and self.anthropic_api_key.get_secret_value().strip():
+            return self.anthropic_api_key.get_secret_value().strip()
+        path = self.anthropic_api_key_file
+        if path and path.is_file():
+            return path.read_text().strip() or None
+        return None
+
+    def resolved_provider(self) -> Literal["anthropic", "openai", "scripted"]:
+        """The provider ``auto`` stands for: anthropic with a key, else openai."""
+        if self.provider != "auto":
+            return self.provider
+        return "anthropic" if self.anthropic_key() else "openai"

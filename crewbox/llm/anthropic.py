@@ -1,0 +1,204 @@
+"""The ``anthropic`` provider: the Anthropic Messages API through the official SDK.
+
+Works against any Anthropic-compatible endpoint (``base_url``, e.g. ``ANTHROPIC_BASE_URL``).
+Prompt caching: every :class:`~crewbox.llm.base.SystemBlock` with ``cache=True`` gets
+``cache_control: {"type": "ephemeral"}`` (a 5-minute cache write; the API allows at most
+4 breakpoints per request). Usage and cost come from the response's ``usage`` and
+``pricing.json``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import anthropic
+
+from crewbox.errors import LLMAPIError
+from crewbox.llm.base import (
+    ContentBlock,
+    LLMResponse,
+    Message,
+    SystemBlock,
+    TextBlock,
+    ToolDef,
+    ToolUseBlock,
+)
+from crewbox.llm.pricing import call_usage
+from crewbox.models import Usage
+
+if TYPE_CHECKING:
+    from anthropic.types import Message as APIMessage
+    from anthropic.types import MessageParam, TextBlockParam, ToolChoiceParam, ToolParam
+
+MAX_ERROR_CHARS = 300
+"""Error messages are cut to this many characters (they end up on one log/CLI line)."""
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` with all whitespace runs collapsed to one space, cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from HTTP response headers, or None when they give no usable hint.
+
+    Reads ``retry-after-ms`` (milliseconds, sent by Anthropic and OpenAI), else
+    ``retry-after`` as seconds (int or float) or as an HTTP date (RFC 9110 §10.2.3).
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def system_param(system: list[SystemBlock]) -> list[TextBlockParam]:
+    """System blocks as Messages API text blocks; ``cache=True`` adds ``cache_control``.
+
+    Blank blocks are dropped (the API rejects empty text blocks).
+    """
+    blocks: list[dict[str, Any]] = []
+    for block in system:
+        if not block.text.strip():
+            continue
+        param: dict[str, Any] = {"type": "text", "text": block.text}
+        if block.cache:
+            param["cache_control"] = {"type": "ephemeral"}
+        blocks.append(param)
+    return cast("list[TextBlockParam]", blocks)
+
+
+def tools_param(tools: list[ToolDef]) -> list[ToolParam]:
+    """Tool definitions as ``{"name", "description", "input_schema"}``."""
+    return cast("list[ToolParam]", [tool.model_dump() for tool in tools])
+
+
+def messages_param(messages: list[Message]) -> list[MessageParam]:
+    """Messages as the API takes them: crewbox blocks already have the Anthropic shapes."""
+    return cast("list[MessageParam]", [m.model_dump(mode="json") for m in messages])
+
+
+def content_blocks(message: APIMessage) -> list[ContentBlock]:
+    """The text and tool_use blocks of a response; other types (thinking...) are dropped."""
+    blocks: list[ContentBlock] = []
+    for block in message.content:
+        if block.type == "text":
+            blocks.append(TextBlock(text=block.text))
+        elif block.type == "tool_use":
+            blocks.append(ToolUseBlock(id=block.id, name=block.name, input=dict(block.input)))
+    return blocks
+
+
+def response_usage(message: APIMessage, model: str) -> Usage:
+    """This call's Usage: the response's token counts (missing counts are 0), priced."""
+    usage = message.usage
+    return call_usage(
+        model,
+        input_tokens=usage.input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        cache_write_tokens=usage.cache_creation_input_tokens or 0,
+        cache_read_tokens=usage.cache_read_input_tokens or 0,
+    )
+
+
+def api_error(exc: anthropic.APIError) -> LLMAPIError:
+    """The SDK's error as an :class:`~crewbox.errors.LLMAPIError` with a one-line message."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return LLMAPIError(
+            one_line(f"Anthropic API returned HTTP {exc.status_code}: {exc.message}"),
+            status_code=exc.status_code,
+            retry_after_s=parse_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, anthropic.APITimeoutError):
+        return LLMAPIError("Anthropic API request timed out", status_code=None)
+    return LLMAPIError(one_line(f"Anthropic API failed: {exc.message}"), status_code=None)
+
+
+class AnthropicClient:
+    """An :class:`~crewbox.llm.base.LLMClient` over the Anthropic Messages API.
+
+    Args:
+        api_key: the Anthropic API key.
+        model: default model id (e.g. ``claude-sonnet-4-5``).
+        base_url: API root (``https://api.anthropic.com`` when None; the SDK then also reads
+            ``ANTHROPIC_BASE_URL``).
+        timeout_s: per-request timeout in seconds.
+        max_retries: retries the SDK makes itself on 408/409/429/5xx and connection errors,
+            honouring ``retry-after``; 0 surfaces the first failure.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 600.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.model = model
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+
+    def complete(
+        self,
+        *,
+        system: list[SystemBlock],
+        messages: list[Message],
+        tools: list[ToolDef] | None = None,
+        force_tool: str | None = None,
+        max_tokens: int = 4096,
+        model: str | None = None,
+    ) -> LLMResponse:
+        """Run one Messages API call; see :meth:`crewbox.llm.base.LLMClient.complete`.
+
+        ``force_tool`` sends ``tool_choice={"type": "tool", "name": force_tool}``.
+
+        Raises:
+            LLMAPIError: HTTP error (``status_code``, ``retry_after_s`` from ``retry-after``),
+                or network error / timeout (``status_code=None``), after the SDK's retries.
+        """
+        model_id = model or self.model
+        tool_choice: ToolChoiceParam | anthropic.Omit = anthropic.omit
+        if force_tool:
+            tool_choice = {"type": "tool", "name": force_tool}
+        system_blocks = system_param(system)
+        try:
+            reply = self._client.messages.create(
+                model=model_id,
+                max_tokens=max_tokens,
+                system=system_blocks if system_blocks else anthropic.omit,
+                messages=messages_param(messages),
+                tools=tools_param(tools) if tools else anthropic.omit,
+                tool_choice=tool_choice,
+            )
+        except anthropic.APIError as exc:
+            raise api_error(exc) from exc
+        served_by = reply.model or model_id
+        return LLMResponse(
+            content=content_blocks(reply),
+            stop_reason=reply.stop_reason or "end_turn",
+            usage=response_usage(reply, served_by),
+            model=served_by,
+        )
+
+    def close(self) -> None:
+        """Close the SDK's HTTP connection pool."""
+        self._client.close()

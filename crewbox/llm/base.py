@@ -1,0 +1,124 @@
+"""The narrow LLM interface crewbox owns: one call in, content blocks + usage out.
+
+Content blocks use the Anthropic Messages API shapes (``text``, ``tool_use``,
+``tool_result``) as crewbox's lingua franca; the ``openai`` client translates them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from crewbox.models import Usage
+
+
+class TextBlock(BaseModel):
+    """Plain text from the model or the user."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolUseBlock(BaseModel):
+    """The model asks to run tool ``name`` with ``input``; ``id`` pairs it with its result."""
+
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(BaseModel):
+    """The outcome of a tool call, sent back in a user message."""
+
+    type: Literal["tool_result"] = "tool_result"
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+
+
+ContentBlock = Annotated[TextBlock | ToolUseBlock, Field(discriminator="type")]
+MessageBlock = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+
+
+class Message(BaseModel):
+    """One conversation turn: ``user`` (text, tool results) or ``assistant`` (text, tool uses)."""
+
+    role: Literal["user", "assistant"]
+    content: str | list[MessageBlock]
+
+
+class SystemBlock(BaseModel):
+    """A piece of the system prompt; ``cache`` marks the end of a stable prefix to cache."""
+
+    text: str
+    cache: bool = False
+
+
+class ToolDef(BaseModel):
+    """A tool the model may call: Claude Code's name, a description, a JSON Schema for input."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class LLMResponse(BaseModel):
+    """What one call returned.
+
+    ``stop_reason`` uses the Anthropic values: ``end_turn``, ``tool_use``, ``max_tokens``,
+    ``stop_sequence``. ``usage`` has exactly this call's tokens and cost (``calls == 1``).
+    """
+
+    content: list[ContentBlock]
+    stop_reason: str
+    usage: Usage
+    model: str
+
+    @property
+    def text(self) -> str:
+        """All text blocks joined by blank lines."""
+        return "\n\n".join(b.text for b in self.content if isinstance(b, TextBlock)).strip()
+
+    @property
+    def tool_uses(self) -> list[ToolUseBlock]:
+        """The tool_use blocks, in order."""
+        return [b for b in self.content if isinstance(b, ToolUseBlock)]
+
+
+class LLMClient(Protocol):
+    """Anything that can answer one Messages-style call.
+
+    Implementations: ``crewbox.llm.anthropic.AnthropicClient``,
+    ``crewbox.llm.openai.OpenAIClient``, ``crewbox.testing.ScriptedLLM``.
+    """
+
+    model: str
+    """The model id used when a call names none."""
+
+    def complete(
+        self,
+        *,
+        system: list[SystemBlock],
+        messages: list[Message],
+        tools: list[ToolDef] | None = None,
+        force_tool: str | None = None,
+        max_tokens: int = 4096,
+        model: str | None = None,
+    ) -> LLMResponse:
+        """Run one call.
+
+        Args:
+            system: system prompt blocks, stable prefix first.
+            messages: the conversation so far, starting with a user message.
+            tools: tools the model may call.
+            force_tool: name of a tool in ``tools`` the model must call (structured output).
+            max_tokens: cap on output tokens.
+            model: model id; None means ``self.model``.
+
+        Raises:
+            LLMAPIError: the provider failed (status_code, retry_after_s set when known).
+            ScriptExhaustedError: (ScriptedLLM only) no scripted step matches this call.
+        """
+        ...

@@ -1,0 +1,67 @@
+"""Build the LLM client the settings ask for (``CREWBOX_PROVIDER``)."""
+
+from __future__ import annotations
+
+from crewbox.config import Settings
+from crewbox.errors import ConfigError
+from crewbox.llm.base import LLMClient
+
+
+def _anthropic_client(settings: Settings) -> LLMClient:
+    from crewbox.llm.anthropic import AnthropicClient
+
+    key = settings.anthropic_key()
+    if not key:
+        raise ConfigError(
+            "provider anthropic needs an API key: set ANTHROPIC_API_KEY or CREWBOX_PROVIDER=openai"
+        )
+    return AnthropicClient(
+        api_key=key,
+        model=settings.model,
+        base_url=settings.anthropic_base_url,
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+def _openai_client(settings: Settings) -> LLMClient:
+    from crewbox.llm.openai import OpenAIClient
+
+    return OpenAIClient(
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key.get_secret_value(),
+        model=settings.llm_model,
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+def _scripted_client(settings: Settings) -> LLMClient:
+    from crewbox.testing import ScriptedLLM
+
+    if settings.script_path is None:
+        raise ConfigError("provider scripted needs a script: set CREWBOX_SCRIPT_PATH")
+    return ScriptedLLM.from_file(settings.script_path, record_dir=settings.script_record_dir)
+
+
+def make_client(settings: Settings) -> LLMClient:
+    """The :class:`~crewbox.llm.base.LLMClient` for ``settings.resolved_provider()``.
+
+    - ``anthropic``: :class:`~crewbox.llm.anthropic.AnthropicClient` with
+      ``settings.anthropic_key()``, ``anthropic_base_url`` and ``model``;
+    - ``openai``: :class:`~crewbox.llm.openai.OpenAIClient` with ``llm_base_url``,
+      ``llm_api_key`` and ``llm_model``;
+    - ``scripted``: ``crewbox.testing.ScriptedLLM`` replaying ``script_path``
+      (recording calls to ``script_record_dir``).
+
+    Both real clients use ``llm_timeout_s`` and ``llm_max_retries``.
+
+    Raises:
+        ConfigError: anthropic without a key, or scripted without ``script_path``.
+    """
+    provider = settings.resolved_provider()
+    if provider == "anthropic":
+        return _anthropic_client(settings)
+    if provider == "openai":
+        return _openai_client(settings)
+    return _scripted_client(settings)

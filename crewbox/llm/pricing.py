@@ -1,0 +1,151 @@
+"""What LLM calls cost, from the price table in ``pricing.json`` (kept as data).
+
+Figures are US dollars per million tokens (MTok), from Anthropic's pricing page (the
+``source`` and ``as_of`` keys of ``pricing.json``). ``cache_write`` is the 5-minute cache
+write price. Models missing from the table (local models behind an OpenAI-compatible
+server) cost 0. Arithmetic is :class:`~decimal.Decimal` throughout, so sums are exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+from crewbox.models import Usage
+
+log = logging.getLogger(__name__)
+
+TOKENS_PER_MTOK = 1_000_000
+"""Prices are quoted per million tokens."""
+
+_VERSION_SUFFIX = re.compile(r"[-@]\d{1,2}(?!\d)")
+"""A suffix that starts another model version (``-6`` in ``claude-opus-4-6``), not a date."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens of one model, for each kind of token the API bills."""
+
+    model: str
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
+    cache_write_usd_per_mtok: Decimal
+    cache_read_usd_per_mtok: Decimal
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """``pricing.json`` loaded: the prices by model id (aliases included), and provenance."""
+
+    source: str
+    as_of: str
+    prices: dict[str, Price]
+
+
+def _price(model: str, entry: dict[str, Any]) -> Price:
+    return Price(
+        model=model,
+        input_usd_per_mtok=Decimal(str(entry["input"])),
+        output_usd_per_mtok=Decimal(str(entry["output"])),
+        cache_write_usd_per_mtok=Decimal(str(entry["cache_write"])),
+        cache_read_usd_per_mtok=Decimal(str(entry["cache_read"])),
+    )
+
+
+@functools.cache
+def price_table() -> PriceTable:
+    """Load ``crewbox/llm/pricing.json`` once (package data, via importlib.resources).
+
+    Raises:
+        KeyError, ValueError: the file is malformed (a packaging bug, not a user error).
+    """
+    text = resources.files("crewbox.llm").joinpath("pricing.json").read_text(encoding="utf-8")
+    raw = json.loads(text, parse_float=Decimal)
+    prices: dict[str, Price] = {}
+    for model, entry in raw["models"].items():
+        price = _price(model, entry)
+        for model_id in [model, *entry.get("aliases", [])]:
+            prices[model_id] = price
+    return PriceTable(source=raw["source"], as_of=raw["as_of"], prices=prices)
+
+
+def _matches_prefix(model: str, key: str) -> bool:
+    """``key`` names ``model`` up to a date or alias suffix (``-20250929``, ``-latest``)."""
+    if not model.startswith(key) or len(model) == len(key):
+        return False
+    rest = model[len(key) :]
+    return rest[0] in "-@" and not _VERSION_SUFFIX.match(rest)
+
+
+def price_for(model: str) -> Price | None:
+    """The price of ``model``: the exact id, else the longest key it extends.
+
+    ``claude-sonnet-4-5-20250929`` gets the ``claude-sonnet-4-5`` price; a key never matches
+    a newer version (``claude-opus-4-6`` does not get the ``claude-opus-4`` price).
+    Returns None when the table does not know the model.
+    """
+    prices = price_table().prices
+    model_id = model.strip().lower()
+    if model_id in prices:
+        return prices[model_id]
+    keys = [key for key in prices if _matches_prefix(model_id, key)]
+    return prices[max(keys, key=len)] if keys else None
+
+
+@functools.cache
+def _warn_unpriced(model: str) -> None:
+    log.warning("no price for model %r in pricing.json; its calls are counted at $0", model)
+
+
+def cost_usd(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_write_tokens: int = 0,
+    cache_read_tokens: int = 0,
+) -> Decimal:
+    """Exact USD cost of the tokens of one or more calls to ``model``.
+
+    Each count is multiplied by its price per MTok and divided by 1,000,000 in Decimal
+    arithmetic. Unknown models cost ``Decimal(0)`` (a warning is logged once for ``claude-*``
+    ids, since those should be in the table).
+    """
+    price = price_for(model)
+    if price is None:
+        if model.lower().startswith("claude"):
+            _warn_unpriced(model)
+        return Decimal(0)
+    total = (
+        input_tokens * price.input_usd_per_mtok
+        + output_tokens * price.output_usd_per_mtok
+        + cache_write_tokens * price.cache_write_usd_per_mtok
+        + cache_read_tokens * price.cache_read_usd_per_mtok
+    )
+    return total / TOKENS_PER_MTOK
+
+
+def call_usage(
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_write_tokens: int = 0,
+    cache_read_tokens: int = 0,
+) -> Usage:
+    """The :class:`~crewbox.models.Usage` of one call (``calls == 1``), cost included."""
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_write_tokens=cache_write_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cost_usd=cost_usd(
+            model, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens
+        ),
+        calls=1,
+    )

@@ -1,0 +1,78 @@
+"""Live progress of a run on stderr, rendered with rich from the run's events."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rich.console import Console
+from rich.markup import escape
+
+from crewbox.models import Event, Usage
+
+MARKS = {
+    "task_dispatched": "[dim]→[/]",
+    "task_started": "[cyan]▶[/]",
+    "task_succeeded": "[green]✓[/]",
+    "task_failed": "[red]✗[/]",
+    "task_skipped": "[yellow]-[/]",
+    "task_retried": "[yellow]↻[/]",
+}
+
+
+def money(usd: Decimal | float) -> str:
+    """``$0.0123``: four decimals, enough for single calls."""
+    return f"${float(usd):.4f}"
+
+
+class ProgressPrinter:
+    """Prints one line per notable event and keeps the run's running usage total."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.usage = Usage()
+
+    def __call__(self, event: Event) -> None:
+        """Render ``event`` (a callback for Orchestrator's ``on_event``)."""
+        if event.kind == "llm_call":
+            self.usage = self.usage + Usage.model_validate(event.data["usage"])
+            return
+        line = self.line(event)
+        if line:
+            self.console.print(line)
+
+    def line(self, event: Event) -> str | None:
+        """The rich-markup line for ``event``, or None for events not shown."""
+        if event.kind in MARKS:
+            return self._task_line(event)
+        if event.kind == "plan_ready":
+            tasks = event.data.get("plan", {}).get("tasks", [])
+            names = ", ".join(f"{t['id']} ({t['persona']})" for t in tasks)
+            return f"[bold]plan[/]: {escape(names)}"
+        if event.kind in ("budget_exceeded", "plan_invalid", "run_failed", "synthesis_failed"):
+            return f"[bold red]{event.kind.replace('_', ' ')}[/]: {escape(event.message)}"
+        if event.kind == "run_finished":
+            return f"[bold]run {event.message}[/]: {self.totals()}"
+        if event.kind == "run_started":
+            return f"[bold]run {event.run_id}[/]"
+        return None
+
+    def _task_line(self, event: Event) -> str:
+        who = f"{event.persona or '?':<8} {event.task_id or '?'}"
+        detail = event.message
+        if event.kind in ("task_succeeded", "task_failed"):
+            d = event.data
+            secs = d.get("duration_ms", 0) / 1000
+            error = detail if event.kind == "task_failed" else ""
+            detail = (
+                f"{secs:.1f}s  {d.get('tokens', 0):,} tok  {money(d.get('cost_usd', 0))}  "
+                f"{len(d.get('artifacts', []))} artifacts  {error}"
+            )
+        elif event.kind == "task_started":
+            detail = f"on {event.data.get('worker', '?')}"
+        return (
+            f"{MARKS[event.kind]} {escape(who)}  {escape(detail.strip())}  [dim]{self.totals()}[/]"
+        )
+
+    def totals(self) -> str:
+        """Running totals: tokens and cost so far."""
+        return f"{self.usage.total_tokens:,} tok {money(self.usage.cost_usd)}"

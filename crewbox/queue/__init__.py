@@ -1,0 +1,17 @@
+"""Task queue backends behind the :class:`~crewbox.queue.base.TaskQueue` protocol."""
+
+from __future__ import annotations
+
+from crewbox.config import Settings
+from crewbox.queue.base import TaskQueue
+
+
+def make_queue(settings: Settings) -> TaskQueue:
+    """The backend ``settings.queue`` names: ``files`` (under tasks_dir) or ``rq`` (Redis)."""
+    if settings.queue == "rq":
+        from crewbox.queue.rq import RQQueue
+
+        return RQQueue.from_settings(settings)
+    from crewbox.queue.files import FileQueue
+
+    return FileQueue(settings.tasks_dir)

@@ -1,0 +1,67 @@
+"""The TaskQueue protocol: how the orchestrator hands tasks to persona workers and hears back.
+
+Two backends implement it with the same semantics: ``files`` (a folder per queue under
+tasks/, claim by atomic rename, wake-ups by watchfiles) for embedded runs, and ``rq``
+(Redis + RQ, one queue per persona) for the cluster. The orchestrator and workers only see
+this protocol, so they run unchanged on either.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from crewbox.models import Event, Result, Task
+
+Emit = Callable[[Event], None]
+"""Sends an event of a running task back to the orchestrator (e.g. ``task_started``)."""
+
+TaskHandler = Callable[[Task, Emit], Result]
+"""What a worker runs for each task it takes: returns the task's Result, never raises."""
+
+Message = Result | Event
+"""What the orchestrator receives for a run: results of tasks and events of workers."""
+
+
+def default_worker_id() -> str:
+    """``<hostname>:<pid>``: names a worker process in results and logs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TaskQueue(Protocol):
+    """Queues of tasks, one per persona, plus a return channel per run."""
+
+    def enqueue(self, task: Task) -> None:
+        """Put ``task`` on its persona's queue (priority high before normal before low).
+
+        Raises:
+            QueueError: the backend cannot be written.
+        """
+        ...
+
+    def serve(
+        self,
+        persona: str,
+        handler: TaskHandler,
+        *,
+        worker_id: str,
+        burst: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Take tasks from ``persona``'s queue one at a time and run ``handler`` on each.
+
+        Each task is taken by exactly one worker. The handler's Result and emitted events go
+        back to the run's channel. Returns when ``stop`` is set, or, with ``burst``, when the
+        queue is empty.
+        """
+        ...
+
+    def receive(self, run_id: str, timeout_s: float) -> list[Message]:
+        """Results and events of ``run_id`` that arrived, waiting up to ``timeout_s`` for one.
+
+        Returns an empty list on timeout. Each message is delivered once.
+        """
+        ...

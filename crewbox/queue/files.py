@@ -1,0 +1,197 @@
+"""The ``files`` TaskQueue backend: a folder per persona under tasks/, for embedded runs.
+
+Layout::
+
+    tasks/<persona>/pending/<rank>-<enqueued_ns>-<run_id>-<task_id>.json
+    tasks/<persona>/claimed/<worker_id>/<same name>      while a worker runs it
+    tasks/_runs/<run_id>/<ns>-<kind>.json                results and events for the orchestrator
+    tasks/_tmp/                                          files being written
+
+Every file appears by rename from ``_tmp/`` (never half-written). A worker claims a task by
+renaming it into its own ``claimed/`` folder: the rename succeeds for exactly one worker.
+Tasks claimed by a worker process that no longer runs on this host are put back on start.
+Workers and the orchestrator wake on watchfiles notifications, not polling loops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, TypeAdapter
+
+from crewbox.errors import QueueError
+from crewbox.models import PRIORITY_RANK, Event, Result, Task
+from crewbox.queue.base import Message, TaskHandler
+from crewbox.queue.watch import DirWatcher
+
+RUNS_DIR = "_runs"
+TMP_DIR = "_tmp"
+
+_MESSAGE = TypeAdapter(Result | Event)
+
+
+class FileQueue:
+    """TaskQueue over a folder (``tasks/`` by default); safe across processes on one host."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._watchers: dict[str, DirWatcher] = {}
+        (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+
+    # -- orchestrator side -------------------------------------------------------------
+    def enqueue(self, task: Task) -> None:
+        """Write ``task`` into ``<persona>/pending/`` (see the module docstring)."""
+        rank = PRIORITY_RANK[task.spec.priority]
+        name = f"{rank}-{time.time_ns()}-{task.run_id}-{task.task_id}.json"
+        self._publish(self._pending(task.persona) / name, task)
+
+    def receive(self, run_id: str, timeout_s: float) -> list[Message]:
+        """Results and events of ``run_id``, waiting up to ``timeout_s`` for the first."""
+        folder = self.root / RUNS_DIR / run_id
+        deadline = time.monotonic() + timeout_s
+        watcher = self._watchers.get(run_id) or self._watchers.setdefault(
+            run_id, DirWatcher(folder)
+        )
+        while True:
+            messages = self._drain(folder)
+            if messages or time.monotonic() >= deadline:
+                return messages
+            watcher.wait()
+
+    def _drain(self, folder: Path) -> list[Message]:
+        messages: list[Message] = []
+        for path in sorted(folder.glob("*.json")):
+            messages.append(_MESSAGE.validate_json(path.read_bytes()))
+            path.unlink()
+        return messages
+
+    # -- worker side -------------------------------------------------------------------
+    def serve(
+        self,
+        persona: str,
+        handler: TaskHandler,
+        *,
+        worker_id: str,
+        burst: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Run ``handler`` on ``persona``'s tasks one at a time until ``stop`` (or empty, burst)."""
+        self.recover_orphans(persona)
+        watcher = DirWatcher(self._pending(persona), stop)
+        while not (stop and stop.is_set()):
+            claimed = self._claim_next(persona, worker_id)
+            if claimed is not None:
+                self._run_claimed(claimed, handler, worker_id)
+            elif burst or not watcher.wait():
+                return
+
+    def _claim_next(self, persona: str, worker_id: str) -> Path | None:
+        claimed_dir = self._claimed(persona, worker_id)
+        for path in sorted(self._pending(persona).glob("*.json")):
+            target = claimed_dir / path.name
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                continue  # another worker took it first
+            return target
+        return None
+
+    def _run_claimed(self, claimed: Path, handler: TaskHandler, worker_id: str) -> None:
+        task = Task.model_validate_json(claimed.read_bytes())
+        try:
+            result = handler(task, self._emitter(task.run_id))
+        except Exception as exc:  # the handler must not kill the worker; report instead
+            result = crashed_result(task, worker_id, exc)
+        self._publish_message(task.run_id, result)
+        claimed.unlink(missing_ok=True)
+
+    def _emitter(self, run_id: str) -> Emitter:
+        return Emitter(self, run_id)
+
+    def recover_orphans(self, persona: str) -> list[Path]:
+        """Put back tasks claimed by dead worker processes of this host; returns their paths."""
+        recovered: list[Path] = []
+        for folder in (self.root / persona / "claimed").glob("*"):
+            if not _is_dead_local_worker(folder.name):
+                continue
+            for path in folder.glob("*.json"):
+                target = self._pending(persona) / path.name
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(path, target)
+                    recovered.append(target)
+        return recovered
+
+    # -- files -------------------------------------------------------------------------
+    def _pending(self, persona: str) -> Path:
+        folder = self.root / persona / "pending"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _claimed(self, persona: str, worker_id: str) -> Path:
+        folder = self.root / persona / "claimed" / worker_id.replace(":", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _publish_message(self, run_id: str, message: Message) -> None:
+        kind = "result" if isinstance(message, Result) else "event"
+        name = f"{time.time_ns()}-{kind}-{uuid.uuid4().hex[:8]}.json"
+        self._publish(self.root / RUNS_DIR / run_id / name, message)
+
+    def _publish(self, target: Path, model: BaseModel) -> None:
+        tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.json"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(model.model_dump_json(), encoding="utf-8")
+            os.rename(tmp, target)
+        except OSError as exc:
+            raise QueueError(f"cannot write to the task queue at {target.parent}: {exc}") from exc
+
+
+class Emitter:
+    """The ``emit`` callback a handler gets: sends events to the run's channel."""
+
+    def __init__(self, queue: FileQueue, run_id: str) -> None:
+        self._queue = queue
+        self._run_id = run_id
+
+    def __call__(self, event: Event) -> None:
+        self._queue._publish_message(self._run_id, event)
+
+
+def crashed_result(task: Task, worker_id: str, exc: BaseException) -> Result:
+    """A failed Result for a task whose handler raised ``exc`` (last traceback line kept)."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    now = time.time()
+    return Result(
+        run_id=task.run_id,
+        task_id=task.task_id,
+        persona=task.persona,
+        title=task.spec.title,
+        status="failed",
+        error=f"worker crashed: {last}",
+        retryable=True,
+        worker=worker_id,
+        started_at_s=now,
+        ended_at_s=now,
+        attempt=task.attempt,
+    )
+
+
+def _is_dead_local_worker(folder_name: str) -> bool:
+    host, _, pid = folder_name.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

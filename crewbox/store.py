@@ -1,0 +1,173 @@
+"""Run state on disk: the ``results/<run_id>/`` layout and its append-only ``events.jsonl``.
+
+Layout of one run folder::
+
+    results/<run_id>/request.json       the Request
+    results/<run_id>/plan.json          the Plan that was dispatched
+    results/<run_id>/events.jsonl       one Event per line, append-only
+    results/<run_id>/<persona>/<task_id>/   the task's artifacts and its result.json
+    results/<run_id>/final.md           the synthesis
+    results/<run_id>/summary.json       the RunSummary
+
+JSON files are written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from crewbox.errors import ArtifactError, RunNotFoundError
+from crewbox.models import Artifact, Event, Plan, Request, Result, RunSummary
+
+RESULT_FILE = "result.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunStore:
+    """One run's folder under ``results_dir``; every write of a run goes through here."""
+
+    def __init__(self, results_dir: Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.folder = results_dir / run_id
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, results_dir: Path, run_id: str) -> RunStore:
+        """An existing run.
+
+        Raises:
+            RunNotFoundError: no folder ``results_dir/run_id``.
+        """
+        store = cls(results_dir, run_id)
+        if not store.folder.is_dir():
+            raise RunNotFoundError(
+                f"no run {run_id!r} under {results_dir}/; `ls {results_dir}` lists the runs"
+            )
+        return store
+
+    def create(self, request: Request) -> None:
+        """Make the run folder and write ``request.json``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / "request.json", request.model_dump_json(indent=2))
+
+    def write_plan(self, plan: Plan) -> None:
+        """Write ``plan.json``: the plan that is dispatched."""
+        write_atomic(self.folder / "plan.json", plan.model_dump_json(indent=2))
+
+    def append_event(self, event: Event) -> None:
+        """Append one line to ``events.jsonl`` (one write call per line)."""
+        line = event.model_dump_json() + "\n"
+        with self._lock, open(self.folder / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    def events(self) -> list[Event]:
+        """Every event so far, in order; an empty list before the first."""
+        path = self.folder / "events.jsonl"
+        if not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [Event.model_validate_json(line) for line in lines if line.strip()]
+
+    def task_dir(self, persona: str, task_id: str) -> Path:
+        """The output folder of a task: ``<run>/<persona>/<task_id>/``."""
+        return self.folder / persona / task_id
+
+    def write_result(self, result: Result) -> Path:
+        """Write the task's artifacts (when the result carries them) and its result.json.
+
+        Returns the task folder. Raises ArtifactError when carried content does not match
+        its sha256 or a path leaves the task folder.
+        """
+        folder = self.task_dir(result.persona, result.task_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        for artifact in result.artifacts:
+            if artifact.content_b64 is not None:
+                write_carried_artifact(folder, artifact)
+        stripped = [a.model_copy(update={"content_b64": None}) for a in result.artifacts]
+        on_disk = result.model_copy(update={"artifacts": stripped})
+        write_atomic(folder / RESULT_FILE, on_disk.model_dump_json(indent=2))
+        return folder
+
+    def write_final(self, text: str) -> Path:
+        """Write ``final.md`` and return its path."""
+        path = self.folder / "final.md"
+        write_atomic(path, text)
+        return path
+
+    def write_summary(self, summary: RunSummary) -> None:
+        """Write ``summary.json``."""
+        write_atomic(self.folder / "summary.json", summary.model_dump_json(indent=2))
+
+    def summary(self) -> RunSummary | None:
+        """The run's summary, or None while the run has not finished."""
+        path = self.folder / "summary.json"
+        if not path.exists():
+            return None
+        return RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def request(self) -> Request:
+        """The run's Request."""
+        return Request.model_validate_json((self.folder / "request.json").read_text("utf-8"))
+
+
+def write_carried_artifact(folder: Path, artifact: Artifact) -> Path:
+    """Decode a carried artifact into ``folder`` after checking its path and sha256.
+
+    Raises:
+        ArtifactError: the path escapes ``folder``, or the content's sha256 or size differs.
+    """
+    target = (folder / artifact.path).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise ArtifactError(f"artifact path {artifact.path!r} leaves its task folder")
+    data = base64.b64decode(artifact.content_b64 or "")
+    if sha256_hex(data) != artifact.sha256 or len(data) != artifact.bytes:
+        raise ArtifactError(f"artifact {artifact.path!r}: content does not match its sha256")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
+def list_artifacts(
+    folder: Path, *, carry: bool = False, max_bytes: int | None = None
+) -> list[Artifact]:
+    """The files under ``folder`` (result.json and hidden files excluded), sorted by path.
+
+    ``carry``: embed each file's content (base64) for a result that travels to another host.
+
+    Raises:
+        ArtifactError: with ``carry``, when the files add up to more than ``max_bytes``.
+    """
+    artifacts: list[Artifact] = []
+    total = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(folder).as_posix()
+        if rel == RESULT_FILE or any(part.startswith(".") for part in Path(rel).parts):
+            continue
+        data = path.read_bytes()
+        total += len(data)
+        if carry and max_bytes is not None and total > max_bytes:
+            raise ArtifactError(
+                f"artifacts exceed CREWBOX_MAX_ARTIFACT_BYTES ({max_bytes} bytes) at {rel!r}; "
+                "write smaller files or raise the limit"
+            )
+        content = base64.b64encode(data).decode() if carry else None
+        artifacts.append(
+            Artifact(path=rel, bytes=len(data), sha256=sha256_hex(data), content_b64=content)
+        )
+    return artifacts

@@ -1,0 +1,47 @@
+"""Shared fixtures: the repository's folders and an environment for running `crewbox`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def crewbox_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a `crewbox` subprocess: repo prompts/workspaces, tmp tasks/results."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREWBOX_", "ANTHROPIC_"))}
+    env.update(
+        CREWBOX_PROMPTS_DIR=str(ROOT / "prompts"),
+        CREWBOX_WORKSPACES_DIR=str(ROOT / "workspaces"),
+        CREWBOX_TASKS_DIR=str(tmp_path / "tasks"),
+        CREWBOX_RESULTS_DIR=str(tmp_path / "results"),
+        CREWBOX_LOG_LEVEL="INFO",
+    )
+    env.update(overrides)
+    return env
+
+
+def run_crewbox(
+    args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m crewbox ARGS` as a user would, capturing stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "crewbox", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@pytest.fixture
+def root() -> Path:
+    """The repository root."""
+    return ROOT

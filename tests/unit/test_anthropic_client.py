@@ -1,0 +1,297 @@
+"""AnthropicClient over real HTTP against a fake Messages endpoint (the SDK is not patched)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from crewbox.config import Settings
+from crewbox.errors import ConfigError, LLMAPIError
+from crewbox.llm.anthropic import AnthropicClient
+from crewbox.llm.base import (
+    Message,
+    SystemBlock,
+    TextBlock,
+    ToolDef,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from crewbox.llm.factory import make_client
+from tests.fakes.messages_server import ErrorReply, FakeLLMServer
+
+pytestmark = pytest.mark.filterwarnings(
+    # anthropic 2.12 warns that claude-sonnet-4-5 reaches end-of-life on 2026-11-30.
+    "ignore:The model .* is deprecated:DeprecationWarning"
+)
+
+MODEL = "claude-sonnet-4-5"
+SERVED_MODEL = "claude-sonnet-4-5-20250929"
+
+READ_TOOL = ToolDef(
+    name="Read",
+    description="Read a file.",
+    input_schema={
+        "type": "object",
+        "properties": {"file_path": {"type": "string"}},
+        "required": ["file_path"],
+    },
+)
+PLAN_TOOL = ToolDef(
+    name="submit_plan",
+    description="Submit the plan.",
+    input_schema={"type": "object", "properties": {"tasks": {"type": "array"}}},
+)
+SYSTEM = [SystemBlock(text="You are Marie, a choreographer.", cache=True), SystemBlock(text="Run 7")]
+
+
+def message_reply(
+    content: list[dict[str, Any]], stop_reason: str, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """A Messages API response body."""
+    return {
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": SERVED_MODEL,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+TOOL_USE_REPLY = message_reply(
+    [
+        {"type": "thinking", "thinking": "The notes hold the brief.", "signature": "sig"},
+        {"type": "text", "text": "Let me read the notes."},
+        {"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"file_path": "notes.md"}},
+    ],
+    "tool_use",
+    {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 0,
+    },
+)
+FINAL_REPLY = message_reply(
+    [{"type": "text", "text": "The piece opens with a slow canon."}],
+    "end_turn",
+    {
+        "input_tokens": 150,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": None,
+        "cache_read_input_tokens": 2000,
+    },
+)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def client(server: FakeLLMServer) -> Iterator[AnthropicClient]:
+    llm = AnthropicClient(api_key="test-key", model=MODEL, base_url=server.url, max_retries=0)
+    yield llm
+    llm.close()
+
+
+def run_round_trip(client: AnthropicClient) -> tuple[Any, Any]:
+    """Ask, get a tool_use, send its tool_result back, get the final text."""
+    ask = Message(role="user", content="Summarize notes.md")
+    first = client.complete(system=SYSTEM, messages=[ask], tools=[READ_TOOL], max_tokens=512)
+    result = ToolResultBlock(tool_use_id=first.tool_uses[0].id, content="Slow canon, then a duet.")
+    history = [
+        ask,
+        Message(role="assistant", content=list(first.content)),
+        Message(role="user", content=[result]),
+    ]
+    second = client.complete(system=SYSTEM, messages=history, tools=[READ_TOOL], max_tokens=512)
+    return first, second
+
+
+def test_tool_use_round_trip(server: FakeLLMServer, client: AnthropicClient) -> None:
+    server.reply(TOOL_USE_REPLY, FINAL_REPLY)
+
+    first, second = run_round_trip(client)
+
+    assert first.stop_reason == "tool_use"
+    assert first.content == [
+        TextBlock(text="Let me read the notes."),
+        ToolUseBlock(id="toolu_01", name="Read", input={"file_path": "notes.md"}),
+    ]
+    assert second.stop_reason == "end_turn"
+    assert second.text == "The piece opens with a slow canon."
+    assert second.model == SERVED_MODEL
+    assert [r.path for r in server.requests] == ["/v1/messages", "/v1/messages"]
+    sent = server.requests[1].body["messages"]
+    assert sent[1]["content"][1] == {
+        "type": "tool_use",
+        "id": "toolu_01",
+        "name": "Read",
+        "input": {"file_path": "notes.md"},
+    }
+    assert sent[2] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_01",
+                "content": "Slow canon, then a duet.",
+                "is_error": False,
+            }
+        ],
+    }
+
+
+def api_key_sent(headers: dict[str, str]) -> str | None:
+    """The API key a request carried: anthropic 2.x sends ``Authorization: Bearer``, 0.x
+    ``x-api-key``."""
+    bearer = headers.get("authorization", "").removeprefix("Bearer ")
+    return headers.get("x-api-key") or bearer or None
+
+
+def test_request_body_has_cache_control_tools_and_key(
+    server: FakeLLMServer, client: AnthropicClient
+) -> None:
+    server.reply(FINAL_REPLY)
+
+    client.complete(
+        system=SYSTEM, messages=[Message(role="user", content="hi")], tools=[READ_TOOL]
+    )
+
+    request = server.requests[0]
+    assert api_key_sent(request.headers) == "test-key"
+    assert request.body["model"] == MODEL
+    assert request.body["max_tokens"] == 4096
+    assert request.body["system"] == [
+        {
+            "type": "text",
+            "text": "You are Marie, a choreographer.",
+            "cache_control": {"type": "ephemeral"},
+        },
+        {"type": "text", "text": "Run 7"},
+    ]
+    assert request.body["tools"] == [READ_TOOL.model_dump()]
+    assert "tool_choice" not in request.body
+
+
+def test_usage_and_cost_summed_exactly(server: FakeLLMServer, client: AnthropicClient) -> None:
+    server.reply(TOOL_USE_REPLY, FINAL_REPLY)
+
+    first, second = run_round_trip(client)
+    total = first.usage + second.usage
+
+    # claude-sonnet-4-5, USD per MTok: input 3, output 15, cache write 3.75, cache read 0.30.
+    first_cost = (100 * Decimal("3") + 50 * Decimal("15") + 2000 * Decimal("3.75")) / 10**6
+    second_cost = (150 * Decimal("3") + 20 * Decimal("15") + 2000 * Decimal("0.30")) / 10**6
+    assert first_cost == Decimal("0.00855")
+    assert second_cost == Decimal("0.00135")
+    assert first.usage.cost_usd == first_cost
+    assert second.usage.cost_usd == second_cost
+    assert total.cost_usd == Decimal("0.0099")
+    assert (total.input_tokens, total.output_tokens) == (250, 70)
+    assert (total.cache_write_tokens, total.cache_read_tokens) == (2000, 2000)
+    assert total.calls == 2
+
+
+def test_rate_limit_becomes_llm_api_error_with_retry_after(
+    server: FakeLLMServer, client: AnthropicClient
+) -> None:
+    body = {"type": "error", "error": {"type": "rate_limit_error", "message": "Slow\ndown."}}
+    server.reply(ErrorReply(429, body, {"retry-after": "7"}))
+
+    with pytest.raises(LLMAPIError) as caught:
+        client.complete(system=SYSTEM, messages=[Message(role="user", content="hi")])
+
+    assert caught.value.status_code == 429
+    assert caught.value.retry_after_s == 7.0
+    assert "\n" not in str(caught.value)
+    assert len(server.requests) == 1
+
+
+def test_server_error_tuple_reply_maps_status(
+    server: FakeLLMServer, client: AnthropicClient
+) -> None:
+    server.reply((529, {"type": "error", "error": {"type": "overloaded_error"}}, {}))
+
+    with pytest.raises(LLMAPIError) as caught:
+        client.complete(system=SYSTEM, messages=[Message(role="user", content="hi")])
+
+    assert caught.value.status_code == 529
+    assert caught.value.retry_after_s is None
+
+
+def test_connection_refused_has_no_status() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    llm = AnthropicClient(
+        api_key="k", model=MODEL, base_url=f"http://127.0.0.1:{port}", max_retries=0
+    )
+
+    with pytest.raises(LLMAPIError) as caught:
+        llm.complete(system=[], messages=[Message(role="user", content="hi")])
+
+    assert caught.value.status_code is None
+    assert caught.value.retry_after_s is None
+
+
+def test_forced_tool_sends_tool_choice(server: FakeLLMServer, client: AnthropicClient) -> None:
+    plan = {"tasks": [{"id": "choreo", "persona": "marie"}]}
+    server.reply(
+        message_reply(
+            [{"type": "tool_use", "id": "toolu_9", "name": "submit_plan", "input": plan}],
+            "tool_use",
+            {"input_tokens": 10, "output_tokens": 5},
+        )
+    )
+
+    response = client.complete(
+        system=[],
+        messages=[Message(role="user", content="Plan a show")],
+        tools=[PLAN_TOOL],
+        force_tool="submit_plan",
+    )
+
+    body = server.requests[0].body
+    assert body["tool_choice"] == {"type": "tool", "name": "submit_plan"}
+    assert "system" not in body
+    assert response.tool_uses == [ToolUseBlock(id="toolu_9", name="submit_plan", input=plan)]
+    assert response.usage.cache_write_tokens == 0
+    assert response.usage.cost_usd == (10 * Decimal(3) + 5 * Decimal(15)) / 10**6
+
+
+def test_factory_needs_a_key_for_anthropic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("CREWBOX_ANTHROPIC_API_KEY", raising=False)
+    settings = Settings(_env_file=None, provider="anthropic")
+
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY or CREWBOX_PROVIDER=openai"):
+        make_client(settings)
+
+
+def test_factory_builds_anthropic_client(server: FakeLLMServer) -> None:
+    settings = Settings(
+        _env_file=None,
+        provider="anthropic",
+        anthropic_api_key="factory-key",
+        anthropic_base_url=server.url,
+        model="claude-haiku-4-5",
+        llm_max_retries=0,
+    )
+    server.reply(FINAL_REPLY)
+
+    llm = make_client(settings)
+    llm.complete(system=[], messages=[Message(role="user", content="hi")])
+
+    assert isinstance(llm, AnthropicClient)
+    assert api_key_sent(server.requests[0].headers) == "factory-key"
+    assert server.requests[0].body["model"] == "claude-haiku-4-5"

@@ -1,0 +1,71 @@
+"""The price table: lookups by exact id and by prefix, and exact Decimal costs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from crewbox.llm.pricing import call_usage, cost_usd, price_for, price_table
+from crewbox.models import Usage
+
+
+def test_table_names_its_source_and_date() -> None:
+    table = price_table()
+    assert table.source == "https://docs.anthropic.com/en/docs/about-claude/pricing"
+    assert table.as_of
+
+
+@pytest.mark.parametrize(
+    ("model", "priced_as"),
+    [
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-20250514", "claude-sonnet-4"),
+        ("claude-sonnet-4-0", "claude-sonnet-4"),
+        ("claude-opus-4-1-20250805", "claude-opus-4-1"),
+        ("claude-opus-4-5-20251101", "claude-opus-4-5"),
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+        ("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
+    ],
+)
+def test_prefix_match_picks_the_longest_key(model: str, priced_as: str) -> None:
+    price = price_for(model)
+    assert price is not None
+    assert price.model == priced_as
+
+
+@pytest.mark.parametrize(
+    "model", ["smollm2-135m-instruct", "gpt-4o", "claude-opus-4-6", "claude-sonnet-45", ""]
+)
+def test_unknown_models_have_no_price_and_cost_zero(model: str) -> None:
+    assert price_for(model) is None
+    assert cost_usd(model, 1000, 1000, 1000, 1000) == Decimal(0)
+
+
+def test_figures_are_exact_decimals() -> None:
+    price = price_for("claude-opus-4-5")
+    assert price is not None
+    assert price.input_usd_per_mtok == Decimal("5")
+    assert price.output_usd_per_mtok == Decimal("25")
+    assert price.cache_write_usd_per_mtok == Decimal("6.25")
+    assert price.cache_read_usd_per_mtok == Decimal("0.50")
+
+
+def test_cost_is_exact() -> None:
+    # claude-3-5-haiku, USD per MTok: input 0.80, output 4, cache write 1, cache read 0.08.
+    cost = cost_usd("claude-3-5-haiku-20241022", 1234, 567, 8910, 11121)
+    expected = (
+        1234 * Decimal("0.80") + 567 * 4 + 8910 * 1 + 11121 * Decimal("0.08")
+    ) / Decimal(1_000_000)
+    assert cost == expected == Decimal("0.01305488")
+
+
+def test_a_tenth_of_a_cent_adds_up_exactly() -> None:
+    # 1 token of claude-sonnet-4-5 cache read is $0.0000003; ten of them are exactly $0.000003.
+    one = call_usage("claude-sonnet-4-5", input_tokens=0, output_tokens=0, cache_read_tokens=1)
+    total = Usage.total([one] * 10)
+    assert one.cost_usd == Decimal("0.0000003")
+    assert total.cost_usd == Decimal("0.000003")
+    assert total.calls == 10

@@ -1,0 +1,420 @@
+"""The worker's tools: happy paths, sandbox refusals, and run_tool's error results."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crewbox.errors import ToolError
+from crewbox.llm.base import ToolResultBlock, ToolUseBlock
+from worker.tools import ALL_TOOLS, Sandbox, run_tool, select_tools
+from worker.tools.glob import compile_glob
+
+SECRET = "top secret outside text"
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    folder = tmp_path / "workspace"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder beside the sandbox holding ``secret.txt``."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text(SECRET + "\n")
+    return folder
+
+
+@pytest.fixture
+def sandbox(out: Path, workspace: Path) -> Sandbox:
+    return Sandbox(cwd=out, roots=[out, workspace])
+
+
+def call(sandbox: Sandbox, name: str, **input: Any) -> ToolResultBlock:
+    """Run tool ``name`` with ``input`` through run_tool, every tool enabled."""
+    block = ToolUseBlock(id="toolu_1", name=name, input=input)
+    return run_tool(block, list(ALL_TOOLS.values()), sandbox)
+
+
+def ok(result: ToolResultBlock) -> str:
+    assert not result.is_error, result.content
+    return result.content
+
+
+def refused(result: ToolResultBlock) -> str:
+    assert result.is_error, result.content
+    assert "\n" not in result.content
+    return result.content
+
+
+# --- Sandbox -------------------------------------------------------------------------------
+
+
+def test_resolve_relative_path_lands_in_cwd(sandbox: Sandbox, out: Path) -> None:
+    assert sandbox.resolve("notes/a.md") == out.resolve() / "notes" / "a.md"
+
+
+def test_resolve_allows_workspace_by_absolute_path(sandbox: Sandbox, workspace: Path) -> None:
+    assert sandbox.resolve(str(workspace / "x.txt")) == workspace.resolve() / "x.txt"
+
+
+@pytest.mark.parametrize("path", ["../outside/secret.txt", "sub/../../outside/secret.txt"])
+def test_resolve_refuses_dotdot(sandbox: Sandbox, outside: Path, path: str) -> None:
+    with pytest.raises(ToolError, match="outside the sandbox"):
+        sandbox.resolve(path)
+
+
+def test_resolve_refuses_dangling_symlink_out(sandbox: Sandbox, out: Path, tmp_path: Path) -> None:
+    (out / "new").symlink_to(tmp_path / "not-yet")
+    with pytest.raises(ToolError, match="resolves to"):
+        sandbox.resolve("new/file.txt")
+
+
+def test_resolve_error_names_the_roots(sandbox: Sandbox, out: Path, workspace: Path) -> None:
+    with pytest.raises(ToolError) as info:
+        sandbox.resolve("/etc/passwd")
+    assert str(out.resolve()) in str(info.value)
+    assert str(workspace.resolve()) in str(info.value)
+
+
+# --- Read ----------------------------------------------------------------------------------
+
+
+def test_read_numbers_lines_like_cat_n(sandbox: Sandbox, out: Path) -> None:
+    (out / "a.txt").write_text("alpha\nbeta\ngamma\n")
+    assert (
+        ok(call(sandbox, "Read", file_path="a.txt")) == "     1\talpha\n     2\tbeta\n     3\tgamma"
+    )
+
+
+def test_read_offset_and_limit(sandbox: Sandbox, out: Path) -> None:
+    (out / "a.txt").write_text("".join(f"line {n}\n" for n in range(1, 11)))
+    text = ok(call(sandbox, "Read", file_path=str(out / "a.txt"), offset=4, limit=2))
+    assert text.splitlines() == [
+        "     4\tline 4",
+        "     5\tline 5",
+        "(more lines follow; read on with offset=6)",
+    ]
+
+
+def test_read_workspace_file(sandbox: Sandbox, workspace: Path) -> None:
+    (workspace / "w.md").write_text("hello\n")
+    assert ok(call(sandbox, "Read", file_path=str(workspace / "w.md"))) == "     1\thello"
+
+
+def test_read_refuses_directory_binary_and_missing(sandbox: Sandbox, out: Path) -> None:
+    (out / "sub").mkdir()
+    (out / "blob.bin").write_bytes(b"abc\0def")
+    assert "is a directory" in refused(call(sandbox, "Read", file_path="sub"))
+    assert "binary" in refused(call(sandbox, "Read", file_path="blob.bin"))
+    assert "does not exist" in refused(call(sandbox, "Read", file_path="nope.txt"))
+
+
+def test_read_refuses_escapes(sandbox: Sandbox, out: Path, outside: Path) -> None:
+    (out / "link.txt").symlink_to(outside / "secret.txt")
+    for path in ("../outside/secret.txt", str(outside / "secret.txt"), "link.txt"):
+        message = refused(call(sandbox, "Read", file_path=path))
+        assert "outside the sandbox" in message
+        assert SECRET not in message
+
+
+# --- Write ---------------------------------------------------------------------------------
+
+
+def test_write_creates_parents_and_reports_bytes(sandbox: Sandbox, out: Path) -> None:
+    message = ok(call(sandbox, "Write", file_path="deep/er/note.md", content="héllo"))
+    assert (out / "deep" / "er" / "note.md").read_text(encoding="utf-8") == "héllo"
+    assert message == f"Wrote 6 bytes to {out.resolve() / 'deep' / 'er' / 'note.md'}"
+
+
+def test_write_refuses_escapes_and_leaves_outside_unchanged(
+    sandbox: Sandbox, out: Path, outside: Path
+) -> None:
+    (out / "link.txt").symlink_to(outside / "secret.txt")
+    (out / "linkdir").symlink_to(outside)
+    paths = ["../outside/secret.txt", str(outside / "secret.txt"), "link.txt", "linkdir/new.txt"]
+    for path in paths:
+        assert "outside the sandbox" in refused(call(sandbox, "Write", file_path=path, content="x"))
+    assert (outside / "secret.txt").read_text() == SECRET + "\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+# --- Edit ----------------------------------------------------------------------------------
+
+
+def test_edit_replaces_once_keeping_line_endings(sandbox: Sandbox, out: Path) -> None:
+    (out / "a.txt").write_bytes(b"one\r\ntwo\r\n")
+    message = ok(call(sandbox, "Edit", file_path="a.txt", old_string="two", new_string="2"))
+    assert (out / "a.txt").read_bytes() == b"one\r\n2\r\n"
+    assert message.endswith("replaced 1 occurrence(s)")
+
+
+def test_edit_replace_all(sandbox: Sandbox, out: Path) -> None:
+    (out / "a.txt").write_text("x y x y x")
+    edit = {"file_path": "a.txt", "old_string": "x", "new_string": "z", "replace_all": True}
+    assert "replaced 3" in ok(call(sandbox, "Edit", **edit))
+    assert (out / "a.txt").read_text() == "z y z y z"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "replace_all", "expected"),
+    [
+        ("absent", "b", False, "not found"),
+        ("x", "z", False, "occurs 3 times"),
+        ("x", "x", True, "are the same"),
+    ],
+)
+def test_edit_errors_leave_file_unchanged(
+    sandbox: Sandbox, out: Path, old: str, new: str, replace_all: bool, expected: str
+) -> None:
+    (out / "a.txt").write_text("x y x y x")
+    edit = {"file_path": "a.txt", "old_string": old, "new_string": new, "replace_all": replace_all}
+    assert expected in refused(call(sandbox, "Edit", **edit))
+    assert (out / "a.txt").read_text() == "x y x y x"
+
+
+def test_edit_refuses_symlink_out(sandbox: Sandbox, out: Path, outside: Path) -> None:
+    (out / "link.txt").symlink_to(outside / "secret.txt")
+    edit = {"file_path": "link.txt", "old_string": "secret", "new_string": "public"}
+    assert "outside the sandbox" in refused(call(sandbox, "Edit", **edit))
+    assert (outside / "secret.txt").read_text() == SECRET + "\n"
+
+
+def test_edit_missing_file(sandbox: Sandbox) -> None:
+    edit = {"file_path": "none.txt", "old_string": "a", "new_string": "b"}
+    assert "does not exist" in refused(call(sandbox, "Edit", **edit))
+
+
+# --- Glob ----------------------------------------------------------------------------------
+
+
+def _touch(path: Path, mtime_s: float, text: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.utime(path, (mtime_s, mtime_s))
+    return path
+
+
+def test_glob_recursive_newest_first(sandbox: Sandbox, out: Path) -> None:
+    now = time.time()
+    old = _touch(out / "a.py", now - 300)
+    new = _touch(out / "pkg" / "deep" / "b.py", now - 10)
+    mid = _touch(out / "pkg" / "c.py", now - 100)
+    _touch(out / "pkg" / "d.txt", now)
+    lines = ok(call(sandbox, "Glob", pattern="**/*.py")).splitlines()
+    assert lines == [str(new.resolve()), str(mid.resolve()), str(old.resolve())]
+
+
+def test_glob_braces_and_path(sandbox: Sandbox, workspace: Path) -> None:
+    _touch(workspace / "x.md", 1000)
+    _touch(workspace / "y.txt", 2000)
+    _touch(workspace / "z.py", 3000)
+    text = ok(call(sandbox, "Glob", pattern="*.{md,txt}", path=str(workspace)))
+    assert text.splitlines() == [str(workspace / "y.txt"), str(workspace / "x.md")]
+
+
+def test_glob_no_match(sandbox: Sandbox) -> None:
+    assert ok(call(sandbox, "Glob", pattern="*.nothing")) == "No files found"
+
+
+def test_glob_does_not_leak_outside(sandbox: Sandbox, out: Path, outside: Path) -> None:
+    (out / "mine.txt").write_text("mine")
+    (out / "linkdir").symlink_to(outside)
+    (out / "link.txt").symlink_to(outside / "secret.txt")
+    for pattern in ("**/*", "*", "linkdir/*", "**/secret.txt"):
+        text = ok(call(sandbox, "Glob", pattern=pattern))
+        assert str(outside) not in text
+        assert "link.txt" not in text and "secret" not in text
+    assert ok(call(sandbox, "Glob", pattern="**/*")) == str(out.resolve() / "mine.txt")
+
+
+def test_glob_refuses_escaping_pattern_and_path(sandbox: Sandbox, outside: Path) -> None:
+    assert "relative" in refused(call(sandbox, "Glob", pattern=str(outside / "*")))
+    assert "'..'" in refused(call(sandbox, "Glob", pattern="../outside/*"))
+    refused(call(sandbox, "Glob", pattern="*", path=str(outside)))
+    refused(call(sandbox, "Glob", pattern="*", path=".."))
+
+
+def test_compile_glob_semantics() -> None:
+    assert compile_glob("**/*.py").match("a.py")
+    assert compile_glob("**/*.py").match("x/y/a.py")
+    assert not compile_glob("*.py").match("x/a.py")
+    assert compile_glob("src/**").match("src/a/b.c")
+    assert compile_glob("[!a]?.{c,h}").match("bx.h")
+    assert not compile_glob("[!a]?.{c,h}").match("ax.h")
+    assert compile_glob("{a,b{c,d}}.md").match("bd.md")
+
+
+# --- Grep ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def corpus(out: Path) -> Path:
+    _touch(out / "a.py", 1000, "import os\nprint('Hello')\nhello = 1\n")
+    _touch(out / "sub" / "b.txt", 2000, "nothing here\nsay hello\n")
+    _touch(out / "c.md", 3000, "no match\n")
+    (out / "blob.bin").write_bytes(b"hello\0binary")
+    return out
+
+
+def test_grep_files_with_matches_default(sandbox: Sandbox, corpus: Path) -> None:
+    text = ok(call(sandbox, "Grep", pattern="hello"))
+    assert text.splitlines() == [
+        "Found 2 files",
+        str(corpus / "sub" / "b.txt"),
+        str(corpus / "a.py"),
+    ]
+
+
+def test_grep_content_with_line_numbers_and_ignore_case(sandbox: Sandbox, corpus: Path) -> None:
+    text = ok(call(sandbox, "Grep", pattern="hello", output_mode="content", **{"-i": True}))
+    assert text.splitlines() == [
+        f"{corpus / 'a.py'}:2:print('Hello')",
+        f"{corpus / 'a.py'}:3:hello = 1",
+        f"{corpus / 'sub' / 'b.txt'}:2:say hello",
+    ]
+
+
+def test_grep_content_without_line_numbers(sandbox: Sandbox, corpus: Path) -> None:
+    text = ok(call(sandbox, "Grep", pattern="^say", output_mode="content", **{"-n": False}))
+    assert text == f"{corpus / 'sub' / 'b.txt'}:say hello"
+
+
+def test_grep_count_and_glob(sandbox: Sandbox, corpus: Path) -> None:
+    text = ok(call(sandbox, "Grep", pattern="(?i)hello", output_mode="count", glob="*.py"))
+    assert text.splitlines() == [
+        f"{corpus / 'a.py'}:2",
+        "",
+        "Found 2 total occurrences across 1 files.",
+    ]
+
+
+def test_grep_single_file_and_no_match(sandbox: Sandbox, corpus: Path) -> None:
+    assert ok(call(sandbox, "Grep", pattern="import", path="a.py")).endswith(str(corpus / "a.py"))
+    assert ok(call(sandbox, "Grep", pattern="zzz")) == "No files found"
+    assert ok(call(sandbox, "Grep", pattern="zzz", output_mode="content")) == "No matches found"
+
+
+def test_grep_never_reads_outside(sandbox: Sandbox, out: Path, outside: Path) -> None:
+    (out / "link.txt").symlink_to(outside / "secret.txt")
+    (out / "linkdir").symlink_to(outside)
+    text = ok(call(sandbox, "Grep", pattern="secret", output_mode="content"))
+    assert text == "No matches found"
+    for path in ("link.txt", str(outside), "../outside"):
+        message = refused(call(sandbox, "Grep", pattern="secret", path=path, output_mode="content"))
+        assert SECRET not in message
+
+
+def test_grep_bad_regex_and_bad_mode(sandbox: Sandbox) -> None:
+    assert "invalid regular expression" in refused(call(sandbox, "Grep", pattern="(unclosed"))
+    assert "must be one of" in refused(call(sandbox, "Grep", pattern="x", output_mode="lines"))
+
+
+# --- Bash ----------------------------------------------------------------------------------
+
+
+def test_bash_runs_in_cwd(sandbox: Sandbox, out: Path) -> None:
+    assert ok(call(sandbox, "Bash", command="pwd")).strip() == str(out.resolve())
+    ok(call(sandbox, "Bash", command="echo made > made.txt", description="write a file"))
+    assert (out / "made.txt").read_text() == "made\n"
+
+
+def test_bash_reports_exit_code_and_stderr(sandbox: Sandbox) -> None:
+    text = ok(call(sandbox, "Bash", command="echo oops >&2; exit 3"))
+    assert text == "oops\nExit code: 3"
+    assert ok(call(sandbox, "Bash", command="true")) == "(no output)"
+
+
+def test_bash_times_out(sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    message = refused(call(sandbox, "Bash", command="sleep 30", timeout=300))
+    assert "timed out after 300 ms" in message
+    assert time.monotonic() - started < 10
+
+
+def test_bash_truncates_long_output(sandbox: Sandbox) -> None:
+    text = ok(call(sandbox, "Bash", command="head -c 100000 /dev/zero | tr '\\0' a; echo END"))
+    assert len(text) < 31_000
+    assert "output truncated" in text
+    assert text.startswith("aaaa") and text.endswith("END\n")
+
+
+# --- run_tool and select_tools -------------------------------------------------------------
+
+
+def test_run_tool_unknown_tool(sandbox: Sandbox) -> None:
+    result = call(sandbox, "WebFetch", url="https://example.com")
+    assert result.tool_use_id == "toolu_1"
+    assert "'WebFetch' is not available" in refused(result)
+    assert "Read" in result.content
+
+
+def test_run_tool_tool_not_enabled(sandbox: Sandbox) -> None:
+    block = ToolUseBlock(id="t", name="Bash", input={"command": "echo hi"})
+    result = run_tool(block, select_tools(None, allow_bash=False), sandbox)
+    assert "'Bash' is not available" in refused(result)
+
+
+@pytest.mark.parametrize(
+    ("name", "input", "expected"),
+    [
+        ("Read", {}, "missing parameter 'file_path'"),
+        ("Write", {"file_path": "a.txt"}, "missing parameter 'content'"),
+        ("Read", {"file_path": 3}, "'file_path' must be a string"),
+        ("Read", {"file_path": "a", "limit": True}, "'limit' must be a number"),
+        (
+            "Edit",
+            {"file_path": "a", "old_string": "", "new_string": "", "replace_all": "y"},
+            "'replace_all' must be a boolean",
+        ),
+        ("Read", {"file_path": "a", "color": "red"}, "unknown parameter 'color'"),
+        ("Read", {"file_path": "a", "offset": 1.5}, "whole number"),
+    ],
+)
+def test_run_tool_bad_input(
+    sandbox: Sandbox, name: str, input: dict[str, Any], expected: str
+) -> None:
+    assert expected in refused(call(sandbox, name, **input))
+
+
+def test_select_tools() -> None:
+    assert [t.name for t in select_tools(None, allow_bash=False)] == [
+        "Read",
+        "Write",
+        "Edit",
+        "Glob",
+        "Grep",
+    ]
+    assert [t.name for t in select_tools(None, allow_bash=True)][-1] == "Bash"
+    assert [t.name for t in select_tools(["Grep", " Read", "Grep"], allow_bash=True)] == [
+        "Grep",
+        "Read",
+    ]
+    assert [t.name for t in select_tools(["Bash", "Read"], allow_bash=False)] == ["Read"]
+
+
+def test_select_tools_skips_tools_crewbox_lacks(caplog: pytest.LogCaptureFixture) -> None:
+    chosen = select_tools(["Read", "WebSearch", "Bash(git:*)"], allow_bash=True)
+    assert [t.name for t in chosen] == ["Read"]
+    assert "WebSearch" in caplog.text
+
+
+def test_definitions_match_names() -> None:
+    for name, tool in ALL_TOOLS.items():
+        assert tool.definition.name == name == tool.name
+        assert tool.definition.input_schema["type"] == "object"

@@ -1,0 +1,126 @@
+"""The agent loop: persona prompt + task → model ↔ tools, until the model ends its turn.
+
+One loop per task, as in Claude Code: the model answers; if it asked for tools, each call
+runs in the sandbox and its result (or its error, which the model sees and can act on) goes
+back; this repeats until the model stops asking or ``max_turns`` is reached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crewbox.llm.base import LLMClient, Message, SystemBlock
+from crewbox.models import Task, Usage
+from crewbox.personas import Persona
+from worker.tools import Tool, run_tool
+from worker.tools.sandbox import Sandbox
+
+
+@dataclass
+class AgentOutcome:
+    """What the loop produced: the model's final text, per-call usage, and why it stopped.
+
+    ``error`` is None when the model ended its turn; otherwise one line (max turns, timeout).
+    """
+
+    text: str = ""
+    calls: list[Usage] = field(default_factory=list)
+    turns: int = 0
+    error: str | None = None
+
+
+@dataclass
+class AgentSetup:
+    """Everything the loop needs besides the task: who, with what model, within what limits."""
+
+    persona: Persona
+    llm: LLMClient
+    model: str
+    tools: list[Tool]
+    sandbox: Sandbox
+    workspace: Path | None
+    max_turns: int = 20
+    max_tokens: int = 4096
+
+
+def system_blocks(persona: Persona, context: str) -> list[SystemBlock]:
+    """The persona prompt, then the run's shared context; the last block is cached.
+
+    Both are the stable prefix of every call of the task (and of every task of the persona
+    in the run), so ``cache_control`` goes on the last of them.
+    """
+    blocks = [SystemBlock(text=persona.prompt)]
+    if context.strip():
+        blocks.append(SystemBlock(text=f"# Shared context of this request\n\n{context}"))
+    blocks[-1].cache = True
+    return blocks
+
+
+def task_message(task: Task, cwd: Path, workspace: Path | None) -> str:
+    """The first user message: the request, the task, its dependencies' outputs, the rules."""
+    spec = task.spec
+    parts = [
+        f"Task id: {spec.id}\nTitle: {spec.title}\nRun: {task.run_id}",
+        f"## The user's request\n\n{task.request_text}",
+        f"## Your task\n\n{spec.instructions}",
+    ]
+    if task.dependencies:
+        parts.append("## Results of the tasks yours depends on\n\n" + dependency_text(task))
+    where = f"Your working directory (output folder) is {cwd}. Every file you write there "
+    where += "by a relative path is delivered to the user as an artifact."
+    if workspace is not None:
+        where += f" Your workspace with reference material is {workspace}."
+    parts.append(
+        f"## Where you work\n\n{where}\n\nWhen you are done, reply with a short "
+        "summary (3-6 sentences) of what you produced."
+    )
+    return "\n\n".join(parts)
+
+
+def dependency_text(task: Task) -> str:
+    """Each dependency's title, status, summary and artifact paths, as Markdown."""
+    sections = []
+    for dep in task.dependencies:
+        files = ", ".join(dep.artifacts) or "none"
+        sections.append(
+            f"### {dep.task_id} ({dep.persona}, {dep.status}): {dep.title}\n\n"
+            f"{dep.summary or '(no summary)'}\n\nArtifacts (relative to the run): {files}"
+        )
+    return "\n\n".join(sections)
+
+
+def run_agent(task: Task, setup: AgentSetup, deadline_s: float) -> AgentOutcome:
+    """Run the loop for ``task`` until the model ends its turn, ``max_turns``, or the deadline.
+
+    ``deadline_s`` is a ``time.monotonic()`` value. LLM errors (LLMAPIError,
+    ModelBehaviorError) propagate to the caller, which fails the task.
+    """
+    system = system_blocks(setup.persona, task.context)
+    definitions = [t.definition for t in setup.tools]
+    messages = [
+        Message(role="user", content=task_message(task, setup.sandbox.cwd, setup.workspace))
+    ]
+    outcome = AgentOutcome()
+    while outcome.turns < setup.max_turns:
+        if time.monotonic() > deadline_s:
+            outcome.error = f"timed out after {task.spec.timeout_s}s (timeout_s of the task)"
+            return outcome
+        response = setup.llm.complete(
+            system=system,
+            messages=messages,
+            tools=definitions or None,
+            max_tokens=setup.max_tokens,
+            model=setup.model,
+        )
+        outcome.turns += 1
+        outcome.calls.append(response.usage)
+        outcome.text = response.text or outcome.text
+        if response.stop_reason != "tool_use" or not response.tool_uses:
+            return outcome
+        messages.append(Message(role="assistant", content=list(response.content)))
+        results = [run_tool(call, setup.tools, setup.sandbox) for call in response.tool_uses]
+        messages.append(Message(role="user", content=list(results)))
+    outcome.error = f"stopped after {setup.max_turns} turns (CREWBOX_MAX_TURNS) without finishing"
+    return outcome

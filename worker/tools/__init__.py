@@ -1,0 +1,78 @@
+"""The worker's tools: Claude Code's Read, Write, Edit, Glob, Grep and Bash in a path sandbox.
+
+- :data:`ALL_TOOLS`: every tool by name.
+- :func:`select_tools`: the tools a persona gets (its ``tools`` list, Bash only if allowed).
+- :func:`run_tool`: run one ``tool_use`` block; refusals and failures become error results
+  the model sees, so the task goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from crewbox.errors import ToolError
+from crewbox.llm.base import ToolResultBlock, ToolUseBlock
+from worker.tools.base import Tool, validate_input
+from worker.tools.bash import BashTool
+from worker.tools.edit import EditTool
+from worker.tools.glob import GlobTool
+from worker.tools.grep import GrepTool
+from worker.tools.read import ReadTool
+from worker.tools.sandbox import Sandbox
+from worker.tools.write import WriteTool
+
+__all__ = ["ALL_TOOLS", "Sandbox", "Tool", "run_tool", "select_tools"]
+
+ALL_TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (ReadTool(), WriteTool(), EditTool(), GlobTool(), GrepTool(), BashTool())
+}
+"""Every tool, by Claude Code name, in a stable order."""
+
+log = logging.getLogger("crewbox.worker")
+
+
+def select_tools(names: list[str] | None, allow_bash: bool) -> list[Tool]:
+    """The tools for a persona.
+
+    Args:
+        names: tool names from the persona's ``tools`` key (order kept, duplicates dropped);
+            None means all tools.
+        allow_bash: when False, Bash is left out even if ``names`` lists it.
+
+    Names crewbox does not have (Claude Code's WebFetch, Task, MCP tools, ``Bash(git:*)``
+    permission forms) are skipped with a warning, so real Claude Code subagent files load
+    unmodified.
+    """
+    wanted = list(ALL_TOOLS) if names is None else list(dict.fromkeys(n.strip() for n in names))
+    unknown = [name for name in wanted if name not in ALL_TOOLS]
+    if unknown:
+        log.warning("skipping tools crewbox does not have: %s", ", ".join(unknown))
+    wanted = [name for name in wanted if name in ALL_TOOLS]
+    return [ALL_TOOLS[name] for name in wanted if allow_bash or name != "Bash"]
+
+
+def run_tool(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> ToolResultBlock:
+    """Run one tool call and return its result block (same ``tool_use_id``).
+
+    Never raises for an unknown or not-enabled tool name, input that does not fit the tool's
+    schema, a :class:`ToolError` or an ``OSError`` from the tool: those become a result with
+    ``is_error=True`` and one line saying what went wrong. Other exceptions are bugs and
+    propagate.
+    """
+    try:
+        content = _run(call, tools, sandbox)
+    except (ToolError, OSError) as exc:
+        message = str(exc).strip() or type(exc).__name__
+        return ToolResultBlock(tool_use_id=call.id, content=message, is_error=True)
+    return ToolResultBlock(tool_use_id=call.id, content=content)
+
+
+def _run(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> str:
+    by_name = {tool.name: tool for tool in tools}
+    tool = by_name.get(call.name)
+    if tool is None:
+        available = ", ".join(by_name) or "none"
+        raise ToolError(f"tool {call.name!r} is not available; available tools: {available}")
+    validate_input(tool.definition, call.input)
+    return tool.run(call.input, sandbox)

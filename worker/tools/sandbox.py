@@ -1,0 +1,98 @@
+"""The path sandbox of a task: which files its tools may touch.
+
+A task's tools may use paths inside its output folder (the working directory, where
+relative paths resolve) and inside its persona's workspace. Every path is resolved, symlinks
+included, before the check, so ``..`` and links that point out are refused alike.
+
+This is a path check, not an operating-system boundary: a path is checked, then opened, so a
+process swapping a symlink in between could win the race. In the cluster the container is the
+boundary; the check keeps the model's file tools honest and gives it errors it can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from crewbox.errors import ToolError
+
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn"})
+"""Version-control folders that Glob and Grep never descend into (as ripgrep by default)."""
+
+
+class Sandbox:
+    """The folders a task's tools may read and write.
+
+    Attributes:
+        cwd: the task's output folder, resolved; relative paths resolve against it.
+        roots: resolved folders every path must stay inside; always includes ``cwd``.
+    """
+
+    def __init__(self, cwd: Path, roots: list[Path]) -> None:
+        """Build a sandbox.
+
+        Args:
+            cwd: the task's output folder (need not exist yet).
+            roots: allowed folders, usually ``[cwd, workspace]``; ``cwd`` is added if missing.
+        """
+        self.cwd = cwd.resolve()
+        resolved = [self.cwd, *(root.resolve() for root in roots)]
+        self.roots = list(dict.fromkeys(resolved))
+
+    def contains(self, real: Path) -> bool:
+        """True when the already-resolved absolute path ``real`` is inside one of the roots."""
+        return any(real == root or real.is_relative_to(root) for root in self.roots)
+
+    def resolve(self, path: str) -> Path:
+        """Turn a path the model gave into a resolved absolute path inside the sandbox.
+
+        Relative paths resolve against ``cwd``; symlinks are followed, also in the parent
+        chain of a file that does not exist yet.
+
+        Raises:
+            ToolError: the path is empty or malformed, or resolves outside every root.
+        """
+        if not path or "\0" in path:
+            raise ToolError(f"invalid path {path!r}; {self._hint()}")
+        candidate = Path(path)
+        if not candidate.is_absolute():
+            candidate = self.cwd / candidate
+        try:
+            real = candidate.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
+            raise ToolError(f"cannot resolve path {path}: {exc}") from exc
+        if not self.contains(real):
+            shown = path if str(real) == path else f"{path} (resolves to {real})"
+            raise ToolError(f"path {shown} is outside the sandbox; {self._hint()}")
+        return real
+
+    def display(self, path: Path | str) -> str:
+        """The string to show the model for ``path``: its absolute path."""
+        shown = Path(path)
+        return str(shown if shown.is_absolute() else self.cwd / shown)
+
+    def walk_files(self, top: Path) -> Iterator[Path]:
+        """Yield every file under the folder ``top`` whose real path is inside the sandbox.
+
+        Symlinked folders are never entered; a symlinked file is yielded (under its own
+        path) only when its target is inside the sandbox. Folders in ``SKIPPED_DIRS`` are
+        skipped. Order: folders and files sorted by name. Unreadable folders are skipped.
+        """
+        for folder, dirs, files in os.walk(top, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+            for name in sorted(files):
+                path = Path(folder, name)
+                if not path.is_symlink() or self._link_inside(path):
+                    yield path
+
+    def _link_inside(self, link: Path) -> bool:
+        try:
+            real = link.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return False
+        return self.contains(real) and real.is_file()
+
+    def _hint(self) -> str:
+        places = " or ".join(str(root) for root in self.roots)
+        return f"use paths under {places}"
