@@ -35,7 +35,7 @@ from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings() -> Settings:

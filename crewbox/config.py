@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     )
 
     provider: Literal["auto", "anthropic", "openai", "scripted"] = "auto"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CREWBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),

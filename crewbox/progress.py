@@ -28,7 +28,7 @@ class ProgressPrinter:
     """Prints one line per notable event and keeps the run's running usage total."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.usage = Usage()
 
     def __call__(self, event: Event) -> None:

@@ -14,7 +14,7 @@ the calls run at the same time. Select it with ``CREWBOX_PROVIDER=scripted`` and
 Step keys: ``match`` (str, optional), ``text`` (str), ``tool_uses`` (list of ``{name,
 input}``), ``usage`` (``input_tokens``, ``output_tokens``, ``cache_write_tokens``,
 ``cache_read_tokens``), ``barrier`` (str) with ``parties`` (int).
-Cost comes from the real pricing table for ``model`` (default ``claude-sonnet-4-5``).
+Cost comes from the real pricing table for ``model`` (default ``claude-sonnet-4-6``).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class ScriptedLLM:
         self,
         steps: list[ScriptedStep] | list[dict[str, Any]],
         *,
-        model: str = "claude-sonnet-4-5",
+        model: str = "claude-sonnet-4-6",
         record_dir: Path | None = None,
     ) -> None:
         self.model = model
@@ -131,7 +131,7 @@ class ScriptedLLM:
         if isinstance(data, list):
             return cls(data, record_dir=record_dir)
         return cls(
-            data["steps"], model=data.get("model", "claude-sonnet-4-5"), record_dir=record_dir
+            data["steps"], model=data.get("model", "claude-sonnet-4-6"), record_dir=record_dir
         )
 
     def complete(

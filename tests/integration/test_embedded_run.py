@@ -25,29 +25,60 @@ REQUEST = (
     "Plan a spring recital: choreography for the kids class, a ticket page, "
     "and an Instagram campaign"
 )
-CHOREO_SUMMARY = "Choreography 'Spring Awakening' for Kids Ballet: 3 sections, 8 dancers, 4 minutes."
+CHOREO_SUMMARY = (
+    "Choreography 'Spring Awakening' for Kids Ballet: 3 sections, 8 dancers, 4 minutes."
+)
 FINAL = "# Spring recital\n\nChoreography, ticket page and campaign are ready."
 
 PLAN = {
     "tasks": [
-        {"id": "choreo", "persona": "marie", "title": "Kids class choreography",
-         "instructions": "Choreograph the kids ballet piece.", "depends_on": [],
-         "priority": "high", "timeout_s": 120},
-        {"id": "tickets", "persona": "anga", "title": "Ticket page",
-         "instructions": "Build the ticket page.", "depends_on": [],
-         "priority": "normal", "timeout_s": 120},
-        {"id": "teaser", "persona": "fabien", "title": "Teaser posts",
-         "instructions": "Write two teaser posts.", "depends_on": [],
-         "priority": "normal", "timeout_s": 120},
-        {"id": "campaign", "persona": "fabien", "title": "Instagram campaign",
-         "instructions": "Plan the Instagram campaign around the choreography.",
-         "depends_on": ["choreo"], "priority": "normal", "timeout_s": 120},
+        {
+            "id": "choreo",
+            "persona": "marie",
+            "title": "Kids class choreography",
+            "instructions": "Choreograph the kids ballet piece.",
+            "depends_on": [],
+            "priority": "high",
+            "timeout_s": 120,
+        },
+        {
+            "id": "tickets",
+            "persona": "anga",
+            "title": "Ticket page",
+            "instructions": "Build the ticket page.",
+            "depends_on": [],
+            "priority": "normal",
+            "timeout_s": 120,
+        },
+        {
+            "id": "teaser",
+            "persona": "fabien",
+            "title": "Teaser posts",
+            "instructions": "Write two teaser posts.",
+            "depends_on": [],
+            "priority": "normal",
+            "timeout_s": 120,
+        },
+        {
+            "id": "campaign",
+            "persona": "fabien",
+            "title": "Instagram campaign",
+            "instructions": "Plan the Instagram campaign around the choreography.",
+            "depends_on": ["choreo"],
+            "priority": "normal",
+            "timeout_s": 120,
+        },
     ]
 }
 
 
 def usage(i: int, o: int, cw: int = 0, cr: int = 0) -> dict[str, int]:
-    return {"input_tokens": i, "output_tokens": o, "cache_write_tokens": cw, "cache_read_tokens": cr}
+    return {
+        "input_tokens": i,
+        "output_tokens": o,
+        "cache_write_tokens": cw,
+        "cache_read_tokens": cr,
+    }
 
 
 def write(path: str, content: str) -> dict[str, Any]:
@@ -58,23 +89,63 @@ def script() -> list[dict[str, Any]]:
     """Planner, four tasks (three meet at a barrier), synthesizer."""
     students = str(ROOT / "workspaces" / "dance" / "students.csv")
     return [
-        {"match": "Call submit_plan", "usage": usage(900, 300, 1200, 0),
-         "tool_uses": [{"name": "submit_plan", "input": PLAN}]},
-        {"match": "Task id: choreo", "barrier": "start", "parties": 3, "usage": usage(500, 80, 0, 1200),
-         "tool_uses": [{"name": "Read", "input": {"file_path": students}},
-                       write("choreography.md", "# Spring Awakening\n\n1. Bloom\n2. Rain\n3. Sun\n")]},
+        {
+            "match": "Call submit_plan",
+            "usage": usage(900, 300, 1200, 0),
+            "tool_uses": [{"name": "submit_plan", "input": PLAN}],
+        },
+        {
+            "match": "Task id: choreo",
+            "barrier": "start",
+            "parties": 3,
+            "usage": usage(500, 80, 0, 1200),
+            "tool_uses": [
+                {"name": "Read", "input": {"file_path": students}},
+                write("choreography.md", "# Spring Awakening\n\n1. Bloom\n2. Rain\n3. Sun\n"),
+            ],
+        },
         {"match": "Task id: choreo", "usage": usage(700, 60), "text": CHOREO_SUMMARY},
-        {"match": "Task id: tickets", "barrier": "start", "parties": 3, "usage": usage(450, 70),
-         "tool_uses": [write("../../marie/choreo/hacked.md", "overwritten by anga")]},
-        {"match": "Task id: tickets", "usage": usage(480, 90),
-         "tool_uses": [write("site/tickets.html", "<h1>Spring recital tickets</h1>\n")]},
-        {"match": "Task id: tickets", "usage": usage(520, 40), "text": "Ticket page in site/tickets.html."},
-        {"match": "Task id: teaser", "barrier": "start", "parties": 3, "usage": usage(400, 50),
-         "tool_uses": [write("teaser.md", "Something is blooming at Studio Marie... #recital\n")]},
-        {"match": "Task id: teaser", "usage": usage(410, 30), "text": "Two teaser posts in teaser.md."},
-        {"match": "Task id: campaign", "usage": usage(600, 120),
-         "tool_uses": [write("campaign.md", "# Campaign\n\nWeek 1: rehearsal reels.\n")]},
-        {"match": "Task id: campaign", "usage": usage(650, 45), "text": "Campaign plan in campaign.md."},
+        {
+            "match": "Task id: tickets",
+            "barrier": "start",
+            "parties": 3,
+            "usage": usage(450, 70),
+            "tool_uses": [write("../../marie/choreo/hacked.md", "overwritten by anga")],
+        },
+        {
+            "match": "Task id: tickets",
+            "usage": usage(480, 90),
+            "tool_uses": [write("site/tickets.html", "<h1>Spring recital tickets</h1>\n")],
+        },
+        {
+            "match": "Task id: tickets",
+            "usage": usage(520, 40),
+            "text": "Ticket page in site/tickets.html.",
+        },
+        {
+            "match": "Task id: teaser",
+            "barrier": "start",
+            "parties": 3,
+            "usage": usage(400, 50),
+            "tool_uses": [
+                write("teaser.md", "Something is blooming at Studio Marie... #recital\n")
+            ],
+        },
+        {
+            "match": "Task id: teaser",
+            "usage": usage(410, 30),
+            "text": "Two teaser posts in teaser.md.",
+        },
+        {
+            "match": "Task id: campaign",
+            "usage": usage(600, 120),
+            "tool_uses": [write("campaign.md", "# Campaign\n\nWeek 1: rehearsal reels.\n")],
+        },
+        {
+            "match": "Task id: campaign",
+            "usage": usage(650, 45),
+            "text": "Campaign plan in campaign.md.",
+        },
         {"match": "## Results", "usage": usage(1500, 200), "text": FINAL},
     ]
 
@@ -85,7 +156,9 @@ def recital(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("recital")
     (tmp / "script.yaml").write_text(yaml.safe_dump(script()))
     env = crewbox_env(
-        tmp, CREWBOX_PROVIDER="scripted", CREWBOX_SCRIPT_PATH=str(tmp / "script.yaml"),
+        tmp,
+        CREWBOX_PROVIDER="scripted",
+        CREWBOX_SCRIPT_PATH=str(tmp / "script.yaml"),
         CREWBOX_SCRIPT_RECORD_DIR=str(tmp / "record"),
     )
     proc = run_crewbox(["run", REQUEST], env, cwd=tmp)
@@ -129,8 +202,12 @@ def test_dependent_task_received_its_dependencys_summary(recital: dict[str, Any]
 
 def test_artifacts_on_disk_match_their_sha256(recital: dict[str, Any]) -> None:
     run_dir: Path = recital["run_dir"]
-    expected = {"choreo": ["choreography.md"], "tickets": ["site/tickets.html"],
-                "teaser": ["teaser.md"], "campaign": ["campaign.md"]}
+    expected = {
+        "choreo": ["choreography.md"],
+        "tickets": ["site/tickets.html"],
+        "teaser": ["teaser.md"],
+        "campaign": ["campaign.md"],
+    }
     for task_id, result in results_by_id(recital).items():
         assert [a.path for a in result.artifacts] == expected[task_id]
         for artifact in result.artifacts:
@@ -139,12 +216,19 @@ def test_artifacts_on_disk_match_their_sha256(recital: dict[str, Any]) -> None:
             assert len(data) == artifact.bytes
 
 
-def test_escaping_write_is_refused_to_the_model_and_the_task_goes_on(recital: dict[str, Any]) -> None:
+def test_escaping_write_is_refused_to_the_model_and_the_task_goes_on(
+    recital: dict[str, Any],
+) -> None:
     run_dir: Path = recital["run_dir"]
     assert not (run_dir / "marie" / "choreo" / "hacked.md").exists()
     second = calls_for(recital, "tickets")[1]
-    tool_results = [b for m in second.messages if isinstance(m["content"], list)
-                    for b in m["content"] if b["type"] == "tool_result"]
+    tool_results = [
+        b
+        for m in second.messages
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b["type"] == "tool_result"
+    ]
     assert tool_results and tool_results[-1]["is_error"] is True
     assert "outside" in tool_results[-1]["content"]
     assert results_by_id(recital)["tickets"].status == "succeeded"
@@ -154,7 +238,7 @@ def test_final_answer_written_and_printed(recital: dict[str, Any]) -> None:
     final = (recital["run_dir"] / "final.md").read_text()
     assert final == FINAL
     assert recital["proc"].stdout.strip() == FINAL.strip()
-    synth = [c for c in recital["calls"] if "## Results" in c.text][0]
+    synth = next(c for c in recital["calls"] if "## Results" in c.text)
     assert CHOREO_SUMMARY in synth.text and "Spring Awakening" in synth.text
 
 
@@ -163,17 +247,23 @@ def test_summary_totals_equal_the_sum_of_per_call_usage(recital: dict[str, Any])
     calls = recital["calls"]
     assert len(calls) == len(script())
     recorded = Usage.total(c.usage for c in calls)
-    assert summary.usage_total.model_dump(exclude={"calls"}) == recorded.model_dump(exclude={"calls"})
+    assert summary.usage_total.model_dump(exclude={"calls"}) == recorded.model_dump(
+        exclude={"calls"}
+    )
     assert summary.usage_total.calls == len(calls)
     assert summary.usage_total.cost_usd > Decimal(0)
-    events = [Event.model_validate_json(line) for line in
-              (recital["run_dir"] / "events.jsonl").read_text().splitlines()]
-    from_events = Usage.total(Usage.model_validate(e.data["usage"]) for e in events if e.kind == "llm_call")
+    events = [
+        Event.model_validate_json(line)
+        for line in (recital["run_dir"] / "events.jsonl").read_text().splitlines()
+    ]
+    from_events = Usage.total(
+        Usage.model_validate(e.data["usage"]) for e in events if e.kind == "llm_call"
+    )
     assert from_events == summary.usage_total
     per_persona = Usage.total(summary.usage_by_persona.values())
-    assert per_persona + summary.usage_by_stage["planner"] + summary.usage_by_stage["synthesizer"] == (
-        summary.usage_total
-    )
+    assert per_persona + summary.usage_by_stage["planner"] + summary.usage_by_stage[
+        "synthesizer"
+    ] == (summary.usage_total)
 
 
 def test_progress_on_stderr_names_personas_tasks_and_cost(recital: dict[str, Any]) -> None:

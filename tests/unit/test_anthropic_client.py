@@ -45,7 +45,10 @@ PLAN_TOOL = ToolDef(
     description="Submit the plan.",
     input_schema={"type": "object", "properties": {"tasks": {"type": "array"}}},
 )
-SYSTEM = [SystemBlock(text="You are Marie, a choreographer.", cache=True), SystemBlock(text="Run 7")]
+SYSTEM = [
+    SystemBlock(text="You are Marie, a choreographer.", cache=True),
+    SystemBlock(text="Run 7"),
+]
 
 
 def message_reply(
@@ -163,9 +166,7 @@ def test_request_body_has_cache_control_tools_and_key(
 ) -> None:
     server.reply(FINAL_REPLY)
 
-    client.complete(
-        system=SYSTEM, messages=[Message(role="user", content="hi")], tools=[READ_TOOL]
-    )
+    client.complete(system=SYSTEM, messages=[Message(role="user", content="hi")], tools=[READ_TOOL])
 
     request = server.requests[0]
     assert api_key_sent(request.headers) == "test-key"

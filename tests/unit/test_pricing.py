@@ -56,9 +56,8 @@ def test_figures_are_exact_decimals() -> None:
 def test_cost_is_exact() -> None:
     # claude-3-5-haiku, USD per MTok: input 0.80, output 4, cache write 1, cache read 0.08.
     cost = cost_usd("claude-3-5-haiku-20241022", 1234, 567, 8910, 11121)
-    expected = (
-        1234 * Decimal("0.80") + 567 * 4 + 8910 * 1 + 11121 * Decimal("0.08")
-    ) / Decimal(1_000_000)
+    dollars_per_mtok = 1234 * Decimal("0.80") + 567 * 4 + 8910 * 1 + 11121 * Decimal("0.08")
+    expected = dollars_per_mtok / 1_000_000
     assert cost == expected == Decimal("0.01305488")
 
 

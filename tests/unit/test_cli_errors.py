@@ -1,0 +1,107 @@
+"""Bad input gets one clear line on stderr, a non-zero exit, and nothing half-written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, crewbox_env, run_crewbox
+
+
+def task(
+    task_id: str, persona: str = "marie", depends_on: list[str] | None = None
+) -> dict[str, object]:
+    return {
+        "id": task_id,
+        "persona": persona,
+        "title": f"Task {task_id}",
+        "instructions": "Do it.",
+        "depends_on": depends_on or [],
+    }
+
+
+def run_plan(tmp_path: Path, tasks: list[dict[str, object]]) -> tuple[int, list[str]]:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"request": "A request", "tasks": tasks}))
+    env = crewbox_env(
+        tmp_path, CREWBOX_PROVIDER="scripted", CREWBOX_SCRIPT_PATH=str(tmp_path / "none.yaml")
+    )
+    proc = run_crewbox(["run", "--plan", str(plan)], env, cwd=tmp_path)
+    return proc.returncode, proc.stderr.strip().splitlines()
+
+
+def assert_nothing_written(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    assert not results.exists() or not any(results.iterdir())
+    tasks = tmp_path / "tasks"
+    assert not tasks.exists() or not list(tasks.rglob("*.json"))
+
+
+def test_unknown_persona_in_plan_file(tmp_path: Path) -> None:
+    code, lines = run_plan(tmp_path, [task("a"), task("b", persona="bob")])
+    assert code == 2
+    assert len(lines) == 1
+    assert "unknown persona 'bob'" in lines[0] and "anga, fabien, marie" in lines[0]
+    assert lines[0].startswith("crewbox: error:")
+    assert_nothing_written(tmp_path)
+
+
+def test_dependency_cycle_in_plan_file(tmp_path: Path) -> None:
+    code, lines = run_plan(
+        tmp_path,
+        [task("a", depends_on=["c"]), task("b", depends_on=["a"]), task("c", depends_on=["b"])],
+    )
+    assert code == 2
+    assert len(lines) == 1
+    assert "dependency cycle: a -> c -> b -> a" in lines[0]
+    assert_nothing_written(tmp_path)
+
+
+def test_unknown_dependency_and_duplicate_id_reported_together(tmp_path: Path) -> None:
+    code, lines = run_plan(tmp_path, [task("a"), task("a", depends_on=["zz"])])
+    assert code == 2 and len(lines) == 1
+    assert "task id 'a' is used more than once" in lines[0]
+    assert "depends on unknown task 'zz'" in lines[0]
+
+
+def test_plan_file_with_a_missing_field(tmp_path: Path) -> None:
+    bad = task("a")
+    del bad["instructions"]
+    code, lines = run_plan(tmp_path, [bad])
+    assert code == 2 and len(lines) == 1
+    assert "tasks[0].instructions: Field required" in lines[0]
+
+
+def test_persona_file_without_name(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(ROOT / "prompts", prompts)
+    (prompts / "ghost.md").write_text("---\ndescription: Has no name.\n---\nYou are a ghost.\n")
+    env = crewbox_env(tmp_path, CREWBOX_PROMPTS_DIR=str(prompts))
+    proc = run_crewbox(["personas"], env, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1
+    assert "ghost.md: front matter has no 'name'" in lines[0]
+    assert proc.stdout == ""
+
+
+def test_missing_request_text(tmp_path: Path) -> None:
+    proc = run_crewbox(["run"], crewbox_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        'crewbox: error: no request: give TEXT, e.g. crewbox run "Plan a spring recital"'
+    ]
+
+
+def test_unknown_run_id(tmp_path: Path) -> None:
+    proc = run_crewbox(["status", "nope"], crewbox_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no run 'nope'" in proc.stderr
+
+
+def test_personas_lists_every_persona(tmp_path: Path) -> None:
+    proc = run_crewbox(["personas"], crewbox_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name, workspace in (("marie", "dance"), ("anga", "code"), ("fabien", "marketing")):
+        assert name in proc.stdout and workspace in proc.stdout

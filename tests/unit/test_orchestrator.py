@@ -1,0 +1,187 @@
+"""The orchestrator over the files queue, with in-process workers and the scripted LLM."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crewbox.config import Settings
+from crewbox.errors import PlanError
+from crewbox.models import Event, Plan, Request
+from crewbox.personas import load_personas, load_role_prompt
+from crewbox.queue.files import FileQueue
+from crewbox.testing import ScriptedLLM
+from orchestrator.service import Orchestrator
+from tests.conftest import ROOT
+from worker.service import TaskRunner
+
+
+def spec(
+    task_id: str, persona: str, depends_on: list[str] | None = None, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "persona": persona,
+        "title": task_id,
+        "instructions": f"Do {task_id}.",
+        "depends_on": depends_on or [],
+        **kw,
+    }
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        provider="scripted",
+        prompts_dir=ROOT / "prompts",
+        workspaces_dir=ROOT / "workspaces",
+        tasks_dir=tmp_path / "tasks",
+        results_dir=tmp_path / "results",
+        task_retries=0,
+    )
+
+
+class Cluster:
+    """An orchestrator and one in-process worker thread per persona, sharing one ScriptedLLM."""
+
+    def __init__(self, settings: Settings, llm: ScriptedLLM) -> None:
+        self.events: list[Event] = []
+        personas = load_personas(settings.prompts_dir)
+        self.queue = FileQueue(settings.tasks_dir)
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(
+                target=self.queue.serve,
+                daemon=True,
+                args=(name, TaskRunner(settings, p, llm, f"test:{name}")),
+                kwargs={"worker_id": f"test-{name}", "stop": self.stop},
+            )
+            for name, p in personas.items()
+        ]
+        self.orchestrator = Orchestrator(
+            settings,
+            llm,
+            self.queue,
+            personas,
+            load_role_prompt(settings.prompts_dir, "orchestrator"),
+            load_role_prompt(settings.prompts_dir, "synthesizer"),
+            on_event=self.events.append,
+        )
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+@pytest.fixture
+def cluster_of(settings: Settings) -> Iterator[Any]:
+    made: list[Cluster] = []
+
+    def make(steps: list[dict[str, Any]]) -> Cluster:
+        cluster = Cluster(settings, ScriptedLLM(steps))
+        for t in cluster.threads:
+            t.start()
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop.set()
+        for t in cluster.threads:
+            t.join(5)
+
+
+def test_invalid_plan_is_repaired_with_the_validation_errors(cluster_of: Any) -> None:
+    bad = {"tasks": [spec("a", "bob")]}
+    good = {"tasks": [spec("a", "marie")]}
+    cluster = cluster_of(
+        [
+            {"match": "Call submit_plan", "tool_uses": [{"name": "submit_plan", "input": bad}]},
+            {
+                "match": "unknown persona 'bob'",
+                "tool_uses": [{"name": "submit_plan", "input": good}],
+            },
+            {"match": "Task id: a", "text": "done a"},
+            {"match": "## Results", "text": "answer"},
+        ]
+    )
+    summary = cluster.orchestrator.run(Request(text="req"))
+    assert summary.status == "succeeded"
+    assert summary.usage_by_stage["planner"].calls == 2
+    assert "plan_invalid" not in cluster.kinds()
+
+
+def test_plan_still_invalid_after_repairs_fails_with_plan_error_and_dispatches_nothing(
+    cluster_of: Any, settings: Settings
+) -> None:
+    cycle = {"tasks": [spec("a", "marie", ["b"]), spec("b", "anga", ["a"])]}
+    step = {"match": "Call submit_plan", "tool_uses": [{"name": "submit_plan", "input": cycle}]}
+    cluster = cluster_of([step] * (settings.plan_repairs + 1))
+    with pytest.raises(PlanError, match="dependency cycle: a -> b -> a"):
+        cluster.orchestrator.run(Request(text="req"))
+    assert "task_dispatched" not in cluster.kinds()
+    assert cluster.kinds()[-2:] == ["plan_invalid", "run_failed"]
+
+
+def test_failed_dependency_skips_its_dependents(cluster_of: Any) -> None:
+    plan = Plan.model_validate(
+        {"tasks": [spec("a", "marie"), spec("b", "anga", ["a"]), spec("c", "fabien")]}
+    )
+    cluster = cluster_of(
+        [
+            {
+                "match": "Task id: a",
+                "tool_uses": [{"name": "Read", "input": {"file_path": "missing.md"}}],
+            },
+            # no second step for a: the scripted model fails a's next call
+            {"match": "Task id: c", "text": "done c"},
+            {"match": "## Results", "text": "partial answer"},
+        ]
+    )
+    summary = cluster.orchestrator.run(Request(text="req", plan=plan))
+    status = {r.task_id: r.status for r in summary.tasks}
+    assert status == {"a": "failed", "b": "skipped", "c": "succeeded"}
+    assert summary.status == "partial"
+    assert "no scripted step" in (summary.tasks[0].error or "")
+
+
+def test_budget_stops_dispatching_and_says_so(cluster_of: Any) -> None:
+    plan = Plan.model_validate({"tasks": [spec("a", "marie"), spec("b", "anga", ["a"])]})
+    cluster = cluster_of(
+        [
+            {
+                "match": "Task id: a",
+                "text": "done a",
+                "usage": {"input_tokens": 10_000, "output_tokens": 1000},
+            },
+            {"match": "## Results", "text": "answer"},
+        ]
+    )
+    summary = cluster.orchestrator.run(Request(text="req", plan=plan, budget_usd=Decimal("0.01")))
+    assert [r.status for r in summary.tasks] == ["succeeded", "skipped"]
+    assert summary.budget_exceeded
+    assert summary.usage_by_stage["tasks"].cost_usd == Decimal("0.045")  # 10k*$3/M + 1k*$15/M
+    (budget,) = [e for e in cluster.events if e.kind == "budget_exceeded"]
+    assert "dispatching nothing more" in budget.message
+
+
+def test_priorities_order_ready_tasks(cluster_of: Any, settings: Settings) -> None:
+    plan = Plan.model_validate(
+        {"tasks": [spec("low1", "marie", priority="low"), spec("high1", "marie", priority="high")]}
+    )
+    cluster = cluster_of(
+        [
+            {"match": "Task id: ", "text": "ok"},
+            {"match": "Task id: ", "text": "ok"},
+            {"match": "## Results", "text": "answer"},
+        ]
+    )
+    cluster.orchestrator.run(Request(text="req", plan=plan))
+    dispatched = [e.task_id for e in cluster.events if e.kind == "task_dispatched"]
+    started = [e.task_id for e in cluster.events if e.kind == "task_started"]
+    assert dispatched == ["high1", "low1"]
+    assert started == ["high1", "low1"]
