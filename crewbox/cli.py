@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crewbox.config import Settings
-from crewbox.errors import CrewboxError, UserError
+from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
 from crewbox.models import ContextFile, Event, Request, RunSummary
@@ -29,6 +29,7 @@ from crewbox.personas import Persona, load_personas, load_role_prompt
 from crewbox.progress import ProgressPrinter, money
 from crewbox.queue import make_queue
 from crewbox.queue.base import default_worker_id
+from crewbox.queue.rq import RQQueue, wait_for_redis
 from crewbox.store import RunStore
 from orchestrator.plan import load_plan_file
 from orchestrator.service import Orchestrator
@@ -193,13 +194,27 @@ def personas() -> None:
 
 
 @cli.command()
-@click.argument("run_id")
-def status(run_id: str) -> None:
-    """Show a run's tasks: status, worker, duration, tokens, cost."""
-    store = RunStore.open(settings().results_dir, run_id)
-    tasks = task_states(store.events())
+@click.argument("run_id", required=False)
+def status(run_id: str | None) -> None:
+    """Show a run's tasks (the latest run without RUN_ID): status, worker, time, tokens, cost."""
+    cfg = settings()
+    if cfg.queue == "rq":
+        queue = rq_queue(cfg)
+        run_id = run_id or queue.latest_run() or latest_run_id(cfg)
+        events, summary = queue.events(run_id), queue.summary(run_id)
+        if not events:
+            raise RunNotFoundError(f"no run {run_id!r} in Redis")
+    else:
+        run_id = run_id or latest_run_id(cfg)
+        store = RunStore.open(cfg.results_dir, run_id)
+        events, summary = store.events(), store.summary()
+    print_status(run_id, events, summary)
+
+
+def print_status(run_id: str, events: list[Event], summary: RunSummary | None) -> None:
+    """The task table of a run and its overall state, on stdout."""
     table = Table("task", "persona", "status", "worker", "seconds", "tokens", "cost")
-    for task_id, s in tasks.items():
+    for task_id, s in task_states(events).items():
         table.add_row(
             task_id,
             s.get("persona", ""),
@@ -210,16 +225,28 @@ def status(run_id: str) -> None:
             money(s["cost_usd"]) if "cost_usd" in s else "",
         )
     out.print(table)
-    summary = store.summary()
-    out.print(
-        f"run {run_id}: "
-        + (
-            f"{summary.status}, {summary.usage_total.total_tokens:,} tok "
-            f"{money(summary.usage_total.cost_usd)}"
-            if summary
-            else "running"
-        )
+    failed = next((e.message for e in events if e.kind == "run_failed"), None)
+    state = (
+        f"{summary.status}, {summary.usage_total.total_tokens:,} tok "
+        f"{money(summary.usage_total.cost_usd)}"
+        if summary
+        else f"failed: {failed}"
+        if failed
+        else "running"
     )
+    out.print(f"run {run_id}: {state}")
+
+
+def latest_run_id(cfg: Settings) -> str:
+    """The newest run under results/ (run ids sort by time).
+
+    Raises:
+        UserError: there is no run yet.
+    """
+    runs = sorted(p.name for p in cfg.results_dir.glob("*/request.json") for p in [p.parent])
+    if not runs:
+        raise UserError(f"no run yet under {cfg.results_dir}/; start one with `crewbox run TEXT`")
+    return runs[-1]
 
 
 def task_states(events: list[Event]) -> dict[str, dict[str, Any]]:
@@ -262,6 +289,138 @@ def results(run_id: str, fmt: str) -> None:
             )
     out.print(table)
     out.print(f"answer: {summary.final_path}  ({summary.status})")
+
+
+# -- the cluster -------------------------------------------------------------------------
+def rq_queue(cfg: Settings) -> RQQueue:
+    """The Redis queue of the cluster.
+
+    Raises:
+        UserError: the queue backend is not ``rq`` (embedded mode has no cluster).
+    """
+    if cfg.queue != "rq":
+        raise UserError(
+            "this command needs the cluster (CREWBOX_QUEUE=rq): run it with "
+            "`make submit` / `docker compose exec orchestrator crewbox ...`, "
+            "or use `crewbox run` without Docker"
+        )
+    return RQQueue.from_settings(cfg)
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option(
+    "--context-file",
+    "context_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A file every task sees as shared context (repeatable).",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(path_type=Path),
+    help="A plan file (JSON/YAML) to run instead of asking the planner.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--budget-usd", type=float, help="Dispatch nothing more once the run costs this much."
+)
+@click.option("--detach", is_flag=True, help="Print the run_id and return at once.")
+def submit(
+    text: str | None,
+    context_files: tuple[Path, ...],
+    plan_file: Path | None,
+    fmt: str,
+    budget_usd: float | None,
+    detach: bool,
+) -> None:
+    """Submit a request to the cluster, follow its progress, print the answer."""
+    cfg = settings()
+    queue = rq_queue(cfg)
+    personas = load_personas(cfg.prompts_dir)
+    request = build_request(text, context_files, plan_file, budget_usd, False, personas)
+    queue.submit(request)
+    if detach:
+        click.echo(request.run_id)
+        return
+    err.print(f"submitted run {request.run_id} (Ctrl-C stops following; the run goes on)")
+    follow_run(queue, request.run_id, ProgressPrinter(err))
+    summary, final = queue.final(request.run_id)
+    click.echo(summary.model_dump_json(indent=2) if fmt == "json" else final)
+    err.print(f"results: {cfg.results_dir}/{request.run_id}/")
+    if summary.status != "succeeded":
+        raise SystemExit(1)
+
+
+def follow_run(queue: RQQueue, run_id: str, on_event: Callable[[Event], None]) -> None:
+    """Pass the run's events to ``on_event`` until it finishes.
+
+    Raises:
+        CrewboxError: the run failed (its message, e.g. the PlanError, as the error line).
+    """
+    for event in queue.follow(run_id):
+        if event is None:
+            continue
+        on_event(event)
+        if event.kind == "run_finished":
+            return
+        if event.kind == "run_failed":
+            raise CrewboxError(f"run {run_id} failed: {event.message}")
+
+
+@cli.command("orchestrator")
+def orchestrator_service() -> None:
+    """Serve the requests queue: plan, dispatch, synthesize (the cluster's orchestrator)."""
+    cfg = settings()
+    setup_logging()
+    queue = rq_queue(cfg)
+    wait_for_redis(queue.redis)
+    log = logging.getLogger("crewbox.orchestrator")
+
+    def on_event(event: Event) -> None:
+        queue.append_event(event)
+        log.info(
+            "run %s %s %s %s", event.run_id, event.kind, event.task_id or "", event.message[:120]
+        )
+
+    def handle(request: Request) -> None:
+        orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event)
+        try:
+            summary = orch.run(request)
+        except CrewboxError as exc:
+            log.warning("run %s failed: %s", request.run_id, exc)
+            return
+        final = (
+            Path(summary.final_path or "").read_text(encoding="utf-8") if summary.final_path else ""
+        )
+        queue.finish(summary, final)
+
+    log.info("orchestrator %s serving requests", default_worker_id())
+    queue.serve_requests(handle, worker_id=default_worker_id())
+
+
+@cli.command()
+def workers() -> None:
+    """Each persona's workers: alive, busy with which task, since when."""
+    table = Table("queue", "worker", "host", "alive", "state", "task", "since")
+    for w in sorted(rq_queue(settings()).workers(), key=lambda w: (w.queue, w.name)):
+        since = w.since.strftime("%H:%M:%S") if w.since else ""
+        table.add_row(
+            w.queue, w.name, w.hostname, "yes" if w.alive else "no", w.state, w.task, since
+        )
+    out.print(table)
+
+
+@cli.command()
+@click.argument("persona")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", default="all", help="Lines from the end of each container's log.")
+def logs(persona: str, follow: bool, tail: str) -> None:
+    """Print a persona's container logs (every scaled container), through the Docker SDK."""
+    from crewbox.containers import print_service_logs
+
+    print_service_logs(persona, follow=follow, tail=tail)
 
 
 # -- services ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crewbox.config import Settings
-from crewbox.errors import CrewboxError, PlanError
+from crewbox.errors import ArtifactError, CrewboxError, PlanError
 from crewbox.llm.base import LLMClient
 from crewbox.models import (
     DependencyOutput,
@@ -213,7 +213,7 @@ class Orchestrator:
             self._record_call(state, "tasks", usage, task_id=result.task_id, persona=result.persona)
         if result.status == "failed" and self._retry(state, result):
             return
-        state.store.write_result(result)
+        result = self._store_result(state, result)
         stored = result.model_copy(
             update={
                 "artifacts": [a.model_copy(update={"content_b64": None}) for a in result.artifacts]
@@ -236,6 +236,16 @@ class Orchestrator:
                 "artifacts": [a.path for a in result.artifacts],
             },
         )
+
+    def _store_result(self, state: RunState, result: Result) -> Result:
+        """Write the result (and carried artifacts); a bad artifact fails the task instead."""
+        try:
+            state.store.write_result(result)
+        except ArtifactError as exc:
+            failed = {"status": "failed", "error": str(exc), "artifacts": []}
+            result = result.model_copy(update=failed)
+            state.store.write_result(result)
+        return result
 
     def _retry(self, state: RunState, result: Result) -> bool:
         if not result.retryable or result.attempt > self.settings.task_retries:

@@ -1,0 +1,212 @@
+"""The rq backend against a real Redis, workers in-process (RQ SimpleWorker in threads)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from crewbox.config import Settings
+from crewbox.models import Event, Plan, Request, Result, Task, TaskSpec
+from crewbox.personas import load_personas, load_role_prompt
+from crewbox.queue.rq import JOB_TIMEOUT_MARGIN_S, RQQueue
+from crewbox.store import sha256_hex
+from crewbox.testing import ScriptedLLM
+from orchestrator.service import Orchestrator
+from tests.conftest import ROOT
+from worker.service import TaskRunner
+
+pytestmark = pytest.mark.integration
+
+
+def spec(
+    task_id: str, persona: str, depends_on: list[str] | None = None, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "persona": persona,
+        "title": task_id,
+        "instructions": f"Do {task_id}.",
+        "depends_on": depends_on or [],
+        **kw,
+    }
+
+
+def settings_for(tmp_path: Path, redis_url: str, **kw: Any) -> Settings:
+    return Settings(
+        provider="scripted",
+        queue="rq",
+        redis_url=redis_url,
+        prompts_dir=ROOT / "prompts",
+        workspaces_dir=ROOT / "workspaces",
+        results_dir=tmp_path / "results",
+        work_dir=tmp_path / "work",
+        task_retries=0,
+        **kw,
+    )
+
+
+def start_workers(settings: Settings, llm: ScriptedLLM, names: list[str]) -> threading.Event:
+    """One in-process RQ worker thread per persona (daemon threads; stopped by the event)."""
+    stop = threading.Event()
+    personas = load_personas(settings.prompts_dir)
+    for name in names:
+        queue = RQQueue.from_settings(settings)
+        runner = TaskRunner(settings, personas[name], llm, f"host-{name}:1")
+        threading.Thread(
+            target=queue.serve,
+            args=(name, runner),
+            daemon=True,
+            kwargs={"worker_id": f"host-{name}", "stop": stop},
+        ).start()
+    return stop
+
+
+def orchestrator_for(settings: Settings, llm: ScriptedLLM, events: list[Event]) -> Orchestrator:
+    return Orchestrator(
+        settings,
+        llm,
+        RQQueue.from_settings(settings),
+        load_personas(settings.prompts_dir),
+        load_role_prompt(settings.prompts_dir, "orchestrator"),
+        load_role_prompt(settings.prompts_dir, "synthesizer"),
+        on_event=events.append,
+    )
+
+
+def test_run_over_rq_carries_artifacts_back_and_checks_sha256(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(tmp_path, redis_url)
+    llm = ScriptedLLM(
+        [
+            {
+                "match": "Task id: a",
+                "tool_uses": [
+                    {"name": "Write", "input": {"file_path": "out/a.md", "content": "A!"}}
+                ],
+            },
+            {"match": "Task id: a", "text": "wrote a"},
+            {"match": "Task id: b", "text": "b read: wrote a"},
+            {"match": "## Results", "text": "final answer"},
+        ]
+    )
+    stop = start_workers(settings, llm, ["marie", "anga"])
+    events: list[Event] = []
+    plan = Plan.model_validate({"tasks": [spec("a", "marie"), spec("b", "anga", ["a"])]})
+    try:
+        summary = orchestrator_for(settings, llm, events).run(Request(text="req", plan=plan))
+    finally:
+        stop.set()
+    assert [r.status for r in summary.tasks] == ["succeeded", "succeeded"]
+    run_dir = settings.results_dir / summary.run_id
+    a = summary.tasks[0]
+    assert a.worker == "host-marie:1"
+    assert (run_dir / "marie" / "a" / "out" / "a.md").read_text() == "A!"
+    assert a.artifacts[0].sha256 == sha256_hex(b"A!") and a.artifacts[0].content_b64 is None
+    b_response = (run_dir / "anga" / "b" / "response.md").read_text()
+    assert b_response.strip() == "b read: wrote a"
+    assert not (settings.work_dir / summary.run_id / "marie" / "a").exists()  # worker cleaned up
+
+
+def test_jobs_are_json_with_the_plans_timeout(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    queue = RQQueue(redis_client)
+    task = Task(run_id="r1", spec=TaskSpec(**spec("t", "marie", timeout_s=42)), request_text="req")
+    queue.enqueue(task)
+    job = Job.fetch("r1__t__1", connection=redis_client, serializer=JSONSerializer)
+    assert job.timeout == 42 + JOB_TIMEOUT_MARGIN_S
+    assert job.origin == "marie"
+    raw = redis_client.hget("rq:job:r1__t__1", "data")
+    assert raw is not None
+    func, _instance, args, _kwargs = json.loads(zlib.decompress(raw))
+    assert func == "crewbox.queue.rq.perform_task"
+    assert Task.model_validate_json(args[0]) == task
+
+
+def test_high_priority_goes_to_the_front(redis_client: redis.Redis) -> None:
+    queue = RQQueue(redis_client)
+    for task_id, priority in (("n1", "normal"), ("n2", "normal"), ("h", "high")):
+        queue.enqueue(
+            Task(
+                run_id="r",
+                spec=TaskSpec(**spec(task_id, "marie", priority=priority)),
+                request_text="req",
+            )
+        )
+    order = [j.decode() for j in redis_client.lrange("rq:queue:marie", 0, -1)]
+    assert order == ["r__h__1", "r__n1__1", "r__n2__1"]
+
+
+def test_oversized_artifacts_fail_the_task_with_a_clear_error(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = settings_for(tmp_path, redis_url, max_artifact_bytes=100)
+    big = "x" * 500
+    llm = ScriptedLLM(
+        [
+            {
+                "match": "Task id: big",
+                "tool_uses": [{"name": "Write", "input": {"file_path": "big.txt", "content": big}}],
+            },
+            {"match": "Task id: big", "text": "done"},
+        ]
+    )
+    stop = start_workers(settings, llm, ["fabien"])
+    try:
+        summary = orchestrator_for(settings, llm, []).run(
+            Request(text="req", plan=Plan.model_validate({"tasks": [spec("big", "fabien")]}))
+        )
+    finally:
+        stop.set()
+    (result,) = summary.tasks
+    assert result.status == "failed"
+    assert "CREWBOX_MAX_ARTIFACT_BYTES (100 bytes)" in (result.error or "")
+
+
+def test_requests_queue_events_and_final_answer_round_trip(redis_client: redis.Redis) -> None:
+    queue = RQQueue(redis_client)
+    request = Request(text="hello cluster")
+    seen: list[str] = []
+
+    def handle(req: Request) -> None:
+        seen.append(req.text)
+        queue.append_event(Event(kind="run_started", run_id=req.run_id))
+        queue.append_event(Event(kind="run_finished", run_id=req.run_id, message="succeeded"))
+
+    queue.submit(request)
+    queue.serve_requests(handle, worker_id="orch", burst=True)
+    assert seen == ["hello cluster"]
+    kinds = []
+    for event in queue.follow(request.run_id, block_ms=100):
+        assert event is not None
+        kinds.append(event.kind)
+        if event.kind == "run_finished":
+            break
+    assert kinds == ["run_started", "run_finished"]
+    assert queue.latest_run() == request.run_id
+
+
+def test_carried_artifact_with_a_wrong_sha256_is_refused(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    from crewbox.models import Artifact
+    from crewbox.store import RunStore
+
+    bad = Artifact(
+        path="x.md", bytes=3, sha256="0" * 64, content_b64=base64.b64encode(b"abc").decode()
+    )
+    result = Result(run_id="r", task_id="t", persona="marie", status="succeeded", artifacts=[bad])
+    redis_client.rpush("crewbox:run:r:inbox", result.model_dump_json())
+    (received,) = RQQueue(redis_client).receive("r", timeout_s=1)
+    with pytest.raises(Exception, match="does not match its sha256"):
+        RunStore(tmp_path, "r").write_result(received)  # type: ignore[arg-type]
