@@ -35,7 +35,7 @@ from orchestrator.plan import load_plan_file
 from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -153,7 +153,10 @@ def worker_env(cfg: Settings) -> dict[str, str]:
 
 
 def orchestrator(
-    cfg: Settings, personas: dict[str, Persona], on_event: Callable[[Event], None] | None
+    cfg: Settings,
+    personas: dict[str, Persona],
+    on_event: Callable[[Event], None] | None,
+    on_finish: Callable[[RunSummary, str], None] | None = None,
 ) -> Orchestrator:
     """An Orchestrator over the configured LLM and queue."""
     return Orchestrator(
@@ -164,6 +167,7 @@ def orchestrator(
         load_role_prompt(cfg.prompts_dir, "orchestrator"),
         load_role_prompt(cfg.prompts_dir, "synthesizer"),
         on_event=on_event,
+        on_finish=on_finish,
     )
 
 
@@ -385,16 +389,11 @@ def orchestrator_service() -> None:
         )
 
     def handle(request: Request) -> None:
-        orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event)
+        orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue.finish)
         try:
-            summary = orch.run(request)
+            orch.run(request)
         except CrewboxError as exc:
             log.warning("run %s failed: %s", request.run_id, exc)
-            return
-        final = (
-            Path(summary.final_path or "").read_text(encoding="utf-8") if summary.final_path else ""
-        )
-        queue.finish(summary, final)
 
     log.info("orchestrator %s serving requests", default_worker_id())
     queue.serve_requests(handle, worker_id=default_worker_id())

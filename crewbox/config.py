@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     llm_base_url: str = "http://localhost:8080/v1"
     llm_api_key: SecretStr = SecretStr("none")
     llm_model: str = "smollm2-135m-instruct"
+    llm_max_tokens: int = Field(default=768, ge=16)
+    """Output cap per call with the ``openai`` provider (small local models ramble)."""
+    llm_context_tokens: int = Field(default=4096, ge=512)
+    """Context window per request of the ``openai`` server (compose: 4 slots of 4096)."""
     llm_timeout_s: float = 600.0
     llm_max_retries: int = 2
     script_path: Path | None = None
@@ -74,6 +78,20 @@ class Settings(BaseSettings):
         if path and path.is_file():
             return path.read_text().strip() or None
         return None
+
+    def default_model(self) -> str:
+        """The model id for ``model: inherit``: ``llm_model`` on openai, else ``model``."""
+        return self.llm_model if self.resolved_provider() == "openai" else self.model
+
+    def output_tokens(self) -> int:
+        """``max_tokens`` for every call: ``llm_max_tokens`` on openai, else ``max_tokens``."""
+        return self.llm_max_tokens if self.resolved_provider() == "openai" else self.max_tokens
+
+    def synthesis_tokens(self) -> int:
+        """The synthesizer's input budget; on openai at most a third of the context window."""
+        if self.resolved_provider() == "openai":
+            return min(self.synthesis_budget_tokens, self.llm_context_tokens // 3)
+        return self.synthesis_budget_tokens
 
     def resolved_provider(self) -> Literal["anthropic", "openai", "scripted"]:
         """The provider ``auto`` stands for: anthropic with a key, else openai."""

@@ -233,9 +233,10 @@ class Result(BaseModel):
 class Event(BaseModel):
     """One line of ``events.jsonl``: something that happened in a run.
 
-    ``kind`` is one of: run_started, plan_ready, plan_invalid, task_dispatched, task_started,
-    task_succeeded, task_failed, task_skipped, llm_call, budget_exceeded, synthesis_written,
-    run_finished, run_failed. ``data`` holds kind-specific fields (``usage`` for llm_call).
+    ``kind`` is one of: run_started, plan_ready, plan_invalid, plan_adjusted,
+    task_dispatched, task_started, task_succeeded, task_failed, task_skipped, task_retried,
+    llm_call, budget_exceeded, synthesis_written, synthesis_failed, run_finished, run_failed.
+    ``data`` holds kind-specific fields (``usage`` for llm_call).
     """
 
     kind: str

@@ -48,7 +48,13 @@ class ProgressPrinter:
             tasks = event.data.get("plan", {}).get("tasks", [])
             names = ", ".join(f"{t['id']} ({t['persona']})" for t in tasks)
             return f"[bold]plan[/]: {escape(names)}"
-        if event.kind in ("budget_exceeded", "plan_invalid", "run_failed", "synthesis_failed"):
+        if event.kind in (
+            "budget_exceeded",
+            "plan_invalid",
+            "plan_adjusted",
+            "run_failed",
+            "synthesis_failed",
+        ):
             return f"[bold red]{event.kind.replace('_', ' ')}[/]: {escape(event.message)}"
         if event.kind == "run_finished":
             return f"[bold]run {event.message}[/]: {self.totals()}"

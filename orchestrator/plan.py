@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from crewbox.llm.base import (
     ToolDef,
     ToolResultBlock,
 )
-from crewbox.models import MAX_TASKS, Plan, Request, Usage
+from crewbox.models import MAX_INSTRUCTIONS_CHARS, MAX_TASKS, Plan, Request, Usage
 from crewbox.personas import Persona
 
 PLAN_TOOL = "submit_plan"
@@ -34,29 +35,56 @@ PLAN_FILE_EXTRA_KEYS = ("request", "description", "name")
 """Keys a ``--plan`` / workflow file may carry besides ``tasks``."""
 
 
-def plan_schema(persona_names: Iterable[str]) -> dict[str, Any]:
-    """The JSON Schema of a Plan with ``persona`` restricted to ``persona_names``."""
+CHARS_PER_TOKEN = 4
+"""Rough characters per output token (English), to fit a plan into the output budget."""
+
+TITLE_CHARS = 80
+"""Title length the planner is asked for (the Plan contract allows 200)."""
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """Bounds written into the ``submit_plan`` schema so a whole plan fits ``max_tokens``.
+
+    Grammar-constrained servers (llama.cpp) enforce them while generating; Claude reads them.
+    """
+
+    max_tasks: int = MAX_TASKS
+    max_instructions_chars: int = MAX_INSTRUCTIONS_CHARS
+
+    @classmethod
+    def for_output(cls, max_tokens: int) -> PlanLimits:
+        """Limits for an answer of at most ``max_tokens`` (tasks of ~200 tokens each)."""
+        budget_chars = max_tokens * CHARS_PER_TOKEN
+        return cls(
+            max_tasks=max(2, min(MAX_TASKS, max_tokens // 200)),
+            max_instructions_chars=max(200, min(MAX_INSTRUCTIONS_CHARS, budget_chars // 8)),
+        )
+
+
+def plan_schema(persona_names: Iterable[str], limits: PlanLimits | None = None) -> dict[str, Any]:
+    """The JSON Schema of a Plan with ``persona`` restricted to ``persona_names``.
+
+    Every field is required; ``limits`` tightens the task count and instructions length.
+    """
+    limits = limits or PlanLimits()
     schema = Plan.model_json_schema()
+    schema["properties"]["tasks"]["maxItems"] = limits.max_tasks
     spec = schema["$defs"]["TaskSpec"]
-    spec["properties"]["persona"]["enum"] = sorted(persona_names)
-    spec["required"] = [
-        "id",
-        "persona",
-        "title",
-        "instructions",
-        "depends_on",
-        "priority",
-        "timeout_s",
-    ]
+    props = spec["properties"]
+    props["persona"]["enum"] = sorted(persona_names)
+    props["title"]["maxLength"] = TITLE_CHARS
+    props["instructions"]["maxLength"] = limits.max_instructions_chars
+    spec["required"] = list(props)
     return schema
 
 
-def plan_tool(persona_names: Iterable[str]) -> ToolDef:
+def plan_tool(persona_names: Iterable[str], limits: PlanLimits | None = None) -> ToolDef:
     """The ``submit_plan`` tool the planner is forced to call."""
     return ToolDef(
         name=PLAN_TOOL,
         description="Submit the plan: the tasks to run, each for one persona.",
-        input_schema=plan_schema(persona_names),
+        input_schema=plan_schema(persona_names, limits),
     )
 
 
@@ -150,6 +178,42 @@ def load_plan_file(path: Path, persona_names: Iterable[str]) -> tuple[Plan, str 
     return plan, request
 
 
+def prune_references(plan: Plan) -> tuple[Plan, list[str]]:
+    """Rename repeated ids (``x`` → ``x-2``) and drop dependencies on unknown tasks or self.
+
+    Returns the new plan and one sentence per change. Cycles are left alone.
+    """
+    changes: list[str] = []
+    seen: set[str] = set()
+    tasks = []
+    for task in plan.tasks:
+        new_id, n = task.id, 2
+        while new_id in seen:
+            new_id, n = f"{task.id[:60]}-{n}", n + 1
+        if new_id != task.id:
+            changes.append(f"renamed repeated task id {task.id!r} to {new_id!r}")
+        seen.add(new_id)
+        tasks.append(task.model_copy(update={"id": new_id}))
+    for i, task in enumerate(tasks):
+        kept = [d for d in dict.fromkeys(task.depends_on) if d in seen and d != task.id]
+        for dropped in [d for d in task.depends_on if d not in kept]:
+            changes.append(f"dropped dependency of {task.id!r} on {dropped!r} (not another task)")
+        tasks[i] = task.model_copy(update={"depends_on": kept})
+    return Plan(tasks=tasks), changes
+
+
+def pruned_plan(data: Any, persona_names: Iterable[str]) -> tuple[Plan, list[str]] | None:
+    """The plan in ``data`` with its references pruned, if that makes it valid; else None."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        plan = Plan.model_validate({k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS})
+    except ValidationError:
+        return None
+    pruned, changes = prune_references(plan)
+    return None if validate_plan(pruned, persona_names) else (pruned, changes)
+
+
 def catalog_text(personas: Mapping[str, Persona]) -> str:
     """The persona catalog the planner sees: ``- name: description`` lines."""
     return "\n".join(f"- {p.name}: {p.description}" for p in personas.values())
@@ -187,22 +251,43 @@ class Planner:
         self.max_tokens = max_tokens
         self.repairs = repairs
 
-    def plan(self, request: Request, on_call: Callable[[Usage], None]) -> Plan:
+    def plan(
+        self,
+        request: Request,
+        on_call: Callable[[Usage], None],
+        on_adjust: Callable[[list[str]], None] | None = None,
+    ) -> Plan:
         """A valid plan for ``request``; ``on_call`` receives each LLM call's usage.
+
+        When the repairs are used up and the last plan's only faults are references (a
+        dependency on a task that is not in the plan or on itself, a repeated id), those
+        are pruned by :func:`prune_references` and ``on_adjust`` receives what changed:
+        small local models rarely get references right, and the run is worth more than a
+        PlanError. Any other fault (unknown persona, cycle, bad fields) stays an error.
 
         Raises:
             PlanError: still invalid after the repairs (nothing is dispatched).
             LLMAPIError: the provider failed.
         """
-        messages = [Message(role="user", content=planner_message(request, self.personas))]
+        ask = Message(role="user", content=planner_message(request, self.personas))
+        messages = [ask]
         problems: list[str] = []
+        data: Any = None
         for _ in range(self.repairs + 1):
             response = self._call(messages)
             on_call(response.usage)
-            plan, problems = parse_plan(plan_input(response), self.personas)
+            data = plan_input(response)
+            plan, problems = (
+                parse_plan(data, self.personas) if data else (None, [no_plan(response)])
+            )
             if plan is not None:
                 return plan
-            messages += repair_messages(response, problems)
+            messages = [ask, *repair_messages(response, problems)]  # only the latest try
+        pruned = pruned_plan(data, self.personas)
+        if pruned is not None:
+            if on_adjust:
+                on_adjust(pruned[1])
+            return pruned[0]
         raise PlanError(
             f"the planner produced no valid plan after {self.repairs + 1} tries: "
             + "; ".join(problems),
@@ -213,7 +298,7 @@ class Planner:
         return self.llm.complete(
             system=[SystemBlock(text=self.prompt.prompt, cache=True)],
             messages=messages,
-            tools=[plan_tool(self.personas)],
+            tools=[plan_tool(self.personas, PlanLimits.for_output(self.max_tokens))],
             force_tool=PLAN_TOOL,
             max_tokens=self.max_tokens,
             model=self.model,
@@ -230,6 +315,16 @@ def plan_input(response: LLMResponse) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return None
+
+
+def no_plan(response: LLMResponse) -> str:
+    """Why a response holds no plan, said so the model can do better on the next try."""
+    if response.stop_reason == "max_tokens":
+        return (
+            "the answer was cut off at the output token limit before the plan was complete; "
+            "keep each task's instructions to a few sentences"
+        )
+    return f"the answer did not call {PLAN_TOOL} with a JSON plan"
 
 
 def repair_messages(response: LLMResponse, problems: list[str]) -> list[Message]:

@@ -61,7 +61,11 @@ class RunState:
 
 
 class Orchestrator:
-    """Runs requests: ``run(request) -> RunSummary``. ``on_event`` sees every event."""
+    """Runs requests: ``run(request) -> RunSummary``.
+
+    ``on_event`` sees every event; ``on_finish(summary, final_text)`` runs once the answer and
+    summary are written, before the ``run_finished`` event.
+    """
 
     def __init__(
         self,
@@ -72,26 +76,28 @@ class Orchestrator:
         planner_prompt: Persona,
         synthesizer_prompt: Persona,
         on_event: Callable[[Event], None] | None = None,
+        on_finish: Callable[[RunSummary, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_finish = on_finish
         self.queue = queue
         self.personas = personas
         self.on_event = on_event
-        model = settings.llm_model if settings.resolved_provider() == "openai" else settings.model
+        model = settings.default_model()
         self.planner = Planner(
             llm,
             planner_prompt,
             personas,
             model=planner_prompt.model_or(model),
-            max_tokens=settings.max_tokens,
+            max_tokens=settings.output_tokens(),
             repairs=settings.plan_repairs,
         )
         self.synthesizer = Synthesizer(
             llm,
             synthesizer_prompt,
             model=synthesizer_prompt.model_or(model),
-            max_tokens=settings.max_tokens,
-            budget_tokens=settings.synthesis_budget_tokens,
+            max_tokens=settings.output_tokens(),
+            budget_tokens=settings.synthesis_tokens(),
         )
 
     # -- the run -----------------------------------------------------------------------
@@ -124,8 +130,11 @@ class Orchestrator:
         def on_call(usage: Usage) -> None:
             self._record_call(state, "planner", usage)
 
+        def on_adjust(changes: list[str]) -> None:
+            self.emit(state, "plan_adjusted", message="; ".join(changes), data={"changes": changes})
+
         try:
-            return self.planner.plan(state.request, on_call)
+            return self.planner.plan(state.request, on_call, on_adjust)
         except PlanError as exc:
             self.emit(state, "plan_invalid", message=str(exc), data={"problems": exc.problems})
             raise
@@ -313,6 +322,8 @@ class Orchestrator:
         self.emit(state, "synthesis_written", message=str(path))
         summary = self._summary(state, results, str(path))
         state.store.write_summary(summary)
+        if self.on_finish:
+            self.on_finish(summary, text)
         self.emit(
             state,
             "run_finished",

@@ -90,12 +90,12 @@ class TaskRunner:
         setup = AgentSetup(
             persona=self.persona,
             llm=self.llm,
-            model=self.persona.model_or(default_model(self.settings)),
+            model=self.persona.model_or(self.settings.default_model()),
             tools=select_tools(self.persona.tools, allow_bash),
             sandbox=Sandbox(cwd=out_dir.resolve(), roots=[r.resolve() for r in roots]),
             workspace=workspace.resolve() if workspace else None,
             max_turns=self.settings.max_turns,
-            max_tokens=self.settings.max_tokens,
+            max_tokens=self.settings.output_tokens(),
         )
         deadline = time.monotonic() + task.spec.timeout_s - (time.time() - started)
         outcome = run_agent(task, setup, deadline)
@@ -141,11 +141,6 @@ def deliver_text(out_dir: Path, text: str) -> None:
     """
     if text.strip() and not any(p.is_file() for p in out_dir.rglob("*")):
         write_atomic(out_dir / RESPONSE_FILE, text.strip() + "\n")
-
-
-def default_model(settings: Settings) -> str:
-    """The model id a persona with ``model: inherit`` uses under the configured provider."""
-    return settings.llm_model if settings.resolved_provider() == "openai" else settings.model
 
 
 def check_persona(personas: dict[str, Persona], name: str) -> Persona:

