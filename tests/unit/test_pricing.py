@@ -37,7 +37,7 @@ def test_prefix_match_picks_the_longest_key(model: str, priced_as: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "model", ["smollm2-135m-instruct", "gpt-4o", "claude-opus-4-6", "claude-sonnet-45", ""]
+    "model", ["smollm2-135m-instruct", "gpt-4o", "claude-opus-4-9", "claude-sonnet-45", ""]
 )
 def test_unknown_models_have_no_price_and_cost_zero(model: str) -> None:
     assert price_for(model) is None
