@@ -26,7 +26,13 @@ from crewbox.llm.base import (
     ToolDef,
     ToolResultBlock,
 )
-from crewbox.models import MAX_INSTRUCTIONS_CHARS, MAX_TASKS, Plan, Request, Usage
+from crewbox.models import (
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_TASKS,
+    Plan,
+    Request,
+    Usage,
+)
 from crewbox.personas import Persona
 
 PLAN_TOOL = "submit_plan"
@@ -37,6 +43,10 @@ PLAN_FILE_EXTRA_KEYS = ("request", "description", "name")
 
 CHARS_PER_TOKEN = 4
 """Rough characters per output token (English), to fit a plan into the output budget."""
+
+ID_CHARS = 40
+"""Id length the planner is asked for (the Plan contract allows 64); a pattern, not
+maxLength, since llama.cpp's grammar ignores maxLength next to a pattern."""
 
 TITLE_CHARS = 80
 """Title length the planner is asked for (the Plan contract allows 200)."""
@@ -75,6 +85,10 @@ def plan_schema(persona_names: Iterable[str], limits: PlanLimits | None = None) 
     props["persona"]["enum"] = sorted(persona_names)
     props["title"]["maxLength"] = TITLE_CHARS
     props["instructions"]["maxLength"] = limits.max_instructions_chars
+    short_id = {"type": "string", "pattern": f"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{ID_CHARS - 1}}}$"}
+    props["id"].update(short_id)
+    props["depends_on"]["maxItems"] = limits.max_tasks - 1
+    props["depends_on"]["items"] = short_id
     spec["required"] = list(props)
     return schema
 

@@ -192,13 +192,19 @@ def test_dangling_references_left_after_the_repairs_are_pruned_and_reported(
 ) -> None:
     sloppy = {"tasks": [spec("a", "marie", ["marie"]), spec("a", "anga", ["a", "ghost"])]}
     step = {"match": "Call submit_plan", "tool_uses": [{"name": "submit_plan", "input": sloppy}]}
-    cluster = cluster_of([step] * (settings.plan_repairs + 1) + [
-        {"match": "Task id: a-2", "text": "done a-2"},
-        {"match": "Task id: a", "text": "done a"},
-        {"match": "## Results", "text": "answer"},
-    ])
+    cluster = cluster_of(
+        [step] * (settings.plan_repairs + 1)
+        + [
+            {"match": "Task id: a-2", "text": "done a-2"},
+            {"match": "Task id: a", "text": "done a"},
+            {"match": "## Results", "text": "answer"},
+        ]
+    )
     summary = cluster.orchestrator.run(Request(text="req"))
-    assert [(r.task_id, r.status) for r in summary.tasks] == [("a", "succeeded"), ("a-2", "succeeded")]
+    assert [(r.task_id, r.status) for r in summary.tasks] == [
+        ("a", "succeeded"),
+        ("a-2", "succeeded"),
+    ]
     (adjusted,) = [e for e in cluster.events if e.kind == "plan_adjusted"]
     assert adjusted.data["changes"] == [
         "renamed repeated task id 'a' to 'a-2'",
