@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from itertools import combinations
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 from crewbox.models import RunSummary
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 PROJECT = "crewbox-e2e"
 REQUEST = (
@@ -198,6 +200,37 @@ def test_make_logs_marie_shows_the_run(project: Path, run: dict[str, Any]) -> No
     assert logs.returncode == 0, logs.stderr
     run_id = run["run_dir"].name
     assert any("marie" in line and run_id in line for line in logs.stdout.splitlines()), logs.stdout
+
+
+def test_crewbox_logs_reads_the_persona_containers_through_the_docker_sdk(
+    project: Path, run: dict[str, Any]
+) -> None:
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": PROJECT}
+    proc = subprocess.run(
+        [sys.executable, "-m", "crewbox", "logs", "marie", "--tail", "200"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines and all(line.startswith(f"{PROJECT}-marie-") for line in lines)
+    assert any(run["run_dir"].name in line for line in lines)
+
+
+def test_scaled_workers_share_a_persona_queue(project: Path) -> None:
+    scale = make(project, "scale", "PERSONA=anga", "N=2")
+    assert scale.returncode == 0, scale.stderr
+    anga: list[str] = []
+    deadline = time.monotonic() + 60
+    while len(anga) < 2 and time.monotonic() < deadline:  # until the new worker registers
+        workers = make(project, "workers")
+        anga = [line for line in workers.stdout.splitlines() if line.strip("│ ").startswith("anga")]
+    assert len(anga) == 2, anga
+    assert all(" yes " in line for line in anga)
 
 
 def test_marie_cannot_read_anga_secret_or_workspace(project: Path) -> None:
