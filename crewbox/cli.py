@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -55,31 +55,45 @@ def cli() -> None:
 
 
 # -- run ---------------------------------------------------------------------------------
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def request_options(command: F) -> F:
+    """The arguments `run` and `submit` share: TEXT, --context-file, --plan, --format,
+    --budget-usd."""
+    options = [
+        click.argument("text", required=False),
+        click.option(
+            "--context-file",
+            "context_files",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="A file every task sees as shared context (repeatable).",
+        ),
+        click.option(
+            "--plan",
+            "plan_file",
+            type=click.Path(path_type=Path),
+            help="A plan file (JSON/YAML) to run instead of asking the planner.",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            help="stdout: the answer (text) or the run summary (json).",
+        ),
+        click.option(
+            "--budget-usd", type=float, help="Dispatch nothing more once the run costs this much."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.argument("text", required=False)
-@click.option(
-    "--context-file",
-    "context_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A file every task sees as shared context (repeatable).",
-)
-@click.option(
-    "--plan",
-    "plan_file",
-    type=click.Path(path_type=Path),
-    help="A plan file (JSON/YAML) to run instead of asking the planner.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    help="stdout: the answer (text) or the run summary (json).",
-)
-@click.option(
-    "--budget-usd", type=float, help="Dispatch nothing more once the run costs this much."
-)
+@request_options
 @click.option("--allow-bash", is_flag=True, help="Let personas run Bash (no container around it!).")
 def run(
     text: str | None,
@@ -312,24 +326,7 @@ def rq_queue(cfg: Settings) -> RQQueue:
 
 
 @cli.command()
-@click.argument("text", required=False)
-@click.option(
-    "--context-file",
-    "context_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A file every task sees as shared context (repeatable).",
-)
-@click.option(
-    "--plan",
-    "plan_file",
-    type=click.Path(path_type=Path),
-    help="A plan file (JSON/YAML) to run instead of asking the planner.",
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option(
-    "--budget-usd", type=float, help="Dispatch nothing more once the run costs this much."
-)
+@request_options
 @click.option("--detach", is_flag=True, help="Print the run_id and return at once.")
 def submit(
     text: str | None,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,20 @@ def run_crewbox(
         timeout=timeout_s,
         check=False,
     )
+
+
+def spec(
+    task_id: str, persona: str, depends_on: list[str] | None = None, **kw: Any
+) -> dict[str, Any]:
+    """A task spec as plan data: ``instructions`` is ``Do <id>.``; ``kw`` adds fields."""
+    return {
+        "id": task_id,
+        "persona": persona,
+        "title": task_id,
+        "instructions": f"Do {task_id}.",
+        "depends_on": depends_on or [],
+        **kw,
+    }
 
 
 @pytest.fixture

@@ -21,23 +21,10 @@ from crewbox.queue.rq import JOB_TIMEOUT_MARGIN_S, RQQueue
 from crewbox.store import sha256_hex
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator
-from tests.conftest import ROOT
+from tests.conftest import ROOT, spec
 from worker.service import TaskRunner
 
 pytestmark = pytest.mark.integration
-
-
-def spec(
-    task_id: str, persona: str, depends_on: list[str] | None = None, **kw: Any
-) -> dict[str, Any]:
-    return {
-        "id": task_id,
-        "persona": persona,
-        "title": task_id,
-        "instructions": f"Do {task_id}.",
-        "depends_on": depends_on or [],
-        **kw,
-    }
 
 
 def settings_for(tmp_path: Path, redis_url: str, **kw: Any) -> Settings:

@@ -17,21 +17,8 @@ from crewbox.personas import load_personas, load_role_prompt
 from crewbox.queue.files import FileQueue
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator
-from tests.conftest import ROOT
+from tests.conftest import ROOT, spec
 from worker.service import TaskRunner
-
-
-def spec(
-    task_id: str, persona: str, depends_on: list[str] | None = None, **kw: Any
-) -> dict[str, Any]:
-    return {
-        "id": task_id,
-        "persona": persona,
-        "title": task_id,
-        "instructions": f"Do {task_id}.",
-        "depends_on": depends_on or [],
-        **kw,
-    }
 
 
 @pytest.fixture
