@@ -129,7 +129,7 @@ class RQQueue:
     # -- requests ----------------------------------------------------------------------
     def submit(self, request: Request) -> None:
         """Put ``request`` on the requests queue for the orchestrator service."""
-        self.redis.zadd("crewbox:runs", {request.run_id: request.created_at_s})
+        self._call(lambda: self.redis.zadd("crewbox:runs", {request.run_id: request.created_at_s}))
         self._call(
             lambda: self._queue(REQUESTS_QUEUE).enqueue(
                 "crewbox.queue.rq.perform_request",
@@ -210,7 +210,8 @@ class RQQueue:
         Raises:
             RunNotFoundError: Redis has no summary for ``run_id`` (unknown or unfinished).
         """
-        summary, final = self.redis.mget(run_key(run_id, "summary"), run_key(run_id, "final"))
+        keys = run_key(run_id, "summary"), run_key(run_id, "final")
+        summary, final = self._call(lambda: self.redis.mget(*keys))
         if summary is None:
             raise RunNotFoundError(
                 f"no finished run {run_id!r} in Redis; `crewbox status` lists runs"
@@ -219,15 +220,15 @@ class RQQueue:
 
     def latest_run(self) -> str | None:
         """The most recently submitted run id, or None."""
-        ids = self.redis.zrevrange("crewbox:runs", 0, 0)
+        ids = self._call(lambda: self.redis.zrevrange("crewbox:runs", 0, 0))
         return _text(ids[0]) if ids else None
 
     def workers(self) -> list[WorkerInfo]:
         """Every RQ worker registered in Redis, with its queue, state and current task."""
-        return [
-            worker_info(w)
-            for w in CrewboxWorker.all(connection=self.redis, serializer=JSONSerializer)
-        ]
+        found = self._call(
+            lambda: CrewboxWorker.all(connection=self.redis, serializer=JSONSerializer)
+        )
+        return [worker_info(w) for w in found]
 
     @staticmethod
     def _call(fn: Callable[[], Any]) -> Any:

@@ -105,3 +105,16 @@ def test_personas_lists_every_persona(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for name, workspace in (("marie", "dance"), ("anga", "code"), ("fabien", "marketing")):
         assert name in proc.stdout and workspace in proc.stdout
+
+
+def test_cluster_command_without_a_cluster(tmp_path: Path) -> None:
+    proc = run_crewbox(["workers"], crewbox_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "needs the cluster (CREWBOX_QUEUE=rq)" in proc.stderr
+
+
+def test_unreachable_redis(tmp_path: Path) -> None:
+    env = crewbox_env(tmp_path, CREWBOX_QUEUE="rq", CREWBOX_REDIS_URL="redis://127.0.0.1:1/0")
+    proc = run_crewbox(["submit", "hello"], env, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1
+    assert "cannot reach Redis" in lines[0] and "make up" in lines[0]
