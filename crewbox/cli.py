@@ -261,7 +261,7 @@ def latest_run_id(cfg: Settings) -> str:
     Raises:
         UserError: there is no run yet.
     """
-    runs = sorted(p.name for p in cfg.results_dir.glob("*/request.json") for p in [p.parent])
+    runs = sorted(p.parent.name for p in cfg.results_dir.glob("*/request.json"))
     if not runs:
         raise UserError(f"no run yet under {cfg.results_dir}/; start one with `crewbox run TEXT`")
     return runs[-1]
