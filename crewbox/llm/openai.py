@@ -242,6 +242,12 @@ def api_error(exc: openai.APIError, base_url: str) -> LLMAPIError:
         )
     if isinstance(exc, openai.APITimeoutError):
         return LLMAPIError(f"LLM server {base_url} timed out", status_code=None)
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMAPIError(
+            f"cannot reach the LLM server at {base_url}; start an OpenAI-compatible server "
+            "there (or set CREWBOX_LLM_BASE_URL), or set ANTHROPIC_API_KEY to use Claude",
+            status_code=None,
+        )
     return LLMAPIError(one_line(f"LLM server {base_url} failed: {exc.message}"), status_code=None)
 
 

@@ -318,3 +318,18 @@ def test_factory_builds_openai_client(server: FakeLLMServer) -> None:
     assert server.requests[0].path == PATH
     assert server.requests[0].headers["authorization"] == "Bearer local-secret"
     assert server.requests[0].body["model"] == "qwen2.5-0.5b"
+
+
+def test_unreachable_server_says_what_to_do() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OpenAIClient(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", model="m", max_retries=0
+    )
+    with pytest.raises(LLMAPIError, match="cannot reach the LLM server") as caught:
+        client.complete(system=[], messages=ask())
+    assert caught.value.status_code is None
+    assert "ANTHROPIC_API_KEY" in str(caught.value) and "\n" not in str(caught.value)
