@@ -391,6 +391,8 @@ def orchestrator_service() -> None:
             orch.run(request)
         except CrewboxError as exc:
             log.warning("run %s failed: %s", request.run_id, exc)
+        except Exception:  # a bug: the run_failed event is out; keep serving requests
+            log.exception("run %s failed", request.run_id)
 
     log.info("orchestrator %s serving requests", default_worker_id())
     queue.serve_requests(handle, worker_id=default_worker_id())

@@ -7,6 +7,7 @@ Every step is an Event in ``results/<run_id>/events.jsonl``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,17 +106,23 @@ class Orchestrator:
         """Plan, dispatch, synthesize; returns the summary also written to summary.json.
 
         Raises:
-            PlanError: the plan is invalid (nothing was dispatched; the run is marked failed).
+            PlanError: the plan is invalid (nothing was dispatched).
             LLMAPIError: the planner's call failed.
+            Any error ends the run with a ``run_failed`` event before it propagates, so
+            whoever follows the run is not left waiting.
         """
         state = RunState(request=request, store=RunStore(self.settings.results_dir, request.run_id))
         state.store.create(request)
         self.emit(state, "run_started", message=request.text[:200])
         try:
-            state.plan = request.plan or self._plan(state)
-        except CrewboxError as exc:
-            self.emit(state, "run_failed", message=str(exc))
+            return self._run(state)
+        except Exception as exc:  # every failure ends the run visibly, then propagates
+            with contextlib.suppress(Exception):
+                self.emit(state, "run_failed", message=str(exc) or type(exc).__name__)
             raise
+
+    def _run(self, state: RunState) -> RunSummary:
+        state.plan = state.request.plan or self._plan(state)
         state.store.write_plan(state.plan)
         self.emit(
             state,

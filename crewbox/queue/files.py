@@ -50,7 +50,7 @@ class FileQueue:
         """Write ``task`` into ``<persona>/pending/`` (see the module docstring)."""
         rank = PRIORITY_RANK[task.spec.priority]
         name = f"{rank}-{time.time_ns()}-{task.run_id}-{task.task_id}.json"
-        self._publish(self._pending(task.persona) / name, task)
+        self._publish(self.root / task.persona / "pending" / name, task)
 
     def receive(self, run_id: str, timeout_s: float) -> list[Message]:
         """Results and events of ``run_id``, waiting up to ``timeout_s`` for the first."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from crewbox.config import Settings
-from crewbox.errors import PlanError
+from crewbox.errors import PlanError, QueueError
 from crewbox.models import Event, Plan, Request
 from crewbox.personas import load_personas, load_role_prompt
 from crewbox.queue.files import FileQueue
@@ -198,3 +198,24 @@ def test_dangling_references_left_after_the_repairs_are_pruned_and_reported(
         "dropped dependency of 'a' on 'marie' (not another task)",
         "dropped dependency of 'a-2' on 'ghost' (not another task)",
     ]
+
+
+def test_a_failure_after_planning_ends_the_run_with_run_failed(settings: Settings) -> None:
+    pending = settings.tasks_dir / "marie" / "pending"
+    pending.parent.mkdir(parents=True)
+    pending.write_text("a file where marie's queue folder should be")
+    events: list[Event] = []
+    orchestrator = Orchestrator(
+        settings,
+        ScriptedLLM([]),
+        FileQueue(settings.tasks_dir),
+        load_personas(settings.prompts_dir),
+        load_role_prompt(settings.prompts_dir, "orchestrator"),
+        load_role_prompt(settings.prompts_dir, "synthesizer"),
+        on_event=events.append,
+    )
+    plan = Plan.model_validate({"tasks": [spec("a", "marie")]})
+    with pytest.raises(QueueError, match="cannot write to the task queue"):
+        orchestrator.run(Request(text="req", plan=plan))
+    assert events[-1].kind == "run_failed"
+    assert "cannot write to the task queue" in events[-1].message
