@@ -21,14 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from crewbox.config import Settings
-from crewbox.errors import CrewboxError, RunNotFoundError, UserError
+from crewbox.errors import CrewboxError, UserError
 from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
 from crewbox.models import ContextFile, Event, Request, RunSummary
 from crewbox.personas import Persona, load_personas, load_role_prompt
 from crewbox.progress import ProgressPrinter, money
 from crewbox.queue import make_queue
-from crewbox.queue.base import default_worker_id
+from crewbox.queue.base import TaskQueue, default_worker_id
 from crewbox.queue.rq import RQQueue, wait_for_redis
 from crewbox.store import RunStore
 from orchestrator.plan import load_plan_file
@@ -111,7 +111,8 @@ def run(
     log_dir = cfg.results_dir / request.run_id / "logs"
     with LocalWorkers(names, log_dir, env=worker_env(cfg)):
         summary = orchestrator(cfg, personas, ProgressPrinter(err)).run(request)
-    print_outcome(summary, fmt)
+    folder = cfg.results_dir / request.run_id
+    print_outcome(summary, fmt, (folder / "final.md").read_text(encoding="utf-8"), folder)
 
 
 def build_request(
@@ -171,12 +172,13 @@ def orchestrator(
     personas: dict[str, Persona],
     on_event: Callable[[Event], None] | None,
     on_finish: Callable[[RunSummary, str], None] | None = None,
+    queue: TaskQueue | None = None,
 ) -> Orchestrator:
-    """An Orchestrator over the configured LLM and queue."""
+    """An Orchestrator over the configured LLM and ``queue`` (default: the configured one)."""
     return Orchestrator(
         cfg,
         make_client(cfg),
-        make_queue(cfg),
+        queue or make_queue(cfg),
         personas,
         load_role_prompt(cfg.prompts_dir, "orchestrator"),
         load_role_prompt(cfg.prompts_dir, "synthesizer"),
@@ -185,17 +187,18 @@ def orchestrator(
     )
 
 
-def print_outcome(summary: RunSummary, fmt: str) -> None:
-    """The answer (final.md) or the summary JSON on stdout; where things are on stderr."""
-    if fmt == "json":
-        click.echo(summary.model_dump_json(indent=2))
-    elif summary.final_path:
-        click.echo(Path(summary.final_path).read_text(encoding="utf-8"))
+def print_outcome(summary: RunSummary, fmt: str, final: str, folder: Path) -> None:
+    """The answer or the summary JSON on stdout; budget and results folder on stderr.
+
+    Raises:
+        SystemExit: status 1 when the run did not fully succeed.
+    """
+    click.echo(summary.model_dump_json(indent=2) if fmt == "json" else final)
     if summary.budget_exceeded:
         err.print(
             f"[bold red]budget ${summary.budget_usd} reached[/]: tasks left were not dispatched"
         )
-    err.print(f"results: {Path(summary.final_path or '.').parent}/")
+    err.print(f"results: {folder}/")
     if summary.status != "succeeded":
         raise SystemExit(1)
 
@@ -216,14 +219,10 @@ def personas() -> None:
 def status(run_id: str | None) -> None:
     """Show a run's tasks (the latest run without RUN_ID): status, worker, time, tokens, cost."""
     cfg = settings()
-    if cfg.queue == "rq":
-        queue = rq_queue(cfg)
-        run_id = run_id or queue.latest_run() or latest_run_id(cfg)
-        events, summary = queue.events(run_id), queue.summary(run_id)
-        if not events:
-            raise RunNotFoundError(f"no run {run_id!r} in Redis")
-    else:
-        run_id = run_id or latest_run_id(cfg)
+    queue = rq_queue(cfg) if cfg.queue == "rq" else None
+    run_id = run_id or (queue and queue.latest_run()) or latest_run_id(cfg)
+    events, summary = (queue.events(run_id), queue.summary(run_id)) if queue else ([], None)
+    if not events:  # embedded, or expired from Redis: the run folder has it all
         store = RunStore.open(cfg.results_dir, run_id)
         events, summary = store.events(), store.summary()
     print_status(run_id, events, summary)
@@ -348,10 +347,7 @@ def submit(
     err.print(f"submitted run {request.run_id} (Ctrl-C stops following; the run goes on)")
     follow_run(queue, request.run_id, ProgressPrinter(err))
     summary, final = queue.final(request.run_id)
-    click.echo(summary.model_dump_json(indent=2) if fmt == "json" else final)
-    err.print(f"results: {cfg.results_dir}/{request.run_id}/")
-    if summary.status != "succeeded":
-        raise SystemExit(1)
+    print_outcome(summary, fmt, final, cfg.results_dir / request.run_id)
 
 
 def follow_run(queue: RQQueue, run_id: str, on_event: Callable[[Event], None]) -> None:
@@ -386,7 +382,7 @@ def orchestrator_service() -> None:
         )
 
     def handle(request: Request) -> None:
-        orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue.finish)
+        orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue.finish, queue)
         try:
             orch.run(request)
         except CrewboxError as exc:
