@@ -19,6 +19,7 @@ tasks whose result never came (a worker container died).
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -57,6 +58,15 @@ _serving: dict[str, Any] = {}
 the Redis connection (set by serve and serve_requests)."""
 
 
+def job_id(task: Task) -> str:
+    """``<run_id>__<task_id>__<attempt>``; RQ job ids allow no ``.``, so a task id with dots
+    has them replaced and a short hash of the original added (still unique in the run)."""
+    tid = task.task_id
+    if "." in tid:
+        tid = tid.replace(".", "-") + "-" + hashlib.sha256(tid.encode()).hexdigest()[:8]
+    return f"{task.run_id}__{tid}__{task.attempt}"
+
+
 def run_key(run_id: str, part: str) -> str:
     """The Redis key of one part of a run (inbox, events, final, summary)."""
     return f"crewbox:run:{run_id}:{part}"
@@ -91,7 +101,7 @@ class RQQueue:
             lambda: self._queue(task.persona).enqueue(
                 "crewbox.queue.rq.perform_task",
                 task.model_dump_json(),
-                job_id=f"{task.run_id}__{task.task_id}__{task.attempt}",
+                job_id=job_id(task),
                 job_timeout=task.spec.timeout_s + JOB_TIMEOUT_MARGIN_S,
                 result_ttl=RUN_TTL_S,
                 failure_ttl=RUN_TTL_S,

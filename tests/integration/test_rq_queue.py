@@ -120,6 +120,15 @@ def test_jobs_are_json_with_the_plans_timeout(
     assert Task.model_validate_json(args[0]) == task
 
 
+def test_task_ids_with_dots_get_valid_distinct_job_ids(redis_client: redis.Redis) -> None:
+    queue = RQQueue(redis_client)
+    for task_id in ("v1.2", "v1-2"):
+        queue.enqueue(Task(run_id="r", spec=TaskSpec(**spec(task_id, "marie")), request_text="q"))
+    ids = [j.decode() for j in redis_client.lrange("rq:queue:marie", 0, -1)]
+    assert len(set(ids)) == 2 and "r__v1-2__1" in ids
+    assert all("." not in i for i in ids)
+
+
 def test_high_priority_goes_to_the_front(redis_client: redis.Redis) -> None:
     queue = RQQueue(redis_client)
     for task_id, priority in (("n1", "normal"), ("n2", "normal"), ("h", "high")):
