@@ -233,12 +233,14 @@ def catalog_text(personas: Mapping[str, Persona]) -> str:
     return "\n".join(f"- {p.name}: {p.description}" for p in personas.values())
 
 
-def planner_message(request: Request, personas: Mapping[str, Persona]) -> str:
+def planner_message(
+    request: Request, personas: Mapping[str, Persona], max_tasks: int = MAX_TASKS
+) -> str:
     """The planner's user message: persona catalog, request, shared context."""
     parts = [
         f"## Personas\n\n{catalog_text(personas)}",
         f"## Request\n\n{request.text}",
-        f"Plan at most {MAX_TASKS} tasks. Call {PLAN_TOOL} with the plan.",
+        f"Plan at most {max_tasks} tasks. Call {PLAN_TOOL} with the plan.",
     ]
     if request.context_files:
         parts.insert(2, f"## Shared context\n\n{request.shared_context()}")
@@ -263,6 +265,7 @@ class Planner:
         self.personas = personas
         self.model = model
         self.max_tokens = max_tokens
+        self.limits = PlanLimits.for_output(max_tokens)
         self.repairs = repairs
 
     def plan(
@@ -283,7 +286,8 @@ class Planner:
             PlanError: still invalid after the repairs (nothing is dispatched).
             LLMAPIError: the provider failed.
         """
-        ask = Message(role="user", content=planner_message(request, self.personas))
+        text = planner_message(request, self.personas, self.limits.max_tasks)
+        ask = Message(role="user", content=text)
         messages = [ask]
         problems: list[str] = []
         data: Any = None
@@ -292,7 +296,7 @@ class Planner:
             on_call(response.usage)
             data = plan_input(response)
             plan, problems = (
-                parse_plan(data, self.personas) if data else (None, [no_plan(response)])
+                parse_plan(data, self.personas) if data is not None else (None, [no_plan(response)])
             )
             if plan is not None:
                 return plan
@@ -312,7 +316,7 @@ class Planner:
         return self.llm.complete(
             system=[SystemBlock(text=self.prompt.prompt, cache=True)],
             messages=messages,
-            tools=[plan_tool(self.personas, PlanLimits.for_output(self.max_tokens))],
+            tools=[plan_tool(self.personas, self.limits)],
             force_tool=PLAN_TOOL,
             max_tokens=self.max_tokens,
             model=self.model,
