@@ -229,6 +229,25 @@ class Result(BaseModel):
     worker: str = ""
     attempt: int = 1
 
+    @classmethod
+    def failed(cls, task: Task, error: str, *, worker: str = "", retryable: bool = True) -> Result:
+        """A failed Result for ``task`` that never produced one of its own (a crashed
+        handler, a lost worker); started and ended now."""
+        now = now_s()
+        return cls(
+            run_id=task.run_id,
+            task_id=task.task_id,
+            persona=task.persona,
+            title=task.spec.title,
+            status="failed",
+            error=error,
+            retryable=retryable,
+            worker=worker,
+            started_at_s=now,
+            ended_at_s=now,
+            attempt=task.attempt,
+        )
+
 
 class Event(BaseModel):
     """One line of ``events.jsonl``: something that happened in a run.

@@ -435,17 +435,8 @@ class Orchestrator:
 
 def lost_result(task: Task) -> Result:
     """A failed, retryable Result for a task whose result never came back in time."""
-    now = time.time()
-    return Result(
-        run_id=task.run_id,
-        task_id=task.task_id,
-        persona=task.persona,
-        title=task.spec.title,
-        status="failed",
-        retryable=True,
-        attempt=task.attempt,
-        started_at_s=now,
-        ended_at_s=now,
-        error=f"no result within timeout_s={task.spec.timeout_s} + {RESULT_GRACE_S:.0f}s grace "
+    return Result.failed(
+        task,
+        f"no result within timeout_s={task.spec.timeout_s} + {RESULT_GRACE_S:.0f}s grace "
         "(the worker may have died)",
     )

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Protocol
+
+from pydantic import TypeAdapter
 
 from crewbox.models import Event, Result, Task
 
@@ -24,6 +27,17 @@ TaskHandler = Callable[[Task, Emit], Result]
 
 Message = Result | Event
 """What the orchestrator receives for a run: results of tasks and events of workers."""
+
+MESSAGE_ADAPTER: TypeAdapter[Result | Event] = TypeAdapter(Result | Event)
+"""Reads a Message back from the JSON a backend carried."""
+
+
+def crashed_result(
+    task: Task, worker_id: str, exc: BaseException, retryable: bool = True
+) -> Result:
+    """A failed Result for a task whose handler raised ``exc`` (its last traceback line)."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return Result.failed(task, f"worker crashed: {last}", worker=worker_id, retryable=retryable)
 
 
 def default_worker_id() -> str:

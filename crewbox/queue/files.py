@@ -20,21 +20,18 @@ import os
 import socket
 import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from crewbox.errors import QueueError
 from crewbox.models import PRIORITY_RANK, Event, Result, Task
-from crewbox.queue.base import Message, TaskHandler
+from crewbox.queue.base import MESSAGE_ADAPTER, Message, TaskHandler, crashed_result
 from crewbox.queue.watch import DirWatcher
 
 RUNS_DIR = "_runs"
 TMP_DIR = "_tmp"
-
-_MESSAGE = TypeAdapter(Result | Event)
 
 
 class FileQueue:
@@ -68,7 +65,7 @@ class FileQueue:
     def _drain(self, folder: Path) -> list[Message]:
         messages: list[Message] = []
         for path in sorted(folder.glob("*.json")):
-            messages.append(_MESSAGE.validate_json(path.read_bytes()))
+            messages.append(MESSAGE_ADAPTER.validate_json(path.read_bytes()))
             path.unlink()
         return messages
 
@@ -163,25 +160,6 @@ class Emitter:
 
     def __call__(self, event: Event) -> None:
         self._queue._publish_message(self._run_id, event)
-
-
-def crashed_result(task: Task, worker_id: str, exc: BaseException) -> Result:
-    """A failed Result for a task whose handler raised ``exc`` (last traceback line kept)."""
-    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    now = time.time()
-    return Result(
-        run_id=task.run_id,
-        task_id=task.task_id,
-        persona=task.persona,
-        title=task.spec.title,
-        status="failed",
-        error=f"worker crashed: {last}",
-        retryable=True,
-        worker=worker_id,
-        started_at_s=now,
-        ended_at_s=now,
-        attempt=task.attempt,
-    )
 
 
 def _is_dead_local_worker(folder_name: str) -> bool:

@@ -10,17 +10,16 @@ Keys and queues (``<run>`` is a run_id)::
     string    crewbox:run:<run>:summary  the RunSummary JSON
     zset      crewbox:runs               run ids by start time
 
-Jobs carry JSON (RQ's JSONSerializer), never pickle. A worker is an RQ ``SimpleWorker`` that
-runs each job in its own process (one worker process per container; scale containers for
-concurrency); RQ enforces ``job_timeout`` (the task's ``timeout_s`` plus a margin). Retries are
-the orchestrator's (as with the files backend): it re-dispatches failures marked retryable and
-tasks whose result never came (a worker container died).
+Jobs carry JSON (RQ's JSONSerializer), never pickle. A worker is an RQ ``SimpleWorker``: it
+runs jobs one at a time in its own process, no fork (one worker per container; scale
+containers for concurrency); RQ enforces ``job_timeout`` (the task's ``timeout_s`` plus a
+margin). Retries are the orchestrator's (as with the files backend): it re-dispatches failures
+marked retryable and tasks whose result never came (a worker container died).
 """
 
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -38,8 +37,13 @@ from rq.worker.base import BaseWorker
 from crewbox.config import Settings
 from crewbox.errors import QueueError, RunNotFoundError
 from crewbox.models import Event, Request, Result, RunSummary, Task
-from crewbox.queue.base import Message, TaskHandler
-from crewbox.queue.files import crashed_result
+from crewbox.queue.base import (
+    MESSAGE_ADAPTER,
+    Message,
+    TaskHandler,
+    crashed_result,
+    default_worker_id,
+)
 
 REQUESTS_QUEUE = "requests"
 RUN_TTL_S = 7 * 24 * 3600
@@ -52,7 +56,6 @@ EVENTS_MAXLEN = 100_000
 """Cap on one run's event stream (approximate trimming)."""
 
 RequestHandler = Callable[[Request], None]
-_MESSAGE = TypeAdapter(Result | Event)
 _serving: dict[str, Any] = {}
 """What this process's RQ workers run: task handlers by persona, the request handler and
 the Redis connection (set by serve and serve_requests)."""
@@ -131,10 +134,9 @@ class RQQueue:
         first = self._call(lambda: self.redis.blpop([key], timeout=max(timeout_s, 0.01)))
         if first is None:
             return []
-        raw = [first[1]]
-        while (more := self.redis.lpop(key)) is not None:
-            raw.append(more)
-        return [_MESSAGE.validate_json(item) for item in raw]
+        rest = self._call(lambda: self.redis.lpop(key, count=10_000)) or []
+        raw = [first[1], *rest]
+        return [MESSAGE_ADAPTER.validate_json(item) for item in raw]
 
     # -- requests ----------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -329,17 +331,15 @@ def perform_task(task_json: str) -> str:
     """RQ job: run the serving handler on a task and push its Result to the run's inbox."""
     task = Task.model_validate_json(task_json)
     connection: redis.Redis = _serving["redis"]
-    worker_id = f"{socket.gethostname()}"
+    worker_id = default_worker_id()
     result: Result
     try:
         result = _serving["task_handlers"][task.persona](
             task, lambda event: _push(connection, task.run_id, event)
         )
     except JobTimeoutException:
-        result = crashed_result(
-            task, worker_id, TimeoutError(f"job timeout ({task.spec.timeout_s}s)")
-        )
-        result.retryable = False
+        timeout = TimeoutError(f"job timeout ({task.spec.timeout_s}s)")
+        result = crashed_result(task, worker_id, timeout, retryable=False)
     except Exception as exc:  # report, never lose the task silently
         result = crashed_result(task, worker_id, exc)
     _push(connection, task.run_id, result)
