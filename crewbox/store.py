@@ -88,11 +88,12 @@ class RunStore:
         """The output folder of a task: ``<run>/<persona>/<task_id>/``."""
         return self.folder / persona / task_id
 
-    def write_result(self, result: Result) -> Path:
+    def write_result(self, result: Result) -> Result:
         """Write the task's artifacts (when the result carries them) and its result.json.
 
-        Returns the task folder. Raises ArtifactError when carried content does not match
-        its sha256 or a path leaves the task folder.
+        Returns the result as written: artifacts without their carried content. Raises
+        ArtifactError when carried content does not match its sha256 or a path leaves the
+        task folder.
         """
         folder = self.task_dir(result.persona, result.task_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ class RunStore:
         stripped = [a.model_copy(update={"content_b64": None}) for a in result.artifacts]
         on_disk = result.model_copy(update={"artifacts": stripped})
         write_atomic(folder / RESULT_FILE, on_disk.model_dump_json(indent=2))
-        return folder
+        return on_disk
 
     def write_final(self, text: str) -> Path:
         """Write ``final.md`` and return its path."""

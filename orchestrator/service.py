@@ -230,12 +230,7 @@ class Orchestrator:
         if result.status == "failed" and self._retry(state, result):
             return
         result = self._store_result(state, result)
-        stored = result.model_copy(
-            update={
-                "artifacts": [a.model_copy(update={"content_b64": None}) for a in result.artifacts]
-            }
-        )
-        state.results[result.task_id] = stored
+        state.results[result.task_id] = result
         state.graph.mark_ended(result.task_id, result.status)
         tokens = result.usage.total_tokens
         self.emit(
@@ -254,14 +249,14 @@ class Orchestrator:
         )
 
     def _store_result(self, state: RunState, result: Result) -> Result:
-        """Write the result (and carried artifacts); a bad artifact fails the task instead."""
+        """Write the result (and carried artifacts); a bad artifact fails the task instead.
+
+        Returns the result as written (no carried content)."""
         try:
-            state.store.write_result(result)
+            return state.store.write_result(result)
         except ArtifactError as exc:
             failed = {"status": "failed", "error": str(exc), "artifacts": []}
-            result = result.model_copy(update=failed)
-            state.store.write_result(result)
-        return result
+            return state.store.write_result(result.model_copy(update=failed))
 
     def _retry(self, state: RunState, result: Result) -> bool:
         if not result.retryable or result.attempt > self.settings.task_retries:

@@ -29,7 +29,8 @@ def result(*artifacts: Artifact) -> Result:
 
 def test_carried_artifacts_are_written_and_stripped_from_result_json(tmp_path: Path) -> None:
     store = RunStore(tmp_path, "r")
-    folder = store.write_result(result(carried("a/b.md", b"hello")))
+    store.write_result(result(carried("a/b.md", b"hello")))
+    folder = store.task_dir("marie", "t")
     assert (folder / "a" / "b.md").read_bytes() == b"hello"
     on_disk = Result.model_validate_json((folder / "result.json").read_text())
     assert on_disk.artifacts[0].content_b64 is None
