@@ -26,7 +26,7 @@ from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
 from crewbox.models import ContextFile, Event, Request, RunSummary
 from crewbox.personas import Persona, load_personas, load_role_prompt
-from crewbox.progress import ProgressPrinter, money
+from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
 from crewbox.queue.base import TaskQueue, default_worker_id
 from crewbox.queue.rq import RQQueue, wait_for_redis
@@ -244,8 +244,7 @@ def print_status(run_id: str, events: list[Event], summary: RunSummary | None) -
     out.print(table)
     failed = next((e.message for e in events if e.kind == "run_failed"), None)
     state = (
-        f"{summary.status}, {summary.usage_total.total_tokens:,} tok "
-        f"{money(summary.usage_total.cost_usd)}"
+        f"{summary.status}, {usage_text(summary.usage_total)}"
         if summary
         else f"failed: {failed}"
         if failed

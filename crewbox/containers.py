@@ -34,27 +34,45 @@ def service_containers(service: str) -> list[Any]:
 
 
 def print_service_logs(service: str, *, follow: bool, tail: str = "all") -> None:
-    """Print each container's log lines prefixed with its name; with ``follow``, keep going."""
+    """Print each container's log lines prefixed with its name; with ``follow``, keep going.
+
+    Raises:
+        CrewboxError: a container's log could not be read (e.g. it was removed meanwhile).
+    """
     containers = service_containers(service)
     lock = threading.Lock()
+    failures: list[str] = []
     threads = [
-        threading.Thread(target=_pump, args=(c, follow, tail, lock), daemon=True)
+        threading.Thread(target=_pump, args=(c, follow, tail, lock, failures), daemon=True)
         for c in containers
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if failures:
+        raise CrewboxError("; ".join(failures))
 
 
-def _pump(container: Any, follow: bool, tail: str, lock: threading.Lock) -> None:
+def _pump(
+    container: Any, follow: bool, tail: str, lock: threading.Lock, failures: list[str]
+) -> None:
+    import docker
+
     count: int | str = int(tail) if tail.isdigit() else "all"
-    stream = container.logs(stream=True, follow=follow, tail=count)
     pending = b""
-    for chunk in stream:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        with lock:
-            for line in lines:
-                sys.stdout.write(f"{container.name} | {line.decode(errors='replace')}\n")
-            sys.stdout.flush()
+    try:
+        for chunk in container.logs(stream=True, follow=follow, tail=count):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            _write(container.name, lines, lock)
+    except docker.errors.DockerException as exc:
+        failures.append(f"cannot read the log of {container.name}: {exc}")
+    _write(container.name, [pending] if pending else [], lock)
+
+
+def _write(name: str, lines: list[bytes], lock: threading.Lock) -> None:
+    with lock:
+        for line in lines:
+            sys.stdout.write(f"{name} | {line.decode(errors='replace')}\n")
+        sys.stdout.flush()

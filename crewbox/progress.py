@@ -24,6 +24,11 @@ def money(usd: Decimal | float) -> str:
     return f"${float(usd):.4f}"
 
 
+def usage_text(usage: Usage) -> str:
+    """``12,345 tok $0.0123``: all tokens and the cost."""
+    return f"{usage.total_tokens:,} tok {money(usage.cost_usd)}"
+
+
 class ProgressPrinter:
     """Prints one line per notable event and keeps the run's running usage total."""
 
@@ -81,4 +86,4 @@ class ProgressPrinter:
 
     def totals(self) -> str:
         """Running totals: tokens and cost so far."""
-        return f"{self.usage.total_tokens:,} tok {money(self.usage.cost_usd)}"
+        return usage_text(self.usage)
