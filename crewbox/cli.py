@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -21,15 +23,22 @@ from rich.console import Console
 from rich.table import Table
 
 from crewbox.config import Settings
-from crewbox.errors import CrewboxError, UserError
+from crewbox.dlq import dead_letters
+from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
 from crewbox.models import ContextFile, Event, Request, RunSummary
 from crewbox.personas import Persona, load_personas, load_role_prompt
+from crewbox.procs import is_dead_local
 from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
 from crewbox.queue.base import TaskQueue, default_worker_id
-from crewbox.queue.rq import RQQueue, wait_for_redis
+from crewbox.queue.rq import RQQueue
+from crewbox.redis_client import wait_for_redis
+from crewbox.runlog import make_run_log
+from crewbox.runlog.base import RunLog
+from crewbox.runlog.files import FileRunLog
+from crewbox.runlog.mirror import MirroredRunLog
 from crewbox.store import RunStore
 from orchestrator.plan import load_plan_file
 from orchestrator.service import Orchestrator
@@ -92,9 +101,22 @@ def request_options(command: F) -> F:
     return command
 
 
+def workers_option(command: F) -> F:
+    """``--workers N``: worker processes per persona in embedded mode."""
+    return click.option(
+        "--workers",
+        "per_persona",
+        type=click.IntRange(1, 64),
+        default=1,
+        show_default=True,
+        help="Worker processes per persona (tasks of one persona run in parallel).",
+    )(command)
+
+
 @cli.command()
 @request_options
 @click.option("--allow-bash", is_flag=True, help="Let personas run Bash (no container around it!).")
+@workers_option
 def run(
     text: str | None,
     context_files: tuple[Path, ...],
@@ -102,17 +124,92 @@ def run(
     fmt: str,
     budget_usd: float | None,
     allow_bash: bool,
+    per_persona: int,
 ) -> None:
-    """Run a request here, without Docker or Redis: workers are local processes."""
+    """Run a request here, without Docker or Redis: workers are local processes.
+
+    Ctrl-C once cancels the run cleanly (exit 130); twice exits at once, and
+    `crewbox resume RUN_ID` goes on with it later.
+    """
     cfg = settings()
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, allow_bash, personas)
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
-    log_dir = cfg.results_dir / request.run_id / "logs"
-    with LocalWorkers(names, log_dir, env=worker_env(cfg)):
-        summary = orchestrator(cfg, personas, ProgressPrinter(err)).run(request)
-    folder = cfg.results_dir / request.run_id
-    print_outcome(summary, fmt, (folder / "final.md").read_text(encoding="utf-8"), folder)
+    err.print(f"run {request.run_id} (Ctrl-C cancels it; twice exits, resumable)")
+    drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@workers_option
+def resume(run_id: str, fmt: str, per_persona: int) -> None:
+    """Go on with an embedded run left by a crash, a kill or Ctrl-C.
+
+    Tasks that succeeded and whose artifacts still match their sha256 are not run again.
+    (In the cluster, orchestrators resume runs by themselves.)
+    """
+    cfg = settings()
+    if cfg.queue == "rq":
+        raise UserError(
+            "in the cluster an orchestrator resumes runs by itself; "
+            f"`crewbox follow {run_id}` shows it"
+        )
+    personas = load_personas(cfg.prompts_dir)
+    store = RunStore.open(cfg.results_dir, run_id)
+    request = store.request()
+    names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
+    drive_embedded(cfg, personas, names, run_id, per_persona, lambda o: o.resume(run_id), fmt)
+
+
+def drive_embedded(
+    cfg: Settings,
+    personas: dict[str, Persona],
+    names: set[str],
+    run_id: str,
+    per_persona: int,
+    drive: Callable[[Orchestrator], RunSummary],
+    fmt: str = "text",
+) -> None:
+    """Start local workers, drive a run with ``drive``, print its outcome.
+
+    Raises:
+        SystemExit: 130 when the run was cancelled, 1 when it did not fully succeed.
+    """
+    log_dir = cfg.results_dir / run_id / "logs"
+    run_log = FileRunLog(cfg.results_dir)
+    orch = orchestrator(cfg, personas, ProgressPrinter(err), run_log=run_log)
+    workers = LocalWorkers(names, log_dir, env=worker_env(cfg), per_persona=per_persona)
+    with workers, cancel_on_first_interrupt(orch, run_id):
+        summary = drive(orch)
+    final = run_log.final(run_id) or ""
+    print_outcome(summary, fmt, final, cfg.results_dir / run_id)
+
+
+class cancel_on_first_interrupt:
+    """While in the block: the first SIGINT cancels the orchestrator's runs, the second
+    raises KeyboardInterrupt (exit at once; the run stays resumable)."""
+
+    def __init__(self, orch: Orchestrator, run_id: str) -> None:
+        self.orch = orch
+        self.run_id = run_id
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.orch.cancel.is_set():
+            err.print(f"crewbox: exiting; `crewbox resume {self.run_id}` goes on with the run")
+            raise KeyboardInterrupt
+        self.orch.cancel.set()
+        err.print(
+            "[bold yellow]cancelling[/]: running tasks stop at their next turn (Ctrl-C "
+            "again exits at once)"
+        )
 
 
 def build_request(
@@ -171,10 +268,11 @@ def orchestrator(
     cfg: Settings,
     personas: dict[str, Persona],
     on_event: Callable[[Event], None] | None,
-    on_finish: Callable[[RunSummary, str], None] | None = None,
     queue: TaskQueue | None = None,
+    run_log: RunLog | None = None,
 ) -> Orchestrator:
-    """An Orchestrator over the configured LLM and ``queue`` (default: the configured one)."""
+    """An Orchestrator over the configured LLM, ``queue`` and ``run_log`` (defaults: the
+    configured ones; in the cluster the Redis log mirrored into results/)."""
     return Orchestrator(
         cfg,
         make_client(cfg),
@@ -182,9 +280,17 @@ def orchestrator(
         personas,
         load_role_prompt(cfg.prompts_dir, "orchestrator"),
         load_role_prompt(cfg.prompts_dir, "synthesizer"),
+        run_log or cluster_run_log(cfg),
         on_event=on_event,
-        on_finish=on_finish,
     )
+
+
+def cluster_run_log(cfg: Settings, service: bool = False) -> RunLog:
+    """The configured run log; in the cluster, Redis mirrored into results/."""
+    primary = make_run_log(cfg, service)
+    if cfg.queue != "rq":
+        return primary
+    return MirroredRunLog(primary, FileRunLog(cfg.results_dir))
 
 
 def print_outcome(summary: RunSummary, fmt: str, final: str, folder: Path) -> None:
@@ -198,9 +304,22 @@ def print_outcome(summary: RunSummary, fmt: str, final: str, folder: Path) -> No
         err.print(
             f"[bold red]budget ${summary.budget_usd} reached[/]: tasks left were not dispatched"
         )
-    err.print(f"results: {folder}/")
+    err.print(f"results: {display_path(folder)}/")
+    if summary.status == "cancelled":
+        err.print(f"run cancelled; `crewbox resume {summary.run_id}` runs what is left")
+        raise SystemExit(130)
     if summary.status != "succeeded":
         raise SystemExit(1)
+
+
+def display_path(path: Path) -> str:
+    """``path`` as the user knows it: CREWBOX_HOST_RESULTS_DIR in place of the results
+    folder inside a container (set by the compose file), else as it is."""
+    host = os.environ.get("CREWBOX_HOST_RESULTS_DIR")
+    container = os.environ.get("CREWBOX_RESULTS_DIR")
+    if host and container and str(path).startswith(container):
+        return host + str(path)[len(container) :]
+    return str(path)
 
 
 # -- personas, status, results -----------------------------------------------------------
@@ -219,16 +338,34 @@ def personas() -> None:
 def status(run_id: str | None) -> None:
     """Show a run's tasks (the latest run without RUN_ID): status, worker, time, tokens, cost."""
     cfg = settings()
-    queue = rq_queue(cfg) if cfg.queue == "rq" else None
-    run_id = run_id or (queue and queue.latest_run()) or latest_run_id(cfg)
-    events, summary = (queue.events(run_id), queue.summary(run_id)) if queue else ([], None)
-    if not events:  # embedded, or expired from Redis: the run folder has it all
-        store = RunStore.open(cfg.results_dir, run_id)
-        events, summary = store.events(), store.summary()
-    print_status(run_id, events, summary)
+    log = make_run_log(cfg)
+    run_id = run_id or latest_run_id(cfg, log)
+    events, summary = log.events(run_id), log.summary(run_id)
+    if not events and cfg.queue == "rq":  # expired from Redis: the run folder has it all
+        log = FileRunLog(cfg.results_dir)
+        events, summary = log.events(run_id), log.summary(run_id)
+    if not events:
+        raise RunNotFoundError(f"no run {run_id!r}; `crewbox status` shows the latest run")
+    print_status(run_id, events, summary, run_state(cfg, log, run_id, events, summary))
 
 
-def print_status(run_id: str, events: list[Event], summary: RunSummary | None) -> None:
+def run_state(
+    cfg: Settings, log: RunLog, run_id: str, events: list[Event], summary: RunSummary | None
+) -> str:
+    """One line on where a run stands; a run nobody drives is never shown as running."""
+    if summary:
+        return f"{summary.status}, {usage_text(summary.usage_total)}"
+    failed = next((e.message for e in reversed(events) if e.kind == "run_failed"), None)
+    if failed:
+        return f"failed: {failed}"
+    if log.owner(run_id):
+        return "running"
+    if cfg.queue == "rq":
+        return "waiting for an orchestrator to take it over"
+    return f"stopped (its process is gone); `crewbox resume {run_id}` goes on with it"
+
+
+def print_status(run_id: str, events: list[Event], summary: RunSummary | None, state: str) -> None:
     """The task table of a run and its overall state, on stdout."""
     table = Table("task", "persona", "status", "worker", "seconds", "tokens", "cost")
     for task_id, s in task_states(events).items():
@@ -242,26 +379,18 @@ def print_status(run_id: str, events: list[Event], summary: RunSummary | None) -
             money(s["cost_usd"]) if "cost_usd" in s else "",
         )
     out.print(table)
-    failed = next((e.message for e in events if e.kind == "run_failed"), None)
-    state = (
-        f"{summary.status}, {usage_text(summary.usage_total)}"
-        if summary
-        else f"failed: {failed}"
-        if failed
-        else "running"
-    )
     out.print(f"run {run_id}: {state}")
 
 
-def latest_run_id(cfg: Settings) -> str:
-    """The newest run under results/ (run ids sort by time).
+def latest_run_id(cfg: Settings, log: RunLog) -> str:
+    """The newest run of the run log (run ids sort by time).
 
     Raises:
         UserError: there is no run yet.
     """
-    runs = sorted(p.parent.name for p in cfg.results_dir.glob("*/request.json"))
+    runs = log.runs() or FileRunLog(cfg.results_dir).runs()
     if not runs:
-        raise UserError(f"no run yet under {cfg.results_dir}/; start one with `crewbox run TEXT`")
+        raise UserError("no run yet; start one with `crewbox run TEXT` or `make submit`")
     return runs[-1]
 
 
@@ -270,6 +399,8 @@ def task_states(events: list[Event]) -> dict[str, dict[str, Any]]:
     states: dict[str, dict[str, Any]] = {}
     for event in events:
         if not event.task_id or not event.kind.startswith("task_"):
+            continue
+        if event.kind == "task_dead_lettered":
             continue
         state = states.setdefault(event.task_id, {"persona": event.persona})
         state["status"] = event.kind.removeprefix("task_")
@@ -339,24 +470,52 @@ def submit(
     queue = rq_queue(cfg)
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, False, personas)
+    log = make_run_log(cfg)
+    log.create(request)
     queue.submit(request)
     if detach:
         click.echo(request.run_id)
         return
     err.print(f"submitted run {request.run_id} (Ctrl-C stops following; the run goes on)")
-    follow_run(queue, request.run_id, ProgressPrinter(err))
-    summary, final = queue.final(request.run_id)
-    print_outcome(summary, fmt, final, cfg.results_dir / request.run_id)
+    follow_and_print(cfg, log, request.run_id, fmt)
 
 
-def follow_run(queue: RQQueue, run_id: str, on_event: Callable[[Event], None]) -> None:
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def follow(run_id: str | None, fmt: str) -> None:
+    """Follow a run's progress (the latest without RUN_ID) and print its answer."""
+    cfg = settings()
+    log = make_run_log(cfg)
+    follow_and_print(cfg, log, run_id or latest_run_id(cfg, log), fmt)
+
+
+def follow_and_print(cfg: Settings, log: RunLog, run_id: str, fmt: str) -> None:
+    """Follow ``run_id`` until it ends, then print its outcome."""
+    follow_run(log, run_id, ProgressPrinter(err))
+    summary = log.summary(run_id)
+    if summary is None:
+        raise CrewboxError(f"run {run_id} ended without a summary")
+    print_outcome(summary, fmt, log.final(run_id) or "", cfg.results_dir / run_id)
+
+
+def follow_run(log: RunLog, run_id: str, on_event: Callable[[Event], None]) -> None:
     """Pass the run's events to ``on_event`` until it finishes.
 
     Raises:
-        CrewboxError: the run failed (its message, e.g. the PlanError, as the error line).
+        CrewboxError: the run failed (its message, e.g. the PlanError, as the error line), or
+            stopped with nobody to go on with it (embedded).
     """
-    for event in queue.follow(run_id):
+    for event in log.follow(run_id):
         if event is None:
+            if (
+                isinstance(log, FileRunLog)
+                and not log.owner(run_id)
+                and log.summary(run_id) is None
+            ):
+                raise CrewboxError(
+                    f"run {run_id} is not running; `crewbox resume {run_id}` goes on with it"
+                )
             continue
         on_event(event)
         if event.kind == "run_finished":
@@ -365,32 +524,141 @@ def follow_run(queue: RQQueue, run_id: str, on_event: Callable[[Event], None]) -
             raise CrewboxError(f"run {run_id} failed: {event.message}")
 
 
+def stopped(log: RunLog, run_id: str) -> bool:
+    """True for an embedded run that nobody drives and that has not finished (in the
+    cluster, an orchestrator takes such a run over: it is not stopped)."""
+    return isinstance(log, FileRunLog) and not log.owner(run_id) and log.summary(run_id) is None
+
+
+@cli.command()
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run: nothing more is dispatched, running tasks stop at their next turn, the
+    answer covers what finished."""
+    cfg = settings()
+    make_run_log(cfg).request_cancel(run_id)
+    err.print(f"cancel requested for run {run_id}; `crewbox follow {run_id}` shows it end")
+
+
+# -- dead-letter queue -------------------------------------------------------------------
+@cli.group()
+def dlq() -> None:
+    """Tasks that failed after all their retries: list, retry, drop."""
+
+
+@dlq.command("list")
+@click.argument("run_id", required=False)
+def dlq_list(run_id: str | None) -> None:
+    """Failed tasks of one run, or of every run."""
+    log = make_run_log(settings())
+    table = Table("run", "task", "persona", "attempts", "cost", "error")
+    for rid in [run_id] if run_id else log.runs():
+        for letter in dead_letters(log.events(rid)):
+            table.add_row(
+                rid,
+                letter.task_id,
+                letter.persona,
+                str(letter.attempts),
+                money(letter.cost_usd),
+                letter.error[:120],
+            )
+    out.print(table)
+
+
+@dlq.command("retry")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def dlq_retry(run_id: str, task_id: str, fmt: str) -> None:
+    """Run a failed task again, then the tasks skipped because of it; write a new answer."""
+    cfg = settings()
+    log = make_run_log(cfg)
+    letter_of(log, run_id, task_id)
+    request = log.request(run_id)
+    spec = (
+        next(t for t in (request.plan.tasks if request.plan else []) if t.id == task_id)
+        if request.plan
+        else None
+    )
+    event = Event(
+        kind="dlq_retried",
+        run_id=run_id,
+        task_id=task_id,
+        persona=spec.persona if spec else None,
+        message="retry requested",
+    )
+    log.append(event)
+    if cfg.queue == "rq":
+        err.print(f"retry of {task_id} requested; an orchestrator takes it up")
+        follow_and_print(cfg, log, run_id, fmt)
+        return
+    personas = load_personas(cfg.prompts_dir)
+    drive_embedded(cfg, personas, set(personas), run_id, 1, lambda o: o.resume(run_id), fmt)
+
+
+@dlq.command("drop")
+@click.argument("run_id")
+@click.argument("task_id")
+def dlq_drop(run_id: str, task_id: str) -> None:
+    """Take a failed task out of the dead-letter queue (it stays failed in its run)."""
+    log = make_run_log(settings())
+    letter = letter_of(log, run_id, task_id)
+    log.append(
+        Event(
+            kind="dlq_dropped",
+            run_id=run_id,
+            task_id=task_id,
+            persona=letter.persona,
+            message="dropped from the dead-letter queue",
+        )
+    )
+    err.print(f"dropped {task_id} of run {run_id} from the dead-letter queue")
+
+
+def letter_of(log: RunLog, run_id: str, task_id: str) -> Any:
+    """The dead letter of ``task_id`` in ``run_id``.
+
+    Raises:
+        UserError: the task is not in the dead-letter queue.
+    """
+    for letter in dead_letters(log.events(run_id)):
+        if letter.task_id == task_id:
+            return letter
+    raise UserError(
+        f"task {task_id!r} of run {run_id} is not in the dead-letter queue; "
+        f"`crewbox dlq list {run_id}` lists it"
+    )
+
+
 @cli.command("orchestrator")
 def orchestrator_service() -> None:
-    """Serve the requests queue: plan, dispatch, synthesize (the cluster's orchestrator)."""
+    """Serve the requests queue and take over orphaned runs (the cluster's orchestrator)."""
+    from orchestrator.pool import RunPool
+
     cfg = settings()
     setup_logging()
-    queue = rq_queue(cfg)
+    rq_queue(cfg)  # the one-line error outside the cluster
+    queue = RQQueue.from_settings(cfg, service=True)
     wait_for_redis(queue.redis)
     log = logging.getLogger("crewbox.orchestrator")
 
     def on_event(event: Event) -> None:
-        queue.append_event(event)
         log.info(
             "run %s %s %s %s", event.run_id, event.kind, event.task_id or "", event.message[:120]
         )
 
-    def handle(request: Request) -> None:
-        orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue.finish, queue)
-        try:
-            orch.run(request)
-        except CrewboxError as exc:
-            log.warning("run %s failed: %s", request.run_id, exc)
-        except Exception:  # a bug: the run_failed event is out; keep serving requests
-            log.exception("run %s failed", request.run_id)
-
-    log.info("orchestrator %s serving requests", default_worker_id())
-    queue.serve_requests(handle, worker_id=default_worker_id())
+    run_log = cluster_run_log(cfg, service=True)
+    pool = RunPool(
+        orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue, run_log),
+        run_log,
+        cfg.max_runs,
+    )
+    stop = stop_on_signals()
+    threading.Thread(target=pool.serve_takeovers, args=(stop,), daemon=True).start()
+    log.info(
+        "orchestrator %s serving requests (%d runs at once)", default_worker_id(), cfg.max_runs
+    )
+    queue.serve_requests(pool.accept, stop=stop)
 
 
 @cli.command()
@@ -420,7 +688,8 @@ def logs(persona: str, follow: bool, tail: str) -> None:
 @cli.command()
 @click.option("--persona", required=True, help="The persona whose queue this worker serves.")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
-def worker(persona: str, burst: bool) -> None:
+@click.option("--parent-pid", type=int, help="Exit (stopping the task in hand) once it is gone.")
+def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     """Serve one persona's queue (what `crewbox run` and the cluster start per persona)."""
     cfg = settings()
     setup_logging()
@@ -429,10 +698,29 @@ def worker(persona: str, burst: bool) -> None:
         check_persona(load_personas(cfg.prompts_dir), persona),
         make_client(cfg),
         default_worker_id(),
+        run_log=make_run_log(cfg, service=True),
     )
     stop = stop_on_signals()
+    if parent_pid:
+        threading.Thread(
+            target=watch_parent, args=(parent_pid, stop, runner.abandon), daemon=True
+        ).start()
     logging.getLogger("crewbox.worker").info("worker %s serving %s", runner.worker_id, persona)
-    make_queue(cfg).serve(persona, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
+    queue = make_queue(cfg, service=True)
+    queue.serve(persona, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
+
+
+PARENT_CHECK_S = 0.5
+"""How often a local worker checks that the CLI process that started it still runs."""
+
+
+def watch_parent(parent_pid: int, *events: threading.Event) -> None:
+    """Set ``events`` once process ``parent_pid`` of this host is gone."""
+    while not is_dead_local(socket.gethostname(), str(parent_pid)):
+        time.sleep(PARENT_CHECK_S)
+    logging.getLogger("crewbox.worker").warning("parent %d is gone: stopping", parent_pid)
+    for event in events:
+        event.set()
 
 
 def setup_logging() -> None:

@@ -61,7 +61,12 @@ class Settings(BaseSettings):
     max_turns: int = Field(default=20, ge=1, le=200)
     max_tokens: int = Field(default=4096, ge=16)
     plan_repairs: int = Field(default=2, ge=0, le=5)
-    task_retries: int = Field(default=1, ge=0, le=5)
+    task_retries: int = Field(default=2, ge=0, le=5)
+    """New attempts for a task lost with its worker or failed on a retryable API error."""
+    heartbeat_timeout_s: float = Field(default=10.0, gt=0)
+    """An attempt whose heartbeat is older than this is lost and dispatched again."""
+    max_runs: int = Field(default=8, ge=1)
+    """Runs one orchestrator service drives at once (the cluster)."""
     synthesis_budget_tokens: int = Field(default=6000, ge=500)
     max_artifact_bytes: int = Field(default=10 * MiB, ge=1)
     allow_bash: bool = False

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -48,12 +48,25 @@ Priority = Literal["high", "normal", "low"]
 PRIORITY_RANK: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 """Dispatch order among ready tasks: lower rank first."""
 
-TaskStatus = Literal["succeeded", "failed", "skipped"]
+TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled"]
+"""How a task ended. ``cancelled``: the run was cancelled before or while it ran."""
+
+RunStatus = Literal["succeeded", "partial", "failed", "cancelled"]
+"""How a run ended: every task succeeded, some did, none did, or the user cancelled it."""
+
+AttemptStatus = Literal["succeeded", "failed", "cancelled", "lost", "superseded"]
+"""How one attempt of a task ended: as its Result says, ``lost`` (its heartbeat stopped: the
+worker died) or ``superseded`` (its result came after a newer attempt was dispatched)."""
 
 
 def now_s() -> float:
     """Current Unix time in seconds."""
     return time.time()
+
+
+def new_token() -> str:
+    """A random attempt token (128 bits, hex): only the dispatcher and the worker know it."""
+    return secrets.token_hex(16)
 
 
 def new_run_id() -> str:
@@ -177,7 +190,13 @@ class Task(BaseModel):
     dependencies: list[DependencyOutput] = Field(default_factory=list)
     allow_bash: bool = False
     attempt: int = 1
+    token: str = Field(default_factory=new_token)
     enqueued_at_s: float = Field(default_factory=now_s)
+
+    @property
+    def attempt_key(self) -> str:
+        """``<task_id>:<attempt>``: names this attempt in heartbeats and logs."""
+        return attempt_key(self.task_id, self.attempt)
 
     @property
     def task_id(self) -> str:
@@ -228,37 +247,173 @@ class Result(BaseModel):
     retryable: bool = False
     worker: str = ""
     attempt: int = 1
+    token: str = ""
 
     @classmethod
-    def failed(cls, task: Task, error: str, *, worker: str = "", retryable: bool = True) -> Result:
-        """A failed Result for ``task`` that never produced one of its own (a crashed
-        handler, a lost worker); started and ended now."""
+    def failed(
+        cls,
+        task: Task,
+        error: str,
+        *,
+        worker: str = "",
+        retryable: bool = True,
+        status: TaskStatus = "failed",
+    ) -> Result:
+        """A Result for ``task`` that never produced one of its own (a crashed handler, a
+        lost worker, a run that is no longer live); started and ended now."""
         now = now_s()
         return cls(
             run_id=task.run_id,
             task_id=task.task_id,
             persona=task.persona,
             title=task.spec.title,
-            status="failed",
+            status=status,
             error=error,
             retryable=retryable,
             worker=worker,
             started_at_s=now,
             ended_at_s=now,
             attempt=task.attempt,
+            token=task.token,
         )
+
+    @classmethod
+    def skipped(cls, run_id: str, spec: TaskSpec, reason: str, status: TaskStatus) -> Result:
+        """A Result for a task that was never dispatched (``skipped`` or ``cancelled``)."""
+        return cls(
+            run_id=run_id,
+            task_id=spec.id,
+            persona=spec.persona,
+            title=spec.title,
+            status=status,
+            error=reason,
+        )
+
+
+def attempt_key(task_id: str, attempt: int) -> str:
+    """``<task_id>:<attempt>``: one attempt of one task, unique within its run."""
+    return f"{task_id}:{attempt}"
+
+
+EventKind = Literal[
+    "run_started",
+    "run_resumed",
+    "plan_ready",
+    "plan_invalid",
+    "plan_adjusted",
+    "task_dispatched",
+    "task_started",
+    "task_succeeded",
+    "task_failed",
+    "task_skipped",
+    "task_cancelled",
+    "task_retried",
+    "task_dead_lettered",
+    "dlq_dropped",
+    "dlq_retried",
+    "attempt_lost",
+    "attempt_superseded",
+    "result_rejected",
+    "llm_call",
+    "budget_exceeded",
+    "cancel_requested",
+    "synthesis_written",
+    "synthesis_failed",
+    "run_finished",
+    "run_failed",
+]
+"""Every kind of event a run's log holds (``events.jsonl``, the Redis stream)."""
+
+END_KIND: dict[TaskStatus, EventKind] = {
+    "succeeded": "task_succeeded",
+    "failed": "task_failed",
+    "skipped": "task_skipped",
+    "cancelled": "task_cancelled",
+}
+"""The event kind that ends a task with each status."""
+
+TASK_END_KINDS: dict[str, TaskStatus] = {kind: status for status, kind in END_KIND.items()}
+"""Event kinds that end a task, and the status each stands for."""
+
+
+Stage = Literal["planner", "tasks", "synthesizer"]
+"""Where an LLM call was made: planning, a task's attempt, or the synthesis."""
+
+
+class Payload(BaseModel):
+    """Base of the typed payloads of events: :meth:`Event.payload` reads one back."""
+
+
+class PlanReady(Payload):
+    """``plan_ready``: the plan that is dispatched."""
+
+    plan: Plan
+
+
+class PlanProblems(Payload):
+    """``plan_invalid`` and ``plan_adjusted``: what was wrong, one sentence each."""
+
+    problems: list[str] = Field(default_factory=list)
+
+
+class AttemptInfo(Payload):
+    """``task_dispatched``, ``task_started``, ``task_retried``, ``attempt_lost``,
+    ``attempt_superseded``, ``result_rejected``, ``task_dead_lettered``: which attempt."""
+
+    attempt: int
+    worker: str = ""
+    priority: Priority = "normal"
+
+
+class TaskEnded(Payload):
+    """``task_succeeded``/``failed``/``skipped``/``cancelled``: the outcome in brief."""
+
+    attempt: int = 0
+    worker: str = ""
+    duration_ms: int = 0
+    tokens: int = 0
+    cost_usd: USD = Decimal(0)
+    artifacts: list[str] = Field(default_factory=list)
+
+
+class LLMCall(Payload):
+    """``llm_call``: one call's usage; ``stage`` is planner, tasks or synthesizer;
+    ``attempt`` is the task attempt that made it (tasks only)."""
+
+    stage: Stage
+    usage: Usage
+    attempt: int | None = None
+
+
+class BudgetInfo(Payload):
+    """``budget_exceeded``: the budget and what was spent when it was reached."""
+
+    budget_usd: USD
+    spent_usd: USD
+
+
+class RunEnded(Payload):
+    """``run_finished``: the run's status and total usage."""
+
+    status: RunStatus
+    usage: Usage
+
+
+class Empty(Payload):
+    """Events that carry no payload (their message says it all)."""
+
+
+P = TypeVar("P", bound=Payload)
 
 
 class Event(BaseModel):
     """One line of ``events.jsonl``: something that happened in a run.
 
-    ``kind`` is one of: run_started, plan_ready, plan_invalid, plan_adjusted,
-    task_dispatched, task_started, task_succeeded, task_failed, task_skipped, task_retried,
-    llm_call, budget_exceeded, synthesis_written, synthesis_failed, run_finished, run_failed.
-    ``data`` holds kind-specific fields (``usage`` for llm_call).
+    ``kind`` is an :data:`EventKind`; ``data`` is the kind's payload model dumped to JSON
+    (see :meth:`payload`), e.g. :class:`LLMCall` for ``llm_call``.
     """
 
-    kind: str
+    kind: EventKind
     run_id: str
     ts_s: float = Field(default_factory=now_s)
     task_id: str | None = None
@@ -266,21 +421,59 @@ class Event(BaseModel):
     message: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        kind: EventKind,
+        run_id: str,
+        payload: Payload | None = None,
+        *,
+        task_id: str | None = None,
+        persona: str | None = None,
+        message: str = "",
+    ) -> Event:
+        """An event whose ``data`` is ``payload`` (a typed model) dumped to JSON."""
+        data = payload.model_dump(mode="json") if payload is not None else {}
+        return cls(
+            kind=kind, run_id=run_id, task_id=task_id, persona=persona, message=message, data=data
+        )
+
+    def payload(self, model: type[P]) -> P:
+        """``data`` read back as ``model``.
+
+        Raises:
+            pydantic.ValidationError: ``data`` does not fit ``model`` (wrong kind).
+        """
+        return model.model_validate(self.data)
+
+
+class AttemptRecord(BaseModel):
+    """One attempt of a task in ``summary.json``: who ran it, how it ended, what it cost."""
+
+    attempt: int
+    status: AttemptStatus
+    worker: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+
 
 class RunSummary(BaseModel):
     """``summary.json``: statuses, timings, usage and cost per task, per persona, in total.
 
-    ``usage_by_stage`` has ``planner``, ``tasks`` and ``synthesizer``; ``usage_total`` is the
-    sum of every LLM call of the run (the ``llm_call`` events of ``events.jsonl``).
+    ``attempts`` lists every attempt of each task (failed, lost, superseded and cancelled
+    ones too) with its usage. ``usage_by_persona`` and ``usage_by_stage`` (``planner``,
+    ``tasks``, ``synthesizer``) count every call; ``usage_total`` is the sum of every LLM
+    call of the run (the ``llm_call`` events of ``events.jsonl``), what the provider billed.
     """
 
     run_id: str
     request: str
-    status: Literal["succeeded", "partial", "failed"]
+    status: RunStatus
     started_at_s: float
     ended_at_s: float
     duration_ms: int
     tasks: list[Result]
+    attempts: dict[str, list[AttemptRecord]] = Field(default_factory=dict)
     usage_by_persona: dict[str, Usage]
     usage_by_stage: dict[str, Usage]
     usage_total: Usage

@@ -105,6 +105,24 @@ class RunStore:
         write_atomic(folder / RESULT_FILE, on_disk.model_dump_json(indent=2))
         return on_disk
 
+    def read_result(self, persona: str, task_id: str) -> Result | None:
+        """The task's result.json, or None when it is missing or unreadable."""
+        path = self.task_dir(persona, task_id) / RESULT_FILE
+        try:
+            return Result.model_validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def artifact_problems(self, result: Result) -> list[str]:
+        """Artifacts of ``result`` that are missing or whose sha256 no longer matches."""
+        folder = self.task_dir(result.persona, result.task_id)
+        problems = []
+        for artifact in result.artifacts:
+            path = folder / artifact.path
+            if not path.is_file() or sha256_hex(path.read_bytes()) != artifact.sha256:
+                problems.append(f"{result.persona}/{result.task_id}/{artifact.path}")
+        return problems
+
     def write_final(self, text: str) -> Path:
         """Write ``final.md`` and return its path."""
         path = self.folder / "final.md"

@@ -13,7 +13,9 @@ the calls run at the same time. Select it with ``CREWBOX_PROVIDER=scripted`` and
 
 Step keys: ``match`` (str, optional), ``text`` (str), ``tool_uses`` (list of ``{name,
 input}``), ``usage`` (``input_tokens``, ``output_tokens``, ``cache_write_tokens``,
-``cache_read_tokens``), ``barrier`` (str) with ``parties`` (int).
+``cache_read_tokens``), ``barrier`` (str) with ``parties`` (int), ``delay_s`` (float: the
+call takes this long; a call whose ``timeout_s`` is shorter fails with a timeout
+LLMAPIError after ``timeout_s`` and is not recorded: nothing was billed).
 Cost comes from the real pricing table for ``model`` (default ``claude-sonnet-4-6``).
 """
 
@@ -30,7 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from crewbox.errors import CrewboxError, ScriptExhaustedError
+from crewbox.errors import CrewboxError, LLMAPIError, ScriptExhaustedError
 from crewbox.llm.base import (
     LLMResponse,
     Message,
@@ -74,6 +76,7 @@ class ScriptedStep(BaseModel):
     usage: ScriptedUsage = Field(default_factory=ScriptedUsage)
     barrier: str | None = None
     parties: int = 1
+    delay_s: float = 0.0
 
 
 class RecordedCall(BaseModel):
@@ -143,8 +146,14 @@ class ScriptedLLM:
         force_tool: str | None = None,
         max_tokens: int = 4096,
         model: str | None = None,
+        timeout_s: float | None = None,
     ) -> LLMResponse:
-        """Answer with the first matching unconsumed step (see the class docstring)."""
+        """Answer with the first matching unconsumed step (see the class docstring).
+
+        Raises:
+            LLMAPIError: the step's ``delay_s`` is longer than ``timeout_s`` (after
+                ``timeout_s``).
+        """
         started = time.time()
         system_texts = [b.text for b in system]
         dumped = [m.model_dump(mode="json") for m in messages]
@@ -152,6 +161,7 @@ class ScriptedLLM:
         step = self.steps[index]
         if step.barrier:
             self._await_barrier(step.barrier, step.parties)
+        self._delay(step.delay_s, timeout_s)
         response = self._response(step, model or self.model)
         call = RecordedCall(
             step=index,
@@ -167,6 +177,13 @@ class ScriptedLLM:
         )
         self._record(call)
         return response
+
+    @staticmethod
+    def _delay(delay_s: float, timeout_s: float | None) -> None:
+        if timeout_s is not None and delay_s > timeout_s:
+            time.sleep(max(timeout_s, 0.0))
+            raise LLMAPIError(f"scripted call timed out after {timeout_s:.1f}s")
+        time.sleep(delay_s)
 
     def _take_step(self, text: str) -> int:
         with self._lock:

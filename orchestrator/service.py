@@ -1,71 +1,77 @@
 """The orchestrator: plan a request, dispatch its tasks in dependency order, synthesize.
 
 One :class:`Orchestrator` serves embedded runs (``crewbox run``, in the CLI's process) and
-the cluster's orchestrator service alike: it talks to workers only through a TaskQueue.
-Every step is an Event in ``results/<run_id>/events.jsonl``.
+the cluster's orchestrator service alike: it talks to workers only through a TaskQueue and
+keeps each run in a RunLog, event by event, so a run it drove can be resumed from its log
+by ``crewbox resume`` or by another orchestrator once its owner lease expires.
+
+Attempts: each dispatch of a task is an attempt with a number and a random token. A worker
+renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
+CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A result whose token does
+not match is rejected; a result of an attempt that is no longer the task's current one is
+superseded (its usage counts, its result is not used).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from crewbox.config import Settings
-from crewbox.errors import ArtifactError, CrewboxError, PlanError
+from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
 from crewbox.llm.base import LLMClient
 from crewbox.models import (
+    END_KIND,
+    AttemptInfo,
+    BudgetInfo,
     DependencyOutput,
     Event,
+    EventKind,
+    LLMCall,
+    Payload,
     Plan,
+    PlanProblems,
+    PlanReady,
     Request,
     Result,
+    RunEnded,
     RunSummary,
+    Stage,
     Task,
+    TaskEnded,
     TaskSpec,
+    TaskStatus,
     Usage,
 )
 from crewbox.personas import Persona
-from crewbox.queue.base import TaskQueue
+from crewbox.procs import process_id
+from crewbox.queue.base import Message, TaskQueue
+from crewbox.runlog.base import LEASE_RENEW_S, RunLog
 from crewbox.store import RunStore
 from orchestrator.dispatch import DependencyGraph
 from orchestrator.plan import Planner
+from orchestrator.run import ActiveRun, AttemptState, pending_work, replay
 from orchestrator.synthesize import Synthesizer, fallback_answer
 
-RESULT_GRACE_S = 30.0
-"""How long past a task's timeout_s the orchestrator waits for its result before it counts
-the task as lost (its worker died) and retries or fails it."""
-
 RECEIVE_WAIT_S = 1.0
-"""Longest single wait for results, so deadlines are checked at least this often."""
+"""Longest single wait for results, so heartbeats and cancel are checked this often."""
+
+CANCEL_GRACE_S = 30.0
+"""After a cancel, how long running attempts get to stop at their next turn and report
+their usage before they are counted cancelled without a result."""
 
 
-@dataclass
-class RunState:
-    """Mutable state of one run while it executes."""
-
-    request: Request
-    store: RunStore
-    plan: Plan | None = None
-    graph: DependencyGraph | None = None
-    results: dict[str, Result] = field(default_factory=dict)
-    deadlines: dict[str, float] = field(default_factory=dict)
-    tasks: dict[str, Task] = field(default_factory=dict)
-    stage_usage: dict[str, Usage] = field(default_factory=dict)
-    budget_exceeded: bool = False
-    started_at_s: float = field(default_factory=time.time)
-
-    def spent_usd(self) -> Usage:
-        """Usage of every call so far (planner, tasks, synthesizer)."""
-        return Usage.total(self.stage_usage.values())
+class RunTakenOverError(CrewboxError):
+    """Another orchestrator holds the run's lease: this one stops driving it."""
 
 
 class Orchestrator:
-    """Runs requests: ``run(request) -> RunSummary``.
+    """Runs requests: ``run(request)`` and ``resume(run_id)`` return the RunSummary.
 
-    ``on_event`` sees every event; ``on_finish(summary, final_text)`` runs once the answer and
-    summary are written, before the ``run_finished`` event.
+    ``on_event`` sees every event after it is in the run log. ``cancel`` (a threading
+    Event) cancels every run this orchestrator drives, as ``crewbox cancel`` does for one.
     """
 
     def __init__(
@@ -76,14 +82,16 @@ class Orchestrator:
         personas: dict[str, Persona],
         planner_prompt: Persona,
         synthesizer_prompt: Persona,
+        run_log: RunLog,
         on_event: Callable[[Event], None] | None = None,
-        on_finish: Callable[[RunSummary, str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.on_finish = on_finish
         self.queue = queue
         self.personas = personas
+        self.log = run_log
         self.on_event = on_event
+        self.owner = process_id()
+        self.cancel = threading.Event()
         model = settings.default_model()
         self.planner = Planner(
             llm,
@@ -101,9 +109,9 @@ class Orchestrator:
             budget_tokens=settings.synthesis_tokens(),
         )
 
-    # -- the run -----------------------------------------------------------------------
+    # -- entry points --------------------------------------------------------------------
     def run(self, request: Request) -> RunSummary:
-        """Plan, dispatch, synthesize; returns the summary also written to summary.json.
+        """Plan, dispatch, synthesize a new run; returns the summary (also in the run log).
 
         Raises:
             PlanError: the plan is invalid (nothing was dispatched).
@@ -111,91 +119,137 @@ class Orchestrator:
             Any error ends the run with a ``run_failed`` event before it propagates, so
             whoever follows the run is not left waiting.
         """
-        state = RunState(request=request, store=RunStore(self.settings.results_dir, request.run_id))
-        state.store.create(request)
-        self.emit(state, "run_started", message=request.text[:200])
-        try:
-            return self._run(state)
-        except Exception as exc:  # every failure ends the run visibly, then propagates
-            with contextlib.suppress(Exception):
-                self.emit(state, "run_failed", message=str(exc) or type(exc).__name__)
-            raise
+        store = RunStore(self.settings.results_dir, request.run_id)
+        store.create(request)
+        self.log.create(request)
+        self._acquire(request.run_id)
+        run = ActiveRun(request=request, store=store)
+        self.emit(run, "run_started", message=request.text[:200])
+        return self._drive(run)
 
-    def _run(self, state: RunState) -> RunSummary:
-        state.plan = state.request.plan or self._plan(state)
-        state.store.write_plan(state.plan)
-        self.emit(
-            state,
-            "plan_ready",
-            message=f"{len(state.plan.tasks)} tasks",
-            data={"plan": state.plan.model_dump(mode="json")},
-        )
-        self._execute(state)
-        return self._finish(state)
+    def resume(self, run_id: str) -> RunSummary:
+        """Go on with a run from its log: what is left of it (see
+        orchestrator.run.pending_work), keeping what stands (see orchestrator.run.replay).
 
-    def _plan(self, state: RunState) -> Plan:
+        Raises:
+            RunNotFoundError: no such run.
+            UserError: the run has nothing left to do, or another live process owns it.
+        """
+        request = self.log.request(run_id)
+        events = self.log.events(run_id)
+        needed, rerun = pending_work(events)
+        if not needed:
+            raise UserError(
+                f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
+                "shows its failed tasks, `crewbox dlq retry` runs one again)"
+            )
+        self._acquire(run_id)
+        self.log.clear_cancel(run_id)
+        store = RunStore(self.settings.results_dir, run_id)
+        store.create(request)
+        run, notes = replay(request, events, store, rerun)
+        kept = ", ".join(sorted(run.kept)) or "none"
+        self.emit(run, "run_resumed", message="; ".join([f"kept: {kept}", *notes]))
+        for state in run.in_flight_before_resume():
+            self._emit_attempt(run, "attempt_lost", state, state.error or "lost")
+        return self._drive(run)
+
+    def _acquire(self, run_id: str) -> None:
+        if not self.log.acquire(run_id, self.owner):
+            owner = self.log.owner(run_id)
+            raise UserError(
+                f"run {run_id} is being run by {owner}; `crewbox cancel {run_id}` stops it"
+            )
+
+    def _drive(self, run: ActiveRun) -> RunSummary:
+        with LeaseKeeper(self.log, run.run_id, self.owner) as lease:
+            try:
+                return self._drive_owned(run, lease)
+            except Exception as exc:  # every failure ends the run visibly, then propagates
+                if not isinstance(exc, RunTakenOverError):
+                    with contextlib.suppress(Exception):
+                        self.emit(run, "run_failed", message=str(exc) or type(exc).__name__)
+                raise
+
+    def _drive_owned(self, run: ActiveRun, lease: LeaseKeeper) -> RunSummary:
+        if run.plan is None:
+            plan = run.request.plan or self._plan(run)
+            run.plan = plan
+            run.store.write_plan(plan)
+            self.emit(run, "plan_ready", PlanReady(plan=plan), message=f"{len(plan.tasks)} tasks")
+        run.graph = DependencyGraph(run.plan)
+        self._execute(run, lease)
+        summary = self._finish(run)
+        self.queue.close_run(run.run_id)
+        return summary
+
+    def _plan(self, run: ActiveRun) -> Plan:
         def on_call(usage: Usage) -> None:
-            self._record_call(state, "planner", usage)
+            self._record_call(run, "planner", usage)
 
         def on_adjust(changes: list[str]) -> None:
-            self.emit(state, "plan_adjusted", message="; ".join(changes), data={"changes": changes})
+            self.emit(
+                run, "plan_adjusted", PlanProblems(problems=changes), message="; ".join(changes)
+            )
 
         try:
-            return self.planner.plan(state.request, on_call, on_adjust)
+            return self.planner.plan(run.request, on_call, on_adjust)
         except PlanError as exc:
-            self.emit(state, "plan_invalid", message=str(exc), data={"problems": exc.problems})
+            self.emit(run, "plan_invalid", PlanProblems(problems=exc.problems), message=str(exc))
             raise
 
-    # -- dispatch loop -----------------------------------------------------------------
-    def _execute(self, state: RunState) -> None:
-        assert state.plan is not None
-        state.graph = graph = DependencyGraph(state.plan)
-        while not graph.finished:
-            self._skip_blocked(state)
-            self._dispatch_ready(state)
-            if graph.finished:
-                break
-            for message in self.queue.receive(state.request.run_id, self._wait_s(state)):
-                self._on_message(state, message)
-            self._expire_lost(state)
+    # -- dispatch loop -------------------------------------------------------------------
+    def _execute(self, run: ActiveRun, lease: LeaseKeeper) -> None:
+        assert run.graph is not None
+        while True:
+            self._check_cancel(run)
+            for spec in run.graph.ready():
+                self._start_task(run, spec)
+            if run.graph.finished:
+                return
+            lease.check()
+            for message in self.queue.receive(run.run_id, RECEIVE_WAIT_S):
+                self._on_message(run, message)
+            self._check_heartbeats(run)
+            self._check_cancel_grace(run)
 
-    def _dispatch_ready(self, state: RunState) -> None:
-        assert state.graph is not None
-        for spec in state.graph.ready():
-            if self._over_budget(state):
-                self._skip(state, spec, "budget reached")
-                continue
-            self._dispatch(state, spec, attempt=1)
+    def _start_task(self, run: ActiveRun, spec: TaskSpec) -> None:
+        assert run.graph is not None
+        if spec.id in run.kept:
+            kept = run.kept[spec.id]
+            run.results[spec.id] = kept
+            run.graph.mark_ended(spec.id, kept.status)
+        elif unmet := run.graph.unmet(spec):
+            self._end_unrun(run, spec, f"dependency {', '.join(unmet)} did not succeed", "skipped")
+        elif run.cancelling:
+            self._end_unrun(run, spec, "the run was cancelled", "cancelled")
+        elif self._over_budget(run):
+            self._end_unrun(run, spec, "budget reached", "skipped")
+        else:
+            self._dispatch(run, spec)
 
-    def _dispatch(self, state: RunState, spec: TaskSpec, attempt: int) -> None:
-        assert state.graph is not None
+    def _dispatch(self, run: ActiveRun, spec: TaskSpec) -> None:
         task = Task(
-            run_id=state.request.run_id,
+            run_id=run.run_id,
             spec=spec,
-            request_text=state.request.text,
-            context=state.request.shared_context(),
-            dependencies=self._dependency_outputs(state, spec),
-            allow_bash=state.request.allow_bash,
-            attempt=attempt,
+            request_text=run.request.text,
+            context=run.request.shared_context(),
+            dependencies=self._dependency_outputs(run, spec),
+            allow_bash=run.request.allow_bash,
+            attempt=run.next_attempt(spec.id),
         )
-        state.tasks[spec.id] = task
-        state.deadlines[spec.id] = time.monotonic() + spec.timeout_s + RESULT_GRACE_S
+        state = run.add_attempt(task)
         self.queue.enqueue(task)
-        state.graph.mark_dispatched(spec.id)
+        info = AttemptInfo(attempt=task.attempt, priority=spec.priority)
         self.emit(
-            state,
-            "task_dispatched",
-            task_id=spec.id,
-            persona=spec.persona,
-            message=spec.title,
-            data={"attempt": attempt, "priority": spec.priority},
+            run, "task_dispatched", info, task_id=spec.id, persona=spec.persona, message=spec.title
         )
+        del state
 
-    def _dependency_outputs(self, state: RunState, spec: TaskSpec) -> list[DependencyOutput]:
+    def _dependency_outputs(self, run: ActiveRun, spec: TaskSpec) -> list[DependencyOutput]:
         outputs = []
         for dep_id in spec.depends_on:
-            r = state.results[dep_id]
-            paths = [f"{r.persona}/{r.task_id}/{a.path}" for a in r.artifacts]
+            r = run.results[dep_id]
             outputs.append(
                 DependencyOutput(
                     task_id=r.task_id,
@@ -203,235 +257,320 @@ class Orchestrator:
                     title=r.title,
                     status=r.status,
                     summary=r.summary,
-                    artifacts=paths,
+                    artifacts=[f"{r.persona}/{r.task_id}/{a.path}" for a in r.artifacts],
                 )
             )
         return outputs
 
-    def _wait_s(self, state: RunState) -> float:
-        if not state.deadlines:
-            return RECEIVE_WAIT_S
-        return max(0.0, min(RECEIVE_WAIT_S, min(state.deadlines.values()) - time.monotonic()))
+    def _on_message(self, run: ActiveRun, message: Message) -> None:
+        if isinstance(message, Result):
+            self._on_result(run, message)
+        elif message.kind == "llm_call":
+            self._on_worker_call(run, message)
+        else:
+            if message.kind == "task_started":
+                state = run.attempt(message.task_id, message.payload(AttemptInfo).attempt)
+                if state is not None:
+                    state.worker = message.payload(AttemptInfo).worker
+            self._publish(message)
 
-    def _on_message(self, state: RunState, message: Result | Event) -> None:
-        if isinstance(message, Event):
-            self._publish(state, message)
-        elif (
-            message.task_id in state.deadlines
-            and message.attempt == state.tasks[message.task_id].attempt
-        ):
-            self._on_result(state, message)
-
-    def _on_result(self, state: RunState, result: Result) -> None:
-        assert state.graph is not None
-        state.deadlines.pop(result.task_id, None)
-        for usage in result.calls:
-            self._record_call(state, "tasks", usage, task_id=result.task_id, persona=result.persona)
-        if result.status == "failed" and self._retry(state, result):
+    def _on_worker_call(self, run: ActiveRun, event: Event) -> None:
+        call = event.payload(LLMCall)
+        state = run.attempt(event.task_id, call.attempt)
+        if state is None or event.persona != state.task.persona:
+            self.emit(
+                run,
+                "result_rejected",
+                task_id=event.task_id,
+                persona=event.persona,
+                message="usage of an attempt this run never dispatched",
+            )
             return
-        result = self._store_result(state, result)
-        state.results[result.task_id] = result
-        state.graph.mark_ended(result.task_id, result.status)
-        tokens = result.usage.total_tokens
+        state.usage = state.usage + call.usage
+        run.count_call("tasks", call.usage, state.task.persona)
+        self._publish(event)
+
+    def _on_result(self, run: ActiveRun, result: Result) -> None:
+        state = run.attempt(result.task_id, result.attempt)
+        if (
+            state is None
+            or result.token != state.task.token
+            or result.persona != state.task.persona
+        ):
+            self.emit(
+                run,
+                "result_rejected",
+                task_id=result.task_id,
+                persona=result.persona,
+                message=f"attempt {result.attempt}: unknown attempt or wrong token",
+            )
+            return
+        if state.status is not None or state is not run.latest(result.task_id):
+            state.status = "superseded"
+            self._emit_attempt(
+                run,
+                "attempt_superseded",
+                state,
+                f"attempt {result.attempt} reported after it was replaced",
+            )
+            return
+        state.status = "failed" if result.status == "skipped" else result.status
+        state.worker, state.error = result.worker, result.error
+        if result.status == "failed" and result.retryable and self._retry(run, state):
+            return
+        self._end_task(run, result)
+
+    def _retry(self, run: ActiveRun, state: AttemptState) -> bool:
+        task = state.task
+        if run.cancelling or run.session_tries.get(task.task_id, 0) > self.settings.task_retries:
+            return False
+        self._emit_attempt(
+            run, "task_retried", state, f"attempt {task.attempt} {state.status}: {state.error}"
+        )
+        self._dispatch(run, task.spec)
+        return True
+
+    def _end_task(self, run: ActiveRun, result: Result) -> None:
+        assert run.graph is not None
+        result = self._store_result(run, result)
+        run.results[result.task_id] = result
+        run.graph.mark_ended(result.task_id, result.status)
+        state = run.latest(result.task_id)
+        usage = state.usage if state else result.usage
+        payload = TaskEnded(
+            attempt=result.attempt,
+            worker=result.worker,
+            duration_ms=result.duration_ms,
+            tokens=usage.total_tokens,
+            cost_usd=usage.cost_usd,
+            artifacts=[a.path for a in result.artifacts],
+        )
         self.emit(
-            state,
-            f"task_{result.status}",
+            run,
+            END_KIND[result.status],
+            payload,
             task_id=result.task_id,
             persona=result.persona,
             message=result.error or result.summary[:200],
-            data={
-                "worker": result.worker,
-                "duration_ms": result.duration_ms,
-                "tokens": tokens,
-                "cost_usd": float(result.usage.cost_usd),
-                "artifacts": [a.path for a in result.artifacts],
-            },
         )
+        if result.status == "failed":
+            self.emit(
+                run,
+                "task_dead_lettered",
+                AttemptInfo(attempt=result.attempt),
+                task_id=result.task_id,
+                persona=result.persona,
+                message=result.error or "failed",
+            )
 
-    def _store_result(self, state: RunState, result: Result) -> Result:
-        """Write the result (and carried artifacts); a bad artifact fails the task instead.
-
-        Returns the result as written (no carried content)."""
-        try:
-            return state.store.write_result(result)
-        except ArtifactError as exc:
-            failed = {"status": "failed", "error": str(exc), "artifacts": []}
-            return state.store.write_result(result.model_copy(update=failed))
-
-    def _retry(self, state: RunState, result: Result) -> bool:
-        if not result.retryable or result.attempt > self.settings.task_retries:
-            return False
-        task = state.tasks[result.task_id]
+    def _end_unrun(self, run: ActiveRun, spec: TaskSpec, reason: str, status: TaskStatus) -> None:
+        assert run.graph is not None
+        result = Result.skipped(run.run_id, spec, reason, status)
+        run.results[spec.id] = run.store.write_result(result)
+        run.graph.mark_ended(spec.id, result.status)
         self.emit(
-            state,
-            "task_retried",
-            task_id=result.task_id,
-            persona=result.persona,
-            message=f"attempt {result.attempt} failed: {result.error}",
-        )
-        self._dispatch(state, task.spec, attempt=result.attempt + 1)
-        return True
-
-    def _expire_lost(self, state: RunState) -> None:
-        now = time.monotonic()
-        for task_id, deadline in list(state.deadlines.items()):
-            if now >= deadline:
-                task = state.tasks[task_id]
-                self._on_result(state, lost_result(task))
-
-    def _skip_blocked(self, state: RunState) -> None:
-        assert state.graph is not None
-        for spec in state.graph.blocked():
-            failed = [
-                d for d in spec.depends_on if state.graph.ended.get(d) in ("failed", "skipped")
-            ]
-            self._skip(state, spec, f"dependency {', '.join(failed)} did not succeed")
-
-    def _skip(self, state: RunState, spec: TaskSpec, reason: str) -> None:
-        assert state.graph is not None
-        result = Result(
-            run_id=state.request.run_id,
+            run,
+            END_KIND[status],
+            TaskEnded(),
             task_id=spec.id,
             persona=spec.persona,
-            title=spec.title,
-            status="skipped",
-            error=reason,
+            message=reason,
         )
-        state.results[spec.id] = result
-        state.graph.mark_ended(spec.id, "skipped")
-        self.emit(state, "task_skipped", task_id=spec.id, persona=spec.persona, message=reason)
 
-    def _over_budget(self, state: RunState) -> bool:
-        budget = state.request.budget_usd
-        if budget is None or state.spent_usd().cost_usd < budget:
+    def _store_result(self, run: ActiveRun, result: Result) -> Result:
+        """Write the result (and carried artifacts); a bad artifact fails the task instead."""
+        try:
+            return run.store.write_result(result)
+        except ArtifactError as exc:
+            failed = {"status": "failed", "error": str(exc), "artifacts": []}
+            return run.store.write_result(result.model_copy(update=failed))
+
+    # -- lost attempts, cancel, budget --------------------------------------------------
+    def _check_heartbeats(self, run: ActiveRun) -> None:
+        in_flight = run.in_flight()
+        if not in_flight:
+            return
+        beats = self.queue.heartbeats(run.run_id)
+        now = time.time()
+        for state in in_flight:
+            beat = beats.get(state.task.attempt_key)
+            if beat is not None and now - beat > self.settings.heartbeat_timeout_s:
+                self._lose(run, state, f"no heartbeat for {now - beat:.0f}s: its worker died")
+
+    def _lose(self, run: ActiveRun, state: AttemptState, reason: str) -> None:
+        state.status, state.error = "lost", reason
+        self._emit_attempt(run, "attempt_lost", state, f"attempt {state.task.attempt}: {reason}")
+        if run.cancelling:
+            self._end_task(run, self._unfinished(state, "cancelled: " + reason, "cancelled"))
+        elif not self._retry(run, state):
+            self._end_task(run, self._unfinished(state, reason, "failed"))
+
+    @staticmethod
+    def _unfinished(state: AttemptState, error: str, status: TaskStatus) -> Result:
+        return Result.failed(state.task, error, worker=state.worker, retryable=False, status=status)
+
+    def _check_cancel(self, run: ActiveRun) -> None:
+        if run.cancelling:
+            return
+        if not (self.cancel.is_set() or self.log.cancel_requested(run.run_id)):
+            return
+        run.cancelling = True
+        run.cancel_deadline_m = time.monotonic() + CANCEL_GRACE_S
+        self.log.request_cancel(run.run_id)
+        self.emit(run, "cancel_requested", message="cancelling: nothing more is dispatched")
+        queued = {a.task.attempt_key: a for a in run.in_flight()}
+        for key in self.queue.withdraw([a.task for a in queued.values()]):
+            state = queued[key]
+            state.status = "cancelled"
+            self._end_task(run, self._unfinished(state, "cancelled before it started", "cancelled"))
+
+    def _check_cancel_grace(self, run: ActiveRun) -> None:
+        if not run.cancelling or time.monotonic() < run.cancel_deadline_m:
+            return
+        for state in run.in_flight():
+            state.status = "cancelled"
+            error = f"cancelled; no result within {CANCEL_GRACE_S:.0f}s"
+            self._end_task(run, self._unfinished(state, error, "cancelled"))
+
+    def _over_budget(self, run: ActiveRun) -> bool:
+        budget = run.request.budget_usd
+        spent = run.spent().cost_usd
+        if budget is None or spent < budget:
             return False
-        if not state.budget_exceeded:
-            state.budget_exceeded = True
-            spent = state.spent_usd().cost_usd
+        if not run.budget_exceeded:
+            run.budget_exceeded = True
             self.emit(
-                state,
+                run,
                 "budget_exceeded",
+                BudgetInfo(budget_usd=budget, spent_usd=spent),
                 message=f"budget ${budget} reached (${spent:.6f} spent): dispatching nothing more",
-                data={"budget_usd": float(budget), "spent_usd": float(spent)},
             )
         return True
 
-    # -- synthesis and summary ---------------------------------------------------------
-    def _finish(self, state: RunState) -> RunSummary:
-        results = self._ordered_results(state)
-        text = self._synthesize(state, results)
-        path = state.store.write_final(text)
-        self.emit(state, "synthesis_written", message=str(path))
-        summary = self._summary(state, results, str(path))
-        state.store.write_summary(summary)
-        if self.on_finish:
-            self.on_finish(summary, text)
+    # -- synthesis and summary -----------------------------------------------------------
+    def _finish(self, run: ActiveRun) -> RunSummary:
+        results = run.ordered_results()
+        text = self._synthesize(run, results)
+        path = run.store.folder / "final.md"
+        summary = self._summary(run, results, str(path))
+        self.log.finish(summary, text)
+        self.emit(run, "synthesis_written", message=str(path))
         self.emit(
-            state,
+            run,
             "run_finished",
+            RunEnded(status=summary.status, usage=summary.usage_total),
             message=summary.status,
-            data={"usage": summary.usage_total.model_dump(mode="json")},
         )
         return summary
 
-    def _synthesize(self, state: RunState, results: list[Result]) -> str:
+    def _synthesize(self, run: ActiveRun, results: list[Result]) -> str:
         if not any(r.status == "succeeded" for r in results):
-            return fallback_answer(state.request, results, "no task succeeded")
+            return fallback_answer(run.request, results, "no task succeeded")
 
         def on_call(usage: Usage) -> None:
-            self._record_call(state, "synthesizer", usage)
+            self._record_call(run, "synthesizer", usage)
 
         try:
-            return self.synthesizer.synthesize(state.request, results, state.store.folder, on_call)
+            return self.synthesizer.synthesize(run.request, results, run.store.folder, on_call)
         except CrewboxError as exc:
-            self.emit(state, "synthesis_failed", message=str(exc))
-            return fallback_answer(state.request, results, str(exc))
+            self.emit(run, "synthesis_failed", message=str(exc))
+            return fallback_answer(run.request, results, str(exc))
 
-    def _ordered_results(self, state: RunState) -> list[Result]:
-        assert state.plan is not None
-        return [state.results[t.id] for t in state.plan.tasks if t.id in state.results]
-
-    def _summary(self, state: RunState, results: list[Result], final_path: str) -> RunSummary:
-        by_persona: dict[str, Usage] = {}
-        for r in results:
-            by_persona[r.persona] = by_persona.get(r.persona, Usage()) + r.usage
+    def _summary(self, run: ActiveRun, results: list[Result], final_path: str) -> RunSummary:
         statuses = {r.status for r in results}
         status = (
-            "succeeded"
+            "cancelled"
+            if run.cancelling
+            else "succeeded"
             if statuses == {"succeeded"}
             else ("partial" if "succeeded" in statuses else "failed")
         )
         ended = time.time()
         return RunSummary(
-            run_id=state.request.run_id,
-            request=state.request.text,
+            run_id=run.run_id,
+            request=run.request.text,
             status=status,
-            started_at_s=state.started_at_s,
+            started_at_s=run.started_at_s,
             ended_at_s=ended,
-            duration_ms=round((ended - state.started_at_s) * 1000),
+            duration_ms=round((ended - run.started_at_s) * 1000),
             tasks=results,
-            usage_by_persona=by_persona,
+            attempts=run.attempt_records(),
+            usage_by_persona=run.persona_usage,
             usage_by_stage={
-                k: state.stage_usage.get(k, Usage()) for k in ("planner", "tasks", "synthesizer")
+                k: run.stage_usage.get(k, Usage()) for k in ("planner", "tasks", "synthesizer")
             },
-            usage_total=state.spent_usd(),
-            budget_usd=state.request.budget_usd,
-            budget_exceeded=state.budget_exceeded,
+            usage_total=run.spent(),
+            budget_usd=run.request.budget_usd,
+            budget_exceeded=run.budget_exceeded,
             final_path=final_path,
         )
 
-    # -- events ------------------------------------------------------------------------
-    def _record_call(
-        self,
-        state: RunState,
-        stage: str,
-        usage: Usage,
-        task_id: str | None = None,
-        persona: str | None = None,
+    # -- events --------------------------------------------------------------------------
+    def _record_call(self, run: ActiveRun, stage: Stage, usage: Usage) -> None:
+        run.count_call(stage, usage, None)
+        self.emit(run, "llm_call", LLMCall(stage=stage, usage=usage), message=stage)
+
+    def _emit_attempt(
+        self, run: ActiveRun, kind: EventKind, state: AttemptState, message: str
     ) -> None:
-        state.stage_usage[stage] = state.stage_usage.get(stage, Usage()) + usage
+        info = AttemptInfo(attempt=state.task.attempt, worker=state.worker)
         self.emit(
-            state,
-            "llm_call",
-            task_id=task_id,
-            persona=persona,
-            message=stage,
-            data={"stage": stage, "usage": usage.model_dump(mode="json")},
+            run, kind, info, task_id=state.task.task_id, persona=state.task.persona, message=message
         )
 
     def emit(
         self,
-        state: RunState,
-        kind: str,
+        run: ActiveRun,
+        kind: EventKind,
+        payload: Payload | None = None,
         *,
         task_id: str | None = None,
         persona: str | None = None,
         message: str = "",
-        data: dict[str, object] | None = None,
     ) -> None:
-        """Append an event to the run's events.jsonl and pass it to ``on_event``."""
+        """Append an event to the run log and pass it to ``on_event``."""
         self._publish(
-            state,
-            Event(
-                kind=kind,
-                run_id=state.request.run_id,
-                task_id=task_id,
-                persona=persona,
-                message=message,
-                data=data or {},
-            ),
+            Event.of(kind, run.run_id, payload, task_id=task_id, persona=persona, message=message)
         )
 
-    def _publish(self, state: RunState, event: Event) -> None:
-        state.store.append_event(event)
+    def _publish(self, event: Event) -> None:
+        self.log.append(event)
         if self.on_event:
             self.on_event(event)
 
 
-def lost_result(task: Task) -> Result:
-    """A failed, retryable Result for a task whose result never came back in time."""
-    return Result.failed(
-        task,
-        f"no result within timeout_s={task.spec.timeout_s} + {RESULT_GRACE_S:.0f}s grace "
-        "(the worker may have died)",
-    )
+class LeaseKeeper:
+    """Renews the run's owner lease every LEASE_RENEW_S in a thread while in a ``with``
+    block, and releases it at the end; :meth:`check` raises once the lease was lost."""
+
+    def __init__(self, log: RunLog, run_id: str, owner: str) -> None:
+        self._log = log
+        self._run_id = run_id
+        self._owner = owner
+        self._done = threading.Event()
+        self._lost = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lease")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        with contextlib.suppress(CrewboxError):
+            self._log.release(self._run_id, self._owner)
+
+    def _loop(self) -> None:
+        while not self._done.wait(LEASE_RENEW_S):
+            try:
+                self._lost = not self._log.renew(self._run_id, self._owner)
+            except CrewboxError:
+                continue  # the backend is away; the lease lasts LEASE_TTL_S meanwhile
+            if self._lost:
+                return
+
+    def check(self) -> None:
+        """Raises RunTakenOverError once another owner took the run."""
+        if self._lost:
+            raise RunTakenOverError(f"run {self._run_id}: another orchestrator took it over")

@@ -7,10 +7,13 @@ back; this repeats until the model stops asking or ``max_turns`` is reached.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crewbox.errors import LLMAPIError
 from crewbox.llm.base import LLMClient, Message, SystemBlock
 from crewbox.models import Task, Usage
 from crewbox.personas import Persona
@@ -22,13 +25,15 @@ from worker.tools.sandbox import Sandbox
 class AgentOutcome:
     """What the loop produced: the model's final text, per-call usage, and why it stopped.
 
-    ``error`` is None when the model ended its turn; otherwise one line (max turns, timeout).
+    ``error`` is None when the model ended its turn; otherwise one line (max turns, timeout,
+    cancelled). ``cancelled``: the loop stopped because ``stop`` was set.
     """
 
     text: str = ""
     calls: list[Usage] = field(default_factory=list)
     turns: int = 0
     error: str | None = None
+    cancelled: bool = False
 
 
 @dataclass
@@ -91,11 +96,20 @@ def dependency_text(task: Task) -> str:
     return "\n\n".join(sections)
 
 
-def run_agent(task: Task, setup: AgentSetup, deadline_s: float) -> AgentOutcome:
-    """Run the loop for ``task`` until the model ends its turn, ``max_turns``, or the deadline.
+def run_agent(
+    task: Task,
+    setup: AgentSetup,
+    deadline_s: float,
+    on_call: Callable[[Usage], None] | None = None,
+    stop: threading.Event | None = None,
+) -> AgentOutcome:
+    """Run the loop for ``task`` until the model ends its turn, ``max_turns``, the deadline,
+    or ``stop`` is set (checked before every call).
 
-    ``deadline_s`` is a ``time.monotonic()`` value. LLM errors (LLMAPIError,
-    ModelBehaviorError) propagate to the caller, which fails the task.
+    ``deadline_s`` is a ``time.monotonic()`` value; each LLM call gets what is left of it as
+    its ``timeout_s``, so a slow call is cut at the deadline. ``on_call`` sees each call's
+    usage as soon as it returns. LLM errors (LLMAPIError, ModelBehaviorError) before the
+    deadline propagate to the caller, which fails the task.
     """
     system = system_blocks(setup.persona, task.context)
     definitions = [t.definition for t in setup.tools]
@@ -103,19 +117,33 @@ def run_agent(task: Task, setup: AgentSetup, deadline_s: float) -> AgentOutcome:
         Message(role="user", content=task_message(task, setup.sandbox.cwd, setup.workspace))
     ]
     outcome = AgentOutcome()
+    timed_out = f"timed out after {task.spec.timeout_s}s (timeout_s of the task)"
     while outcome.turns < setup.max_turns:
-        if time.monotonic() > deadline_s:
-            outcome.error = f"timed out after {task.spec.timeout_s}s (timeout_s of the task)"
+        if stop is not None and stop.is_set():
+            outcome.error, outcome.cancelled = "cancelled: the run was cancelled", True
             return outcome
-        response = setup.llm.complete(
-            system=system,
-            messages=messages,
-            tools=definitions or None,
-            max_tokens=setup.max_tokens,
-            model=setup.model,
-        )
+        remaining_s = deadline_s - time.monotonic()
+        if remaining_s <= 0:
+            outcome.error = timed_out
+            return outcome
+        try:
+            response = setup.llm.complete(
+                system=system,
+                messages=messages,
+                tools=definitions or None,
+                max_tokens=setup.max_tokens,
+                model=setup.model,
+                timeout_s=remaining_s,
+            )
+        except LLMAPIError:
+            if time.monotonic() < deadline_s:
+                raise
+            outcome.error = timed_out + " during an LLM call"
+            return outcome
         outcome.turns += 1
         outcome.calls.append(response.usage)
+        if on_call is not None:
+            on_call(response.usage)
         outcome.text = response.text or outcome.text
         if response.stop_reason != "tool_use" or not response.tool_uses:
             return outcome

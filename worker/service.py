@@ -3,21 +3,28 @@
 Embedded runs write each task's output folder straight into ``results/<run_id>/...``; in the
 cluster (``CREWBOX_WORK_DIR`` set) output goes to a private folder in the container and the
 artifacts travel back inside the Result (``content_b64``), so no worker mounts results/.
+
+A task runs only while its run has a live owner (see crewbox.runlog): a task left on a
+queue by a killed or ended run is discarded unrun. While a task runs, a watch thread stops
+the agent loop at its next turn when the run is cancelled or loses its owner.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from crewbox.config import Settings
 from crewbox.errors import CrewboxError, LLMAPIError, UserError
 from crewbox.llm.base import LLMClient
-from crewbox.models import Event, Result, Task, Usage
+from crewbox.models import AttemptInfo, Event, LLMCall, Result, Task, Usage
 from crewbox.personas import Persona
 from crewbox.queue.base import Emit, default_worker_id
+from crewbox.runlog.base import RunLog
 from crewbox.store import RunStore, list_artifacts, write_atomic
 from worker.agent import AgentOutcome, AgentSetup, run_agent
 from worker.tools import select_tools
@@ -29,42 +36,102 @@ RESPONSE_FILE = "response.md"
 """Where the model's final text goes when the task wrote no file: every task delivers."""
 
 
+WATCH_INTERVAL_S = 1.0
+"""How often a running task checks whether its run was cancelled or lost its owner."""
+
+
 class TaskRunner:
-    """The queue handler of a worker: ``runner(task, emit) -> Result``, never raising."""
+    """The queue handler of a worker: ``runner(task, emit) -> Result | None``, never raising.
+
+    ``run_log``: where run ownership and cancel requests are read; None runs every task
+    (unit tests). ``abandon``: set it to stop the task in progress at its next turn (the
+    worker is shutting down because its parent died).
+    """
 
     def __init__(
-        self, settings: Settings, persona: Persona, llm: LLMClient, worker_id: str = ""
+        self,
+        settings: Settings,
+        persona: Persona,
+        llm: LLMClient,
+        worker_id: str = "",
+        run_log: RunLog | None = None,
     ) -> None:
         self.settings = settings
         self.persona = persona
         self.llm = llm
         self.worker_id = worker_id or default_worker_id()
+        self.run_log = run_log
+        self.abandon = threading.Event()
 
-    def __call__(self, task: Task, emit: Emit) -> Result:
-        """Run ``task``; failures become a failed Result with a one-line error."""
+    def __call__(self, task: Task, emit: Emit) -> Result | None:
+        """Run ``task``; failures become a failed Result with a one-line error; None when
+        the task's run is not live (discarded unrun)."""
+        if not self._live(task.run_id):
+            log.warning(
+                "run %s task %s: discarded, the run has no live owner (it ended or "
+                "was killed; `crewbox resume` runs it again)",
+                task.run_id,
+                task.task_id,
+            )
+            return None
         started = time.time()
         emit(
-            Event(
-                kind="task_started",
-                run_id=task.run_id,
+            Event.of(
+                "task_started",
+                task.run_id,
+                AttemptInfo(attempt=task.attempt, worker=self.worker_id),
                 task_id=task.task_id,
                 persona=task.persona,
                 message=f"{self.worker_id} started {task.task_id}",
-                data={"worker": self.worker_id, "attempt": task.attempt},
             )
         )
         log.info("run %s task %s: started (attempt %d)", task.run_id, task.task_id, task.attempt)
+        stop = threading.Event()
+        with RunWatch(self, task.run_id, stop):
+            result = self._attempt(task, emit, stop, started)
+        log.info(
+            "run %s task %s: %s %s", task.run_id, task.task_id, result.status, result.error or ""
+        )
+        return result
+
+    def _live(self, run_id: str) -> bool:
+        return self.run_log is None or self.run_log.owner(run_id) is not None
+
+    def stop_reason(self, run_id: str) -> bool:
+        """True when the task of ``run_id`` in progress should stop: cancelled, ownerless,
+        or abandoned."""
+        if self.abandon.is_set():
+            return True
+        if self.run_log is None:
+            return False
+        return self.run_log.cancel_requested(run_id) or self.run_log.owner(run_id) is None
+
+    def _attempt(self, task: Task, emit: Emit, stop: threading.Event, started: float) -> Result:
+        def on_call(usage: Usage) -> None:
+            payload = LLMCall(stage="tasks", usage=usage, attempt=task.attempt)
+            emit(
+                Event.of(
+                    "llm_call",
+                    task.run_id,
+                    payload,
+                    task_id=task.task_id,
+                    persona=task.persona,
+                    message="tasks",
+                )
+            )
+
         outcome = AgentOutcome()
         out_dir = self.output_dir(task)
         retryable = False
         try:
-            outcome = self._run(task, out_dir, started)
+            outcome = self._run(task, out_dir, started, on_call, stop)
             error = outcome.error
         except CrewboxError as exc:
             error, retryable = str(exc), isinstance(exc, LLMAPIError)
         result = self._result(task, out_dir, outcome, error, started)
         result.retryable = retryable
-        log.info("run %s task %s: %s %s", task.run_id, task.task_id, result.status, error or "")
+        if outcome.cancelled:
+            result.status = "cancelled"
         return result
 
     def output_dir(self, task: Task) -> Path:
@@ -82,7 +149,14 @@ class TaskRunner:
             return None
         return self.settings.workspaces_dir / self.persona.workspace
 
-    def _run(self, task: Task, out_dir: Path, started: float) -> AgentOutcome:
+    def _run(
+        self,
+        task: Task,
+        out_dir: Path,
+        started: float,
+        on_call: Callable[[Usage], None],
+        stop: threading.Event,
+    ) -> AgentOutcome:
         out_dir.mkdir(parents=True, exist_ok=True)
         workspace = self.workspace()
         roots = [out_dir] + ([workspace] if workspace and workspace.is_dir() else [])
@@ -98,7 +172,7 @@ class TaskRunner:
             max_tokens=self.settings.output_tokens(),
         )
         deadline = time.monotonic() + task.spec.timeout_s - (time.time() - started)
-        outcome = run_agent(task, setup, deadline)
+        outcome = run_agent(task, setup, deadline, on_call, stop)
         deliver_text(out_dir, outcome.text)
         return outcome
 
@@ -131,7 +205,39 @@ class TaskRunner:
             error=error,
             worker=self.worker_id,
             attempt=task.attempt,
+            token=task.token,
         )
+
+
+class RunWatch:
+    """While in a ``with`` block, sets ``stop`` once the runner says the task should stop
+    (checked every WATCH_INTERVAL_S in a thread)."""
+
+    def __init__(self, runner: TaskRunner, run_id: str, stop: threading.Event) -> None:
+        self._runner = runner
+        self._run_id = run_id
+        self._stop = stop
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="run-watch")
+
+    def __enter__(self) -> RunWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(WATCH_INTERVAL_S):
+            try:
+                should_stop = self._runner.stop_reason(self._run_id)
+            except CrewboxError as exc:  # Redis away: keep working, look again later
+                log.warning("run %s: cannot check the run's state: %s", self._run_id, exc)
+                continue
+            if should_stop:
+                self._stop.set()
+                return
 
 
 def deliver_text(out_dir: Path, text: str) -> None:

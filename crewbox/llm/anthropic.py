@@ -166,6 +166,7 @@ class AnthropicClient:
         force_tool: str | None = None,
         max_tokens: int = 4096,
         model: str | None = None,
+        timeout_s: float | None = None,
     ) -> LLMResponse:
         """Run one Messages API call; see :meth:`crewbox.llm.base.LLMClient.complete`.
 
@@ -181,7 +182,7 @@ class AnthropicClient:
             tool_choice = {"type": "tool", "name": force_tool}
         system_blocks = system_param(system)
         try:
-            reply = self._client.messages.create(
+            reply = self._for_call(timeout_s).messages.create(
                 model=model_id,
                 max_tokens=max_tokens,
                 system=system_blocks if system_blocks else anthropic.omit,
@@ -198,6 +199,11 @@ class AnthropicClient:
             usage=response_usage(reply, served_by),
             model=served_by,
         )
+
+    def _for_call(self, timeout_s: float | None) -> anthropic.Anthropic:
+        if timeout_s is None:
+            return self._client
+        return self._client.with_options(timeout=max(timeout_s, 0.001), max_retries=0)
 
     def close(self) -> None:
         """Close the SDK's HTTP connection pool."""

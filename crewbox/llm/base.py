@@ -106,6 +106,7 @@ class LLMClient(Protocol):
         force_tool: str | None = None,
         max_tokens: int = 4096,
         model: str | None = None,
+        timeout_s: float | None = None,
     ) -> LLMResponse:
         """Run one call.
 
@@ -116,6 +117,10 @@ class LLMClient(Protocol):
             force_tool: name of a tool in ``tools`` the model must call (structured output).
             max_tokens: cap on output tokens.
             model: model id; None means ``self.model``.
+            timeout_s: cut the call after this many seconds (the rest of a task's
+                ``timeout_s``): the request is abandoned, not waited for, and not retried
+                by the client (the orchestrator retries attempts). None: the client's
+                own timeout and retries.
 
         Raises:
             LLMAPIError: the provider failed (status_code, retry_after_s set when known).

@@ -297,6 +297,7 @@ class OpenAIClient:
         force_tool: str | None = None,
         max_tokens: int = 4096,
         model: str | None = None,
+        timeout_s: float | None = None,
     ) -> LLMResponse:
         """Run one chat-completions call; see :meth:`crewbox.llm.base.LLMClient.complete`.
 
@@ -316,6 +317,7 @@ class OpenAIClient:
             response_format=json_schema_format(forced) if forced else None,
             max_tokens=max_tokens,
             temperature=STRUCTURED_TEMPERATURE if forced else None,
+            timeout_s=timeout_s,
         )
         if not reply.choices:
             raise ModelBehaviorError(f"LLM server {self.base_url} returned no choices")
@@ -340,9 +342,13 @@ class OpenAIClient:
         response_format: dict[str, Any] | None,
         max_tokens: int,
         temperature: float | None,
+        timeout_s: float | None,
     ) -> ChatCompletion:
+        client = self._client
+        if timeout_s is not None:
+            client = client.with_options(timeout=max(timeout_s, 0.001), max_retries=0)
         try:
-            return self._client.chat.completions.create(
+            return client.chat.completions.create(
                 model=model,
                 messages=cast("list[ChatCompletionMessageParam]", messages),
                 tools=cast("list[ChatCompletionToolParam]", tools) if tools else openai.omit,

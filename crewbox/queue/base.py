@@ -8,8 +8,6 @@ this protocol, so they run unchanged on either.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import traceback
 from collections.abc import Callable
@@ -18,18 +16,46 @@ from typing import Protocol
 from pydantic import TypeAdapter
 
 from crewbox.models import Event, Result, Task
+from crewbox.procs import process_id
 
 Emit = Callable[[Event], None]
 """Sends an event of a running task back to the orchestrator (e.g. ``task_started``)."""
 
-TaskHandler = Callable[[Task, Emit], Result]
-"""What a worker runs for each task it takes: returns the task's Result, never raises."""
+TaskHandler = Callable[[Task, Emit], Result | None]
+"""What a worker runs for each task it takes: returns the task's Result, never raises; None
+when it discarded the task unrun (its run is no longer live) and nothing goes back."""
+
+HEARTBEAT_INTERVAL_S = 1.0
+"""How often a worker renews the heartbeat of the attempt it runs (ARCHITECTURE: ≤ 2 s)."""
 
 Message = Result | Event
 """What the orchestrator receives for a run: results of tasks and events of workers."""
 
 MESSAGE_ADAPTER: TypeAdapter[Result | Event] = TypeAdapter(Result | Event)
 """Reads a Message back from the JSON a backend carried."""
+
+
+class Heartbeat:
+    """Renews an attempt's heartbeat every HEARTBEAT_INTERVAL_S in a thread while in a
+    ``with`` block: ``beat()`` is the backend's write (it must not raise)."""
+
+    def __init__(self, beat: Callable[[], None]) -> None:
+        self._beat = beat
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(HEARTBEAT_INTERVAL_S):
+            self._beat()
 
 
 def crashed_result(
@@ -42,7 +68,7 @@ def crashed_result(
 
 def default_worker_id() -> str:
     """``<hostname>:<pid>``: names a worker process in results and logs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return process_id()
 
 
 class TaskQueue(Protocol):
@@ -78,4 +104,20 @@ class TaskQueue(Protocol):
 
         Returns an empty list on timeout. Each message is delivered once.
         """
+        ...
+
+    def heartbeats(self, run_id: str) -> dict[str, float]:
+        """The last heartbeat (Unix time, s) of each started attempt of ``run_id``, by
+        attempt key (``<task_id>:<attempt>``). An attempt no worker has taken has none."""
+        ...
+
+    def withdraw(self, tasks: list[Task]) -> list[str]:
+        """Take these attempts off their queues where no worker has taken them yet.
+
+        Returns the attempt keys withdrawn; the others are running (or gone).
+        """
+        ...
+
+    def close_run(self, run_id: str) -> None:
+        """Drop what the queue keeps for an ended run: its inbox and heartbeats."""
         ...

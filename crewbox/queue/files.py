@@ -2,14 +2,19 @@
 
 Layout::
 
-    tasks/<persona>/pending/<rank>-<enqueued_ns>-<run_id>-<task_id>.json
+    tasks/<persona>/pending/<rank>-<enqueued_ns>-<run_id>-<task_id>-a<attempt>.json
     tasks/<persona>/claimed/<worker_id>/<same name>      while a worker runs it
     tasks/_runs/<run_id>/<ns>-<kind>.json                results and events for the orchestrator
+    tasks/_heartbeats/<run_id>/<task_id>:<attempt>       mtime: the attempt's last heartbeat
     tasks/_tmp/                                          files being written
 
 Every file appears by rename from ``_tmp/`` (never half-written). A worker claims a task by
-renaming it into its own ``claimed/`` folder: the rename succeeds for exactly one worker.
-Tasks claimed by a worker process that no longer runs on this host are put back on start.
+renaming it into its own ``claimed/`` folder: the rename succeeds for exactly one worker, and
+so does a withdrawal (a rename back to ``_tmp/``). While it runs the task, the worker touches
+the attempt's heartbeat file every HEARTBEAT_INTERVAL_S. A task claimed by a worker process
+that no longer runs on this host goes back to ``pending/`` when the next worker of that
+persona starts, unless it has a heartbeat: then the orchestrator has seen it start and
+dispatches a new attempt itself once the heartbeat is stale.
 Workers and the orchestrator wake on watchfiles notifications, not polling loops.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
+import shutil
 import threading
 import time
 import uuid
@@ -27,10 +32,12 @@ from pydantic import BaseModel
 
 from crewbox.errors import QueueError
 from crewbox.models import PRIORITY_RANK, Event, Result, Task
-from crewbox.queue.base import MESSAGE_ADAPTER, Message, TaskHandler, crashed_result
+from crewbox.procs import is_dead_local
+from crewbox.queue.base import MESSAGE_ADAPTER, Heartbeat, Message, TaskHandler, crashed_result
 from crewbox.queue.watch import DirWatcher
 
 RUNS_DIR = "_runs"
+HEARTBEATS_DIR = "_heartbeats"
 TMP_DIR = "_tmp"
 
 
@@ -46,8 +53,38 @@ class FileQueue:
     def enqueue(self, task: Task) -> None:
         """Write ``task`` into ``<persona>/pending/`` (see the module docstring)."""
         rank = PRIORITY_RANK[task.spec.priority]
-        name = f"{rank}-{time.time_ns()}-{task.run_id}-{task.task_id}.json"
+        name = f"{rank}-{time.time_ns()}{_suffix(task)}"
         self._publish(self.root / task.persona / "pending" / name, task)
+
+    def withdraw(self, tasks: list[Task]) -> list[str]:
+        """Rename each task's pending file away (then delete it) unless a worker took it."""
+        withdrawn: list[str] = []
+        for task in tasks:
+            for path in self._pending(task.persona).glob(f"*{_suffix(task)}"):
+                gone = self.root / TMP_DIR / f"{uuid.uuid4().hex}.withdrawn"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(path, gone)
+                    gone.unlink()
+                    withdrawn.append(task.attempt_key)
+        return withdrawn
+
+    def heartbeats(self, run_id: str) -> dict[str, float]:
+        """Attempt key → mtime of its heartbeat file (Unix time, s)."""
+        folder = self.root / HEARTBEATS_DIR / run_id
+        beats: dict[str, float] = {}
+        with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    beats[entry.name] = entry.stat().st_mtime
+        return beats
+
+    def close_run(self, run_id: str) -> None:
+        """Stop watching the run's inbox; remove it and its heartbeats."""
+        watcher = self._watchers.pop(run_id, None)
+        if watcher is not None:
+            watcher.close()
+        shutil.rmtree(self.root / RUNS_DIR / run_id, ignore_errors=True)
+        shutil.rmtree(self.root / HEARTBEATS_DIR / run_id, ignore_errors=True)
 
     def receive(self, run_id: str, timeout_s: float) -> list[Message]:
         """Results and events of ``run_id``, waiting up to ``timeout_s`` for the first."""
@@ -102,27 +139,47 @@ class FileQueue:
 
     def _run_claimed(self, claimed: Path, handler: TaskHandler, worker_id: str) -> None:
         task = Task.model_validate_json(claimed.read_bytes())
-        try:
-            result = handler(task, self._emitter(task.run_id))
-        except Exception as exc:  # the handler must not kill the worker; report instead
-            result = crashed_result(task, worker_id, exc)
-        self._publish_message(task.run_id, result)
+        with Heartbeat(lambda: self._beat(task)):
+            try:
+                result = handler(task, self._emitter(task.run_id))
+            except Exception as exc:  # the handler must not kill the worker; report instead
+                result = crashed_result(task, worker_id, exc)
+            if result is not None:
+                self._publish_message(task.run_id, result)
         claimed.unlink(missing_ok=True)
+
+    def _heartbeat_file(self, task: Task) -> Path:
+        return self.root / HEARTBEATS_DIR / task.run_id / task.attempt_key
+
+    def _beat(self, task: Task) -> None:
+        path = self._heartbeat_file(task)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
 
     def _emitter(self, run_id: str) -> Emitter:
         return Emitter(self, run_id)
 
     def recover_orphans(self, persona: str) -> list[Path]:
-        """Put back tasks claimed by dead worker processes of this host; returns their paths."""
+        """Put back tasks claimed by dead worker processes of this host that never started
+        (no heartbeat); drop those that did (their orchestrator re-dispatches them).
+
+        Returns the paths put back in ``pending/``.
+        """
         recovered: list[Path] = []
         for folder in (self.root / persona / "claimed").glob("*"):
             if not _is_dead_local_worker(folder.name):
                 continue
             for path in folder.glob("*.json"):
                 target = self._pending(persona) / path.name
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    if self._heartbeat_file(Task.model_validate_json(path.read_bytes())).exists():
+                        path.unlink()
+                        continue
                     os.rename(path, target)
                     recovered.append(target)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         return recovered
 
     # -- files -------------------------------------------------------------------------
@@ -162,14 +219,11 @@ class Emitter:
         self._queue._publish_message(self._run_id, event)
 
 
+def _suffix(task: Task) -> str:
+    """The end of a task's pending file name: ``-<run_id>-<task_id>-a<attempt>.json``."""
+    return f"-{task.run_id}-{task.task_id}-a{task.attempt}.json"
+
+
 def _is_dead_local_worker(folder_name: str) -> bool:
     host, _, pid = folder_name.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return is_dead_local(host, pid)

@@ -21,20 +21,38 @@ a listing and the watcher's start."""
 
 
 class DirWatcher:
-    """Blocks until something changes in ``folder`` (or ``RECHECK_MS`` passes)."""
+    """Blocks until something changes in ``folder`` (or ``RECHECK_MS`` passes).
+
+    A KeyboardInterrupt raised while it waits propagates (watchfiles would otherwise swallow
+    it and end the watch, which left callers spinning); the caller's own SIGINT handler
+    decides what Ctrl-C means.
+    """
 
     def __init__(self, folder: Path, stop: threading.Event | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self._changes: Iterator[set[tuple[watchfiles.Change, str]]] = watchfiles.watch(
-            folder,
+        self._folder = folder
+        self._stop = stop
+        self._changes = self._watch()
+
+    def _watch(self) -> Iterator[set[tuple[watchfiles.Change, str]]]:
+        return watchfiles.watch(
+            self._folder,
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             rust_timeout=RECHECK_MS,
             yield_on_timeout=True,
-            stop_event=stop,
-            raise_interrupt=False,
+            stop_event=self._stop,
+            raise_interrupt=True,
         )
 
     def wait(self) -> bool:
         """Wait for a change or the recheck interval; False once the stop event is set."""
+        if self._stop is not None and self._stop.is_set():
+            return False
         return next(self._changes, None) is not None
+
+    def close(self) -> None:
+        """Stop watching (releases the watcher's thread and inotify handles)."""
+        close = getattr(self._changes, "close", None)
+        if close is not None:
+            close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -18,6 +19,10 @@ from crewbox.config import Settings
 from crewbox.models import Event, Plan, Request, Result, Task, TaskSpec
 from crewbox.personas import load_personas, load_role_prompt
 from crewbox.queue.rq import JOB_TIMEOUT_MARGIN_S, RQQueue
+from crewbox.redis_client import connect
+from crewbox.runlog.files import FileRunLog
+from crewbox.runlog.mirror import MirroredRunLog
+from crewbox.runlog.redis import RedisRunLog
 from crewbox.store import sha256_hex
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator
@@ -47,7 +52,9 @@ def start_workers(settings: Settings, llm: ScriptedLLM, names: list[str]) -> thr
     personas = load_personas(settings.prompts_dir)
     for name in names:
         queue = RQQueue.from_settings(settings)
-        runner = TaskRunner(settings, personas[name], llm, f"host-{name}:1")
+        runner = TaskRunner(
+            settings, personas[name], llm, f"host-{name}:1", run_log=RedisRunLog(connect(settings))
+        )
         threading.Thread(
             target=queue.serve,
             args=(name, runner),
@@ -65,6 +72,7 @@ def orchestrator_for(settings: Settings, llm: ScriptedLLM, events: list[Event]) 
         load_personas(settings.prompts_dir),
         load_role_prompt(settings.prompts_dir, "orchestrator"),
         load_role_prompt(settings.prompts_dir, "synthesizer"),
+        MirroredRunLog(RedisRunLog(connect(settings)), FileRunLog(settings.results_dir)),
         on_event=events.append,
     )
 
@@ -110,13 +118,13 @@ def test_jobs_are_json_with_the_plans_timeout(
     queue = RQQueue(redis_client)
     task = Task(run_id="r1", spec=TaskSpec(**spec("t", "marie", timeout_s=42)), request_text="req")
     queue.enqueue(task)
-    job = Job.fetch("r1__t__1", connection=redis_client, serializer=JSONSerializer)
+    job = Job.fetch("marie__r1__t__1", connection=redis_client, serializer=JSONSerializer)
     assert job.timeout == 42 + JOB_TIMEOUT_MARGIN_S
     assert job.origin == "marie"
-    raw = redis_client.hget("rq:job:r1__t__1", "data")
+    raw = redis_client.hget("rq:job:marie__r1__t__1", "data")
     assert raw is not None
     func, _instance, args, _kwargs = json.loads(zlib.decompress(raw))
-    assert func == "crewbox.queue.rq.perform_task"
+    assert func == "crewbox:task"
     assert Task.model_validate_json(args[0]) == task
 
 
@@ -125,7 +133,7 @@ def test_task_ids_with_dots_get_valid_distinct_job_ids(redis_client: redis.Redis
     for task_id in ("v1.2", "v1-2"):
         queue.enqueue(Task(run_id="r", spec=TaskSpec(**spec(task_id, "marie")), request_text="q"))
     ids = [j.decode() for j in redis_client.lrange("rq:queue:marie", 0, -1)]
-    assert len(set(ids)) == 2 and "r__v1-2__1" in ids
+    assert len(set(ids)) == 2 and "marie__r__v1-2__1" in ids
     assert all("." not in i for i in ids)
 
 
@@ -140,7 +148,7 @@ def test_high_priority_goes_to_the_front(redis_client: redis.Redis) -> None:
             )
         )
     order = [j.decode() for j in redis_client.lrange("rq:queue:marie", 0, -1)]
-    assert order == ["r__h__1", "r__n1__1", "r__n2__1"]
+    assert order == ["marie__r__h__1", "marie__r__n1__1", "marie__r__n2__1"]
 
 
 def test_oversized_artifacts_fail_the_task_with_a_clear_error(
@@ -170,26 +178,57 @@ def test_oversized_artifacts_fail_the_task_with_a_clear_error(
 
 
 def test_requests_queue_events_and_final_answer_round_trip(redis_client: redis.Redis) -> None:
-    queue = RQQueue(redis_client)
+    queue, log = RQQueue(redis_client), RedisRunLog(redis_client)
     request = Request(text="hello cluster")
     seen: list[str] = []
 
     def handle(req: Request) -> None:
         seen.append(req.text)
-        queue.append_event(Event(kind="run_started", run_id=req.run_id))
-        queue.append_event(Event(kind="run_finished", run_id=req.run_id, message="succeeded"))
+        log.append(Event(kind="run_started", run_id=req.run_id))
+        log.append(Event(kind="run_finished", run_id=req.run_id, message="succeeded"))
 
+    log.create(request)
     queue.submit(request)
-    queue.serve_requests(handle, worker_id="orch", burst=True)
+    queue.serve_requests(handle, burst=True)
     assert seen == ["hello cluster"]
     kinds = []
-    for event in queue.follow(request.run_id, block_ms=100):
+    for event in log.follow(request.run_id, idle_s=0.1):
         assert event is not None
         kinds.append(event.kind)
         if event.kind == "run_finished":
             break
     assert kinds == ["run_started", "run_finished"]
-    assert queue.latest_run() == request.run_id
+    assert log.runs()[-1] == request.run_id
+
+
+@pytest.mark.parametrize("queue_name", ["marie", "requests"])
+def test_a_foreign_job_is_refused_before_anything_of_it_runs(
+    tmp_path: Path, redis_client: redis.Redis, queue_name: str
+) -> None:
+    marker = tmp_path / "made-by-a-foreign-job"
+    job = Queue(queue_name, connection=redis_client, serializer=JSONSerializer).enqueue(
+        "os.mkdir", str(marker)
+    )
+    queue = RQQueue(redis_client)
+    if queue_name == "requests":
+        queue.serve_requests(lambda request: None, burst=True)
+    else:
+        queue.serve("marie", lambda task, emit: None, worker_id="w", burst=True)
+    assert not marker.exists()
+    job.refresh()
+    assert job.get_status() == "failed"
+    assert "is not crewbox's" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+
+def test_a_task_for_another_persona_is_refused(redis_client: redis.Redis) -> None:
+    anga_task = Task(run_id="r", spec=TaskSpec(**spec("t", "anga")), request_text="q")
+    job = Queue("marie", connection=redis_client, serializer=JSONSerializer).enqueue(
+        "crewbox:task", anga_task.model_dump_json()
+    )
+    ran: list[Task] = []
+    RQQueue(redis_client).serve("marie", lambda t, e: ran.append(t), worker_id="w", burst=True)  # type: ignore[func-returns-value]
+    job.refresh()
+    assert ran == [] and job.get_status() == "failed"
 
 
 def test_carried_artifact_with_a_wrong_sha256_is_refused(

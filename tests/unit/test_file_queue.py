@@ -99,4 +99,4 @@ def test_tasks_claimed_by_a_dead_worker_are_put_back(tmp_path: Path) -> None:
     assert queue._claim_next("marie", dead_id) is not None
     assert not list((tmp_path / "marie" / "pending").glob("*.json"))
     recovered = queue.recover_orphans("marie")
-    assert [p.name.endswith("-r-orphan.json") for p in recovered] == [True]
+    assert [p.name.endswith("-r-orphan-a1.json") for p in recovered] == [True]

@@ -12,9 +12,10 @@ import pytest
 
 from crewbox.config import Settings
 from crewbox.errors import PlanError, QueueError
-from crewbox.models import Event, Plan, Request
+from crewbox.models import Event, Plan, PlanProblems, Request
 from crewbox.personas import load_personas, load_role_prompt
 from crewbox.queue.files import FileQueue
+from crewbox.runlog.files import FileRunLog
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator
 from tests.conftest import ROOT, spec
@@ -57,6 +58,7 @@ class Cluster:
             personas,
             load_role_prompt(settings.prompts_dir, "orchestrator"),
             load_role_prompt(settings.prompts_dir, "synthesizer"),
+            FileRunLog(settings.results_dir),
             on_event=self.events.append,
         )
 
@@ -193,7 +195,7 @@ def test_dangling_references_left_after_the_repairs_are_pruned_and_reported(
         ("a-2", "succeeded"),
     ]
     (adjusted,) = [e for e in cluster.events if e.kind == "plan_adjusted"]
-    assert adjusted.data["changes"] == [
+    assert adjusted.payload(PlanProblems).problems == [
         "renamed repeated task id 'a' to 'a-2'",
         "dropped dependency of 'a' on 'marie' (not another task)",
         "dropped dependency of 'a-2' on 'ghost' (not another task)",
@@ -212,6 +214,7 @@ def test_a_failure_after_planning_ends_the_run_with_run_failed(settings: Setting
         load_personas(settings.prompts_dir),
         load_role_prompt(settings.prompts_dir, "orchestrator"),
         load_role_prompt(settings.prompts_dir, "synthesizer"),
+        FileRunLog(settings.results_dir),
         on_event=events.append,
     )
     plan = Plan.model_validate({"tasks": [spec("a", "marie")]})

@@ -11,7 +11,7 @@ import pytest
 
 from crewbox.config import Settings
 from crewbox.llm.factory import make_client
-from crewbox.models import Event, Task, TaskSpec
+from crewbox.models import Event, LLMCall, Task, TaskSpec, Usage
 from crewbox.personas import load_personas
 from tests.conftest import ROOT
 from tests.fakes.messages_server import FakeLLMServer
@@ -95,4 +95,6 @@ def test_task_writes_its_artifact_refuses_an_escape_and_sums_usage(
         50,
         2,
     )
-    assert [e.kind for e in events] == ["task_started"]
+    assert [e.kind for e in events] == ["task_started", "llm_call", "llm_call"]
+    reported = [e.payload(LLMCall).usage for e in events if e.kind == "llm_call"]
+    assert Usage.total(reported) == result.usage

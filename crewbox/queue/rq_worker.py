@@ -1,0 +1,173 @@
+"""The RQ worker of crewbox: it carries its own job functions and runs nothing else.
+
+RQ runs whatever importable function a job names; a crewbox worker instead looks the job's
+``func_name`` up in the job functions it was built with (an allow-list: ``crewbox:task`` on
+a persona's queue, ``crewbox:request`` on the requests queue) and refuses any other job
+before anything of it is imported or run: the job fails in RQ's FailedJobRegistry with the
+reason, and the refusal is logged. Payloads are validated (a Task for this persona, or a
+Request) before a handler sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from rq import SimpleWorker
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.timeouts import TimerDeathPenalty
+from rq.utils import now
+from rq.worker.base import BaseWorker
+
+from crewbox.procs import process_id
+
+log = logging.getLogger("crewbox.rq")
+
+TASK_JOB = "crewbox:task"
+"""The job function name of a task on a persona's queue."""
+
+REQUEST_JOB = "crewbox:request"
+"""The job function name of a request on the requests queue."""
+
+WORKER_TTL_S = 20
+"""RQ worker_ttl: an idle worker heartbeats every WORKER_TTL_S - 15 s (RQ's dequeue
+timeout), and a busy one every HEARTBEAT_INTERVAL_S; one silent for longer is dead."""
+
+JobFunction = Callable[[str], str]
+"""A job function a worker carries: the job's one JSON argument in, a short status out."""
+
+
+class JobRefusedError(Exception):
+    """A job that is not crewbox's (unknown function, bad payload): failed, never run."""
+
+
+class CrewboxWorker(SimpleWorker):
+    """An RQ SimpleWorker (no fork) that runs only the job functions it carries.
+
+    It also runs in a thread (tests): no signal handlers there, and a timer instead of
+    SIGALRM for job timeouts.
+    """
+
+    def __init__(
+        self, *args: Any, job_functions: dict[str, JobFunction] | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("worker_ttl", WORKER_TTL_S)
+        super().__init__(*args, **kwargs)
+        self.job_functions = job_functions or {}
+        if threading.current_thread() is not threading.main_thread():
+            self.death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """RQ's perform_job, with :meth:`run_job` instead of ``job.perform()``."""
+        try:
+            self.prepare_job_execution(job, len(self.queues) == 1)
+            job.started_at = now()
+            timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+            with self.death_penalty_class(timeout, JobTimeoutError, job_id=job.id):
+                return_value = self.run_job(job)
+            self._finalize_success(job, queue, execution, return_value)
+        except BaseException:
+            self._finalize_failure(job, queue, execution, sys.exc_info())
+            return False
+        return True
+
+    def run_job(self, job: Job) -> str:
+        """Call the carried function ``job.func_name`` names with the job's one argument.
+
+        Raises:
+            JobRefusedError: the name is not carried, or the arguments are not one string.
+        """
+        function = self.job_functions.get(job.func_name or "")
+        if function is None:
+            log.warning("refused job %s: function %r is not crewbox's", job.id, job.func_name)
+            raise JobRefusedError(f"refused: job function {job.func_name!r} is not crewbox's")
+        args = job.args
+        if len(args) != 1 or not isinstance(args[0], str) or job.kwargs:
+            log.warning("refused job %s: arguments are not one JSON string", job.id)
+            raise JobRefusedError("refused: a crewbox job takes one JSON string")
+        return function(args[0])
+
+
+class JobTimeoutError(Exception):
+    """RQ's job_timeout ran out (the agent loop's own timeout_s should have come first)."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_payload(model: type[M], raw: str) -> M:
+    """``raw`` validated as ``model``.
+
+    Raises:
+        JobRefusedError: it does not validate.
+    """
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise JobRefusedError(f"refused: payload is not a {model.__name__}: {exc}") from exc
+
+
+def worker_name(queue: str) -> str:
+    """``<queue>.<host>.<pid>.<random>``: unique per process start, so a restarted container
+    (same host name, often the same pid) never meets its previous registration."""
+    return f"{queue}.{process_id().replace(':', '.')}.{secrets.token_hex(3)}"
+
+
+def stop_when_set(stop: threading.Event, worker: BaseWorker) -> None:
+    """Ask ``worker`` to stop after its current job once ``stop`` is set (run in a thread)."""
+    stop.wait()
+    worker._stop_requested = True
+
+
+class WorkerInfo(BaseModel):
+    """One worker as `crewbox workers` shows it.
+
+    ``state``: RQ's worker state (``busy``, ``idle``, ``started``...); ``alive``: its last
+    heartbeat is younger than WORKER_TTL_S; ``task``: ``<run_id>/<task_id>`` while busy;
+    ``since``: when that task started (or when the worker started, when idle).
+    """
+
+    queue: str
+    name: str
+    hostname: str
+    state: str
+    alive: bool
+    task: str
+    since: datetime | None
+
+
+def worker_info(worker: BaseWorker, serializer: Any) -> WorkerInfo:
+    """Describe an RQ worker: its queue, state (busy/idle), current task and since when."""
+    job_id = worker.get_current_job_id()
+    job = Job.fetch(job_id, connection=worker.connection, serializer=serializer) if job_id else None
+    since = (job.started_at if job else None) or worker.birth_date
+    heartbeat = worker.last_heartbeat
+    alive = (
+        heartbeat is not None
+        and (datetime.now(UTC) - _aware(heartbeat)).total_seconds() < WORKER_TTL_S
+    )
+    return WorkerInfo(
+        queue=",".join(worker.queue_names()),
+        name=worker.name,
+        hostname=worker.hostname or "",
+        state=str(getattr(worker.get_state(), "value", worker.get_state())),
+        alive=alive,
+        task=(job.description if job else ""),
+        since=_aware(since) if since else None,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
