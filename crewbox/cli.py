@@ -702,9 +702,7 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     )
     stop = stop_on_signals()
     if parent_pid:
-        threading.Thread(
-            target=watch_parent, args=(parent_pid, stop, runner.abandon), daemon=True
-        ).start()
+        threading.Thread(target=exit_with_parent, args=(parent_pid,), daemon=True).start()
     logging.getLogger("crewbox.worker").info("worker %s serving %s", runner.worker_id, persona)
     queue = make_queue(cfg, service=True)
     queue.serve(persona, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
@@ -714,13 +712,14 @@ PARENT_CHECK_S = 0.5
 """How often a local worker checks that the CLI process that started it still runs."""
 
 
-def watch_parent(parent_pid: int, *events: threading.Event) -> None:
-    """Set ``events`` once process ``parent_pid`` of this host is gone."""
+def exit_with_parent(parent_pid: int) -> None:
+    """End this process at once when process ``parent_pid`` of this host is gone (the CLI
+    that ran the run was killed): the call in flight is abandoned, not waited for, and the
+    task is dispatched again by ``crewbox resume``."""
     while not is_dead_local(socket.gethostname(), str(parent_pid)):
         time.sleep(PARENT_CHECK_S)
-    logging.getLogger("crewbox.worker").warning("parent %d is gone: stopping", parent_pid)
-    for event in events:
-        event.set()
+    logging.getLogger("crewbox.worker").warning("parent %d is gone: exiting", parent_pid)
+    os._exit(0)
 
 
 def setup_logging() -> None:

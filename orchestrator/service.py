@@ -219,10 +219,10 @@ class Orchestrator:
             kept = run.kept[spec.id]
             run.results[spec.id] = kept
             run.graph.mark_ended(spec.id, kept.status)
-        elif unmet := run.graph.unmet(spec):
-            self._end_unrun(run, spec, f"dependency {', '.join(unmet)} did not succeed", "skipped")
         elif run.cancelling:
             self._end_unrun(run, spec, "the run was cancelled", "cancelled")
+        elif unmet := run.graph.unmet(spec):
+            self._end_unrun(run, spec, f"dependency {', '.join(unmet)} did not succeed", "skipped")
         elif self._over_budget(run):
             self._end_unrun(run, spec, "budget reached", "skipped")
         else:

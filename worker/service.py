@@ -44,8 +44,7 @@ class TaskRunner:
     """The queue handler of a worker: ``runner(task, emit) -> Result | None``, never raising.
 
     ``run_log``: where run ownership and cancel requests are read; None runs every task
-    (unit tests). ``abandon``: set it to stop the task in progress at its next turn (the
-    worker is shutting down because its parent died).
+    (unit tests).
     """
 
     def __init__(
@@ -61,7 +60,6 @@ class TaskRunner:
         self.llm = llm
         self.worker_id = worker_id or default_worker_id()
         self.run_log = run_log
-        self.abandon = threading.Event()
 
     def __call__(self, task: Task, emit: Emit) -> Result | None:
         """Run ``task``; failures become a failed Result with a one-line error; None when
@@ -98,10 +96,8 @@ class TaskRunner:
         return self.run_log is None or self.run_log.owner(run_id) is not None
 
     def stop_reason(self, run_id: str) -> bool:
-        """True when the task of ``run_id`` in progress should stop: cancelled, ownerless,
-        or abandoned."""
-        if self.abandon.is_set():
-            return True
+        """True when the task of ``run_id`` in progress should stop: its run was cancelled
+        or has no live owner."""
         if self.run_log is None:
             return False
         return self.run_log.cancel_requested(run_id) or self.run_log.owner(run_id) is None
