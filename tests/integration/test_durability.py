@@ -131,7 +131,7 @@ def test_a_killed_worker_is_replaced_and_its_task_finishes(tmp_path: Path) -> No
     first = run.wait_for(started("slow"))
     os.kill(worker_pid(first), signal.SIGKILL)
     killed_at = time.time()
-    code, out, err = run.finish()
+    code, _out, err = run.finish()
     assert code == 0, err
     lost = next(e for e in run.events() if e.kind == "attempt_lost" and e.task_id == "slow")
     assert lost.ts_s - killed_at < 15
@@ -230,7 +230,7 @@ def test_a_later_run_runs_none_of_an_earlier_runs_leftovers(tmp_path: Path) -> N
         ],
     )
     run.start("run", "--plan", str(tmp_path / "plan.yaml"))
-    code, out, err = run.finish()
+    code, _out, err = run.finish()
     assert code == 0, err
     assert run.calls_for("old") == 0 and run.calls_for("new") == 1
     assert list((tmp_path / "tasks" / "marie" / "pending").glob("*")) == []
