@@ -7,7 +7,7 @@ from decimal import Decimal
 from rich.console import Console
 from rich.markup import escape
 
-from crewbox.models import Event, Usage
+from crewbox.models import Event, RunEnded, Usage
 
 MARKS = {
     "task_dispatched": "[dim]→[/]",
@@ -15,7 +15,9 @@ MARKS = {
     "task_succeeded": "[green]✓[/]",
     "task_failed": "[red]✗[/]",
     "task_skipped": "[yellow]-[/]",
+    "task_cancelled": "[yellow]⊘[/]",
     "task_retried": "[yellow]↻[/]",
+    "attempt_lost": "[red]†[/]",
 }
 
 
@@ -59,10 +61,13 @@ class ProgressPrinter:
             "plan_adjusted",
             "run_failed",
             "synthesis_failed",
+            "cancel_requested",
+            "run_resumed",
         ):
             return f"[bold red]{event.kind.replace('_', ' ')}[/]: {escape(event.message)}"
         if event.kind == "run_finished":
-            return f"[bold]run {event.message}[/]: {self.totals()}"
+            ended = event.payload(RunEnded)
+            return f"[bold]run {ended.status}[/]: {usage_text(ended.usage)}"
         if event.kind == "run_started":
             return f"[bold]run {event.run_id}[/]"
         return None
@@ -70,10 +75,10 @@ class ProgressPrinter:
     def _task_line(self, event: Event) -> str:
         who = f"{event.persona or '?':<8} {event.task_id or '?'}"
         detail = event.message
-        if event.kind in ("task_succeeded", "task_failed"):
+        if event.kind in ("task_succeeded", "task_failed", "task_cancelled"):
             d = event.data
             secs = d.get("duration_ms", 0) / 1000
-            error = detail if event.kind == "task_failed" else ""
+            error = detail if event.kind != "task_succeeded" else ""
             detail = (
                 f"{secs:.1f}s  {d.get('tokens', 0):,} tok  {money(d.get('cost_usd', 0))}  "
                 f"{len(d.get('artifacts', []))} artifacts  {error}"
