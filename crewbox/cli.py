@@ -662,10 +662,12 @@ def orchestrator_service() -> None:
 
 
 @cli.command()
-def workers() -> None:
-    """Each persona's workers: alive, busy with which task, since when."""
+@click.option("--all", "show_all", is_flag=True, help="Also workers whose heartbeat stopped.")
+def workers(show_all: bool) -> None:
+    """Each persona's live workers: busy with which task, since when."""
     table = Table("queue", "worker", "host", "alive", "state", "task", "since")
-    for w in sorted(rq_queue(settings()).workers(), key=lambda w: (w.queue, w.name)):
+    found = sorted(rq_queue(settings()).workers(), key=lambda w: (w.queue, w.name))
+    for w in (w for w in found if w.alive or show_all):
         since = w.since.strftime("%H:%M:%S") if w.since else ""
         table.add_row(
             w.queue, w.name, w.hostname, "yes" if w.alive else "no", w.state, w.task, since

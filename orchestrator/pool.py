@@ -62,13 +62,14 @@ class RunPool:
         return taken
 
     def serve_takeovers(self, stop: threading.Event) -> None:
-        """Call :meth:`take_over` every TAKEOVER_INTERVAL_S until ``stop`` is set."""
-        while not stop.wait(TAKEOVER_INTERVAL_S):
+        """Call :meth:`take_over` at once, then every TAKEOVER_INTERVAL_S until ``stop``."""
+        while not stop.is_set():
             try:
                 for run_id in self.take_over():
                     log.info("run %s: taken over (its owner is gone)", run_id)
             except CrewboxError as exc:
                 log.warning("takeover scan failed: %s", exc)
+            stop.wait(TAKEOVER_INTERVAL_S)
 
     def _start(self, run_id: str, drive: Callable[[], RunSummary]) -> None:
         with self._lock:

@@ -154,7 +154,9 @@ class RQQueue:
     ) -> None:
         """Run an RQ worker on ``persona``'s queue that calls ``handler`` for each task."""
         task_job = TaskJob(self, persona, handler, worker_id)
-        self._work(persona, {TASK_JOB: task_job}, burst, stop)
+        worker = self._worker(persona, {TASK_JOB: task_job})
+        task_job.worker = worker
+        self._work(worker, burst, stop)
 
     def serve_requests(
         self,
@@ -170,22 +172,18 @@ class RQQueue:
             handler(request)
             return request.run_id
 
-        self._work(REQUESTS_QUEUE, {REQUEST_JOB: request_job}, burst, stop)
+        self._work(self._worker(REQUESTS_QUEUE, {REQUEST_JOB: request_job}), burst, stop)
 
-    def _work(
-        self,
-        queue: str,
-        functions: dict[str, JobFunction],
-        burst: bool,
-        stop: threading.Event | None,
-    ) -> None:
-        worker = CrewboxWorker(
+    def _worker(self, queue: str, functions: dict[str, JobFunction]) -> CrewboxWorker:
+        return CrewboxWorker(
             [self._queue(queue)],
             connection=self.redis,
             name=worker_name(queue),
             serializer=JSONSerializer,
             job_functions=functions,
         )
+
+    def _work(self, worker: CrewboxWorker, burst: bool, stop: threading.Event | None) -> None:
         if stop is not None:
             threading.Thread(target=stop_when_set, args=(stop, worker), daemon=True).start()
         call(lambda: worker.work(burst=burst, logging_level="WARNING"))
@@ -214,13 +212,16 @@ class RQQueue:
 
 
 class TaskJob:
-    """The ``crewbox:task`` job function a persona's worker carries."""
+    """The ``crewbox:task`` job function a persona's worker carries. While a task runs it
+    renews the attempt's heartbeat and, when ``worker`` is set, the RQ worker's own (RQ's
+    SimpleWorker does not heartbeat during a job, so `crewbox workers` would call it dead)."""
 
     def __init__(self, queue: RQQueue, persona: str, handler: TaskHandler, worker_id: str) -> None:
         self.queue = queue
         self.persona = persona
         self.handler = handler
         self.worker_id = worker_id or default_worker_id()
+        self.worker: CrewboxWorker | None = None
 
     def __call__(self, raw: str) -> str:
         """Validate the task, run the handler under a heartbeat, push the Result.
@@ -231,11 +232,17 @@ class TaskJob:
         task = parse_payload(Task, raw)
         if task.persona != self.persona:
             raise JobRefusedError(f"refused: a task of {task.persona!r} on {self.persona}'s queue")
-        with Heartbeat(lambda: self.queue.beat(task)):
+        with Heartbeat(lambda: self._beat(task)):
             result = self._run(task)
             if result is not None:
                 self.queue.push(task.run_id, result)
         return result.status if result else "discarded"
+
+    def _beat(self, task: Task) -> None:
+        self.queue.beat(task)
+        if self.worker is not None:
+            with contextlib.suppress(Exception):
+                self.worker.heartbeat()
 
     def _run(self, task: Task) -> Result | None:
         try:

@@ -1,0 +1,176 @@
+"""The rq backend's services as processes against a real Redis: an orchestrator killed with
+SIGKILL mid-run is replaced by another that takes the run over; a worker killed mid-task
+has its task dispatched again; requests submitted together run at the same time.
+
+Processes run the real CLI (`crewbox orchestrator`, `crewbox worker`, `crewbox submit`),
+with ScriptedLLM answering and keeping the ledger of every call it answered.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from crewbox.models import Event, RunSummary, Usage
+from crewbox.runlog.redis import RedisRunLog
+from crewbox.testing import recorded_calls
+from tests.conftest import crewbox_env, run_crewbox, spec
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 60.0
+
+
+class Services:
+    """Crewbox service processes started by a test; each is killed by its PID at the end."""
+
+    def __init__(self, tmp: Path, redis_url: str, steps: list[dict[str, Any]]) -> None:
+        self.tmp = tmp
+        (tmp / "script.yaml").write_text(yaml.safe_dump(steps))
+        self.env = crewbox_env(
+            tmp,
+            CREWBOX_PROVIDER="scripted",
+            CREWBOX_SCRIPT_PATH=str(tmp / "script.yaml"),
+            CREWBOX_SCRIPT_RECORD_DIR=str(tmp / "record"),
+            CREWBOX_QUEUE="rq",
+            CREWBOX_REDIS_URL=redis_url,
+            CREWBOX_WORK_DIR=str(tmp / "work"),
+            CREWBOX_TASK_RETRIES="1",
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log = RedisRunLog(redis.Redis.from_url(redis_url))
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        name = "-".join(args[:3]).replace("/", "_")
+        with open(self.tmp / f"{name}-{len(self.procs)}.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crewbox", *args],
+                env=self.env,
+                cwd=self.tmp,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def submit(self, plan: list[dict[str, Any]], name: str = "plan") -> str:
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"request": name, "tasks": plan}))
+        done = run_crewbox(["submit", "--plan", str(path), "--detach"], self.env, cwd=self.tmp)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def wait_for(self, run_id: str, what: Callable[[Event], bool]) -> Event:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            found = next((e for e in self.log.events(run_id) if what(e)), None)
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id}: {[e.kind for e in self.log.events(run_id)]}")
+
+    def summary(self, run_id: str) -> RunSummary:
+        self.wait_for(run_id, lambda e: e.kind in ("run_finished", "run_failed"))
+        summary = self.log.summary(run_id)
+        assert summary is not None
+        return summary
+
+    def ledger(self) -> list[Any]:
+        return recorded_calls(self.tmp / "record")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def services(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Iterator[Any]:
+    made: list[Services] = []
+
+    def make(steps: list[dict[str, Any]]) -> Services:
+        made.append(Services(tmp_path, redis_url, steps))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def steps_for(task_ids: list[str], delay_s: float, spare: int = 1) -> list[dict[str, Any]]:
+    """Per task: ``1 + spare`` answers taking ``delay_s`` each; then the synthesis."""
+    steps = [
+        {"match": f"Task id: {t}\\n", "delay_s": delay_s, "text": f"{t} done"}
+        for t in task_ids
+        for _ in range(1 + spare)
+    ]
+    return steps + [{"match": "## Results", "text": "answer"} for _ in range(3)]
+
+
+def started(task_id: str) -> Callable[[Event], bool]:
+    return lambda e: e.kind == "task_started" and e.task_id == task_id
+
+
+def assert_accounted(services: Services, summaries: list[RunSummary]) -> None:
+    total = Usage.total(s.usage_total for s in summaries)
+    assert total == Usage.total(c.usage for c in services.ledger())
+
+
+def test_a_killed_orchestrator_is_replaced_and_the_run_completes(services: Any) -> None:
+    s: Services = services(steps_for(["a", "b", "c"], delay_s=2))
+    first = s.start("orchestrator")
+    for persona in ("marie", "anga"):
+        s.start("worker", "--persona", persona)
+    run_id = s.submit([spec("a", "marie"), spec("b", "anga"), spec("c", "marie", ["a"])])
+    s.wait_for(run_id, lambda e: e.kind == "task_succeeded" and e.task_id == "a")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    s.start("orchestrator")
+    summary = s.summary(run_id)
+    assert summary.status == "succeeded", summary
+    assert len(s.ledger()) and sum("Task id: a\\n" in c.text for c in s.ledger()) == 1
+    kinds = [e.kind for e in s.log.events(run_id)]
+    assert kinds.count("run_resumed") == 1 and kinds.count("run_finished") == 1
+    assert kinds.count("task_succeeded") == 3  # no task's result used twice
+    assert_accounted(s, [summary])
+
+
+def test_a_killed_worker_has_its_task_dispatched_again(services: Any) -> None:
+    s: Services = services(steps_for(["slow"], delay_s=3))
+    s.start("orchestrator")
+    victim = s.start("worker", "--persona", "marie")
+    s.start("worker", "--persona", "marie")
+    run_id = s.submit([spec("slow", "marie")])
+    first = s.wait_for(run_id, started("slow"))
+    pid = int(str(first.data["worker"]).rpartition(":")[2])
+    target = victim if victim.pid == pid else next(p for p in s.procs if p.pid == pid)
+    target.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    summary = s.summary(run_id)
+    assert summary.status == "succeeded"
+    lost = next(e for e in s.log.events(run_id) if e.kind == "attempt_lost")
+    assert lost.ts_s - killed_at < 15
+    assert [a.status for a in summary.attempts["slow"]] == ["lost", "succeeded"]
+    assert_accounted(s, [summary])
+
+
+def test_requests_submitted_together_run_at_the_same_time(services: Any) -> None:
+    s: Services = services(steps_for(["x"], delay_s=2, spare=3))
+    s.start("orchestrator")
+    for _ in range(3):
+        s.start("worker", "--persona", "marie")
+    runs = [s.submit([spec("x", "marie")], name=f"req{i}") for i in range(3)]
+    summaries = [s.summary(r) for r in runs]
+    assert all(x.status == "succeeded" for x in summaries)
+    assert max(x.started_at_s for x in summaries) < min(x.ended_at_s for x in summaries)
+    assert_accounted(s, summaries)
