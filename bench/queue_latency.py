@@ -2,7 +2,7 @@
 
 Prints p50/p99 latency (ms) and throughput (tasks/s) for `files` and `rq` side by side, and
 their ratio. Redis: REDIS_URL, else a testcontainers Redis (CREWBOX_REDIS_IMAGE); the rq row is
-left out when neither is there. Marks from ARCHITECTURE.md on these machines: raw RQ
+left out when neither is there. Marks measured on 2-core machines: raw RQ
 SimpleWorker ~340-370 jobs/s, enqueue-to-start p50 ~2.8 ms; watchfiles (debounce 10, step 2)
 ~4 ms to see a renamed-in file.
 

@@ -1,7 +1,7 @@
 """Settings, read from the environment (prefix ``CREWBOX_``) and ``.env`` via pydantic-settings.
 
 Paths default to folders of the current directory (the project root), as in the layout of
-ARCHITECTURE.md; in a container they are set by the compose file.
+docs/architecture.md; in a container they are set by the compose file.
 """
 
 from __future__ import annotations

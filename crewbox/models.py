@@ -1,6 +1,6 @@
 """The pydantic models every crewbox service exchanges.
 
-Vocabulary (ARCHITECTURE.md): a *request* becomes a *run*; the planner turns it into a *plan*
+Vocabulary (docs/architecture.md): a *request* becomes a *run*; the planner turns it into a *plan*
 of *task specs*; each dispatched *task* yields a *result* listing its *artifacts* and *usage*;
 *events* log everything in ``results/<run_id>/events.jsonl``.
 
@@ -126,7 +126,7 @@ class ContextFile(BaseModel):
 
 
 class TaskSpec(BaseModel):
-    """One task of a plan: the contract of ARCHITECTURE.md (``submit_plan`` input items)."""
+    """One task of a plan: the contract of docs/architecture.md (``submit_plan`` input items)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,7 +1,7 @@
 """The planner: request → Plan with the LLM, validated, repaired, or a clear PlanError.
 
 The plan comes from a forced call of the ``submit_plan`` tool, whose input schema is the
-Plan contract of ARCHITECTURE.md with ``persona`` as an enum of persona names (with an
+Plan contract of docs/architecture.md with ``persona`` as an enum of persona names (with an
 OpenAI-compatible server the client turns that into ``response_format`` json_schema).
 """
 
