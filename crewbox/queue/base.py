@@ -26,7 +26,7 @@ TaskHandler = Callable[[Task, Emit], Result | None]
 when it discarded the task unrun (its run is no longer live) and nothing goes back."""
 
 HEARTBEAT_INTERVAL_S = 1.0
-"""How often a worker renews the heartbeat of the attempt it runs (docs/architecture.md: at most 2 s)."""
+"""How often a worker renews the heartbeat of the attempt it runs (the design: at most 2 s)."""
 
 Message = Result | Event
 """What the orchestrator receives for a run: results of tasks and events of workers."""
