@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 from crewbox.models import RunSummary
-from tests.conftest import ROOT
+from tests.e2e.cluster import Cluster, compose_answers, copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -34,65 +33,16 @@ REQUEST = (
 )
 ATTEMPTS = 3
 """The local 135M model plans weakly: a run is retried while its plan names one persona."""
-COPIED = [
-    "Makefile",
-    "Dockerfile",
-    ".dockerignore",
-    "docker-compose.yml",
-    "pyproject.toml",
-    "README.md",
-    "crewbox",
-    "orchestrator",
-    "worker",
-    "prompts",
-    "workflows",
-    "workspaces",
-    "scripts",
-    "secrets/README.md",
-]
-
-
-def compose_answers() -> bool:
-    """True when a Docker engine and Compose v2 answer."""
-    if not shutil.which("docker"):
-        return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    info = subprocess.run(["docker", "info"], capture_output=True, check=False)
-    return probe.returncode == 0 and info.returncode == 0
 
 
 def make(project: Path, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
     """Run `make ARGS` in the copied project, without any Anthropic key in the environment."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if "ANTHROPIC" not in k
-        and not k.startswith(
-            ("CREWBOX_PROVIDER", "CREWBOX_MODEL", "CREWBOX_RESULTS", "CREWBOX_PROMPTS", "MAKEFLAGS")
-        )
-    }
-    env["COMPOSE_PROJECT_NAME"] = PROJECT
-    return subprocess.run(
-        ["make", "--no-print-directory", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    return Cluster(project, PROJECT).make(*args, timeout_s=timeout_s)
 
 
 def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`docker compose ARGS` for the test's project."""
-    return subprocess.run(
-        ["docker", "compose", "-p", PROJECT, *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return Cluster(project, PROJECT).compose(*args)
 
 
 def in_marie(project: Path, command: str) -> subprocess.CompletedProcess[str]:
@@ -101,13 +51,7 @@ def in_marie(project: Path, command: str) -> subprocess.CompletedProcess[str]:
 
 
 def project_containers() -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.split()
+    return Cluster(Path("."), PROJECT).containers()
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +59,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the project with the cluster up; `make down` afterwards."""
     if not compose_answers():
         pytest.skip("needs a Docker engine with Compose v2 (.ci/run starts one)")
-    copy = tmp_path_factory.mktemp("cluster")
-    for name in COPIED:
-        src, dst = ROOT / name, copy / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-    model = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    (copy / "models").mkdir()
-    if model.exists():
-        os.link(model, copy / "models" / model.name)
+    copy = copy_project(tmp_path_factory.mktemp("cluster"))
     up = make(copy, "up")
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     yield copy

@@ -1,0 +1,120 @@
+"""A copy of the project run as a compose cluster under its own project name, as a newcomer
+runs it (`make up`, `make submit`, `make down`), so tests never touch a developer's own
+cluster, secrets or results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+COPIED = [
+    "Makefile",
+    "Dockerfile",
+    ".dockerignore",
+    "docker-compose.yml",
+    "pyproject.toml",
+    "README.md",
+    "crewbox",
+    "orchestrator",
+    "worker",
+    "prompts",
+    "workflows",
+    "workspaces",
+    "scripts",
+    "secrets/README.md",
+]
+
+
+def compose_answers() -> bool:
+    """True when a Docker engine and Compose v2 answer."""
+    if not shutil.which("docker"):
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    info = subprocess.run(["docker", "info"], capture_output=True, check=False)
+    return probe.returncode == 0 and info.returncode == 0
+
+
+def copy_project(target: Path) -> Path:
+    """Copy what a user checks out into ``target`` (the local model hard-linked if fetched)."""
+    for name in COPIED:
+        src, dst = ROOT / name, target / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    model = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (target / "models").mkdir(exist_ok=True)
+    if model.exists():
+        os.link(model, target / "models" / model.name)
+    return target
+
+
+class Cluster:
+    """``make`` and ``docker compose`` in a copied project under compose project ``name``."""
+
+    def __init__(self, folder: Path, name: str, env: dict[str, str] | None = None) -> None:
+        self.folder = folder
+        self.name = name
+        self.extra_env = env or {}
+
+    def env(self) -> dict[str, str]:
+        """The user's environment without Anthropic keys or crewbox settings, plus ours."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if "ANTHROPIC" not in k
+            and not k.startswith(
+                (
+                    "CREWBOX_PROVIDER",
+                    "CREWBOX_MODEL",
+                    "CREWBOX_RESULTS",
+                    "CREWBOX_PROMPTS",
+                    "MAKEFLAGS",
+                )
+            )
+        }
+        env["COMPOSE_PROJECT_NAME"] = self.name
+        return {**env, **self.extra_env}
+
+    def make(self, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+        """Run `make ARGS` in the copied project."""
+        return subprocess.run(
+            ["make", "--no-print-directory", *args],
+            cwd=self.folder,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    def compose(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS` for this project."""
+        return subprocess.run(
+            ["docker", "compose", *args],
+            cwd=self.folder,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    def containers(self) -> list[str]:
+        """Ids of every container of this project, running or not."""
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={self.name}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return out.stdout.split()
