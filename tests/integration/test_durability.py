@@ -269,3 +269,22 @@ def test_a_slow_call_is_cut_at_timeout_s_and_the_dlq_retries_it(tmp_path: Path) 
     assert [r.status for r in summary.tasks] == ["succeeded", "succeeded"]
     assert "stuck" not in run_crewbox(["dlq", "list"], run.env, cwd=tmp_path).stdout
     assert_accounted(run)
+
+
+def test_workers_option_runs_two_tasks_of_one_persona_at_the_same_time(tmp_path: Path) -> None:
+    meet = {"barrier": "both", "parties": 2}
+    run = EmbeddedRun(
+        tmp_path,
+        [spec("one", "marie"), spec("two", "marie")],
+        [
+            {"match": "Task id: one\\n", "text": "one done", **meet},
+            {"match": "Task id: two\\n", "text": "two done", **meet},
+            {"match": "## Results", "text": "answer"},
+        ],
+    )
+    run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2")
+    code, _out, err = run.finish()
+    assert code == 0, err  # the barrier only opens when both calls run at once
+    one, two = run.summary().tasks
+    assert one.worker != two.worker
+    assert max(one.started_at_s, two.started_at_s) < min(one.ended_at_s, two.ended_at_s)
