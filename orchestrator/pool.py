@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from crewbox.errors import CrewboxError
@@ -22,6 +23,10 @@ from orchestrator.service import Orchestrator
 
 TAKEOVER_INTERVAL_S = LEASE_TTL_S / 2
 """How often the pool looks for runs without a live owner (seconds)."""
+
+UNSTARTED_GRACE_S = 60.0
+"""A run whose request is older than this and that has no event yet is taken over (its
+request was accepted by an orchestrator that died before starting it)."""
 
 RECENT_RUNS = 500
 """How many of the newest runs the takeover scan looks at."""
@@ -51,15 +56,24 @@ class RunPool:
         """
         taken = []
         for run_id in self.log.runs()[-RECENT_RUNS:]:
-            if run_id in self.driving or self.log.owner(run_id) is not None:
-                continue
-            if not pending_work(self.log.events(run_id))[0]:
+            if run_id in self.driving or not self._orphaned(run_id):
                 continue
             if not self.slots.acquire(blocking=False):
                 break
             self._start(run_id, lambda rid=run_id: self.orchestrator.resume(rid))  # type: ignore[misc]
             taken.append(run_id)
         return taken
+
+    def _orphaned(self, run_id: str) -> bool:
+        """True for a run with work left and no live owner. A run with no event yet counts
+        only once its request is older than UNSTARTED_GRACE_S: until then its request job
+        is about to start it."""
+        if self.log.owner(run_id) is not None:
+            return False
+        events = self.log.events(run_id)
+        if not events:
+            return time.time() - self.log.request(run_id).created_at_s > UNSTARTED_GRACE_S
+        return pending_work(events)[0]
 
     def serve_takeovers(self, stop: threading.Event) -> None:
         """Call :meth:`take_over` at once, then every TAKEOVER_INTERVAL_S until ``stop``."""

@@ -81,6 +81,7 @@ class ActiveRun:
     cancelling: bool = False
     cancel_deadline_m: float = 0.0
     started_at_s: float = field(default_factory=time.time)
+    owner: str = ""
     orphaned: list[AttemptState] = field(default_factory=list)
 
     def in_flight_before_resume(self) -> list[AttemptState]:

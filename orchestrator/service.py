@@ -15,6 +15,7 @@ superseded (its usage counts, its result is not used).
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from crewbox.models import (
     TaskStatus,
     Usage,
 )
+from crewbox.periodic import Periodic
 from crewbox.personas import Persona
 from crewbox.procs import process_id
 from crewbox.queue.base import Message, TaskQueue
@@ -90,7 +92,6 @@ class Orchestrator:
         self.personas = personas
         self.log = run_log
         self.on_event = on_event
-        self.owner = process_id()
         self.cancel = threading.Event()
         model = settings.default_model()
         self.planner = Planner(
@@ -122,8 +123,8 @@ class Orchestrator:
         store = RunStore(self.settings.results_dir, request.run_id)
         store.create(request)
         self.log.create(request)
-        self._acquire(request.run_id)
-        run = ActiveRun(request=request, store=store)
+        owner = self._acquire(request.run_id)
+        run = ActiveRun(request=request, store=store, owner=owner)
         self.emit(run, "run_started", message=request.text[:200])
         return self._drive(run)
 
@@ -143,26 +144,31 @@ class Orchestrator:
                 f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
                 "shows its failed tasks, `crewbox dlq retry` runs one again)"
             )
-        self._acquire(run_id)
+        owner = self._acquire(run_id)
         self.log.clear_cancel(run_id)
         store = RunStore(self.settings.results_dir, run_id)
         store.create(request)
         run, notes = replay(request, events, store, rerun)
+        run.owner = owner
         kept = ", ".join(sorted(run.kept)) or "none"
         self.emit(run, "run_resumed", message="; ".join([f"kept: {kept}", *notes]))
         for state in run.in_flight_before_resume():
             self._emit_attempt(run, "attempt_lost", state, state.error or "lost")
         return self._drive(run)
 
-    def _acquire(self, run_id: str) -> None:
-        if not self.log.acquire(run_id, self.owner):
-            owner = self.log.owner(run_id)
+    def _acquire(self, run_id: str) -> str:
+        """Take the run's lease under a new owner id (``<host>:<pid>:<nonce>``: two runs
+        driven by one process, or two drives of one run, never share it); returns it."""
+        owner = f"{process_id()}:{secrets.token_hex(4)}"
+        if not self.log.acquire(run_id, owner):
+            holder = self.log.owner(run_id)
             raise UserError(
-                f"run {run_id} is being run by {owner}; `crewbox cancel {run_id}` stops it"
+                f"run {run_id} is being run by {holder}; `crewbox cancel {run_id}` stops it"
             )
+        return owner
 
     def _drive(self, run: ActiveRun) -> RunSummary:
-        with LeaseKeeper(self.log, run.run_id, self.owner) as lease:
+        with LeaseKeeper(self.log, run.run_id, run.owner) as lease:
             try:
                 return self._drive_owned(run, lease)
             except Exception as exc:  # every failure ends the run visibly, then propagates
@@ -540,35 +546,31 @@ class Orchestrator:
 
 
 class LeaseKeeper:
-    """Renews the run's owner lease every LEASE_RENEW_S in a thread while in a ``with``
-    block, and releases it at the end; :meth:`check` raises once the lease was lost."""
+    """Renews the run's owner lease every LEASE_RENEW_S while in a ``with`` block, and
+    releases it at the end; :meth:`check` raises once the lease was lost."""
 
     def __init__(self, log: RunLog, run_id: str, owner: str) -> None:
         self._log = log
         self._run_id = run_id
         self._owner = owner
-        self._done = threading.Event()
         self._lost = False
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="lease")
+        self._renewing = Periodic(LEASE_RENEW_S, self._renew, "lease")
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        self._renewing.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        self._renewing.__exit__()
         with contextlib.suppress(CrewboxError):
             self._log.release(self._run_id, self._owner)
 
-    def _loop(self) -> None:
-        while not self._done.wait(LEASE_RENEW_S):
-            try:
-                self._lost = not self._log.renew(self._run_id, self._owner)
-            except CrewboxError:
-                continue  # the backend is away; the lease lasts LEASE_TTL_S meanwhile
-            if self._lost:
-                return
+    def _renew(self) -> bool:
+        try:
+            self._lost = not self._log.renew(self._run_id, self._owner)
+        except CrewboxError:
+            return False  # the backend is away; the lease lasts LEASE_TTL_S meanwhile
+        return self._lost
 
     def check(self) -> None:
         """Raises RunTakenOverError once another owner took the run."""

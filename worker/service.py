@@ -22,6 +22,7 @@ from crewbox.config import Settings
 from crewbox.errors import CrewboxError, LLMAPIError, UserError
 from crewbox.llm.base import LLMClient
 from crewbox.models import AttemptInfo, Event, LLMCall, Result, Task, Usage
+from crewbox.periodic import Periodic
 from crewbox.personas import Persona
 from crewbox.queue.base import Emit, default_worker_id
 from crewbox.runlog.base import RunLog
@@ -85,7 +86,7 @@ class TaskRunner:
         )
         log.info("run %s task %s: started (attempt %d)", task.run_id, task.task_id, task.attempt)
         stop = threading.Event()
-        with RunWatch(self, task.run_id, stop):
+        with run_watch(self, task.run_id, stop):
             result = self._attempt(task, emit, stop, started)
         log.info(
             "run %s task %s: %s %s", task.run_id, task.task_id, result.status, result.error or ""
@@ -205,35 +206,21 @@ class TaskRunner:
         )
 
 
-class RunWatch:
-    """While in a ``with`` block, sets ``stop`` once the runner says the task should stop
-    (checked every WATCH_INTERVAL_S in a thread)."""
+def run_watch(runner: TaskRunner, run_id: str, stop: threading.Event) -> Periodic:
+    """A ``with`` block during which ``stop`` gets set once the runner says the task of
+    ``run_id`` should stop (checked every WATCH_INTERVAL_S)."""
 
-    def __init__(self, runner: TaskRunner, run_id: str, stop: threading.Event) -> None:
-        self._runner = runner
-        self._run_id = run_id
-        self._stop = stop
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="run-watch")
+    def check() -> bool:
+        try:
+            should_stop = runner.stop_reason(run_id)
+        except CrewboxError as exc:  # Redis away: keep working, look again later
+            log.warning("run %s: cannot check the run's state: %s", run_id, exc)
+            return False
+        if should_stop:
+            stop.set()
+        return should_stop
 
-    def __enter__(self) -> RunWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._done.wait(WATCH_INTERVAL_S):
-            try:
-                should_stop = self._runner.stop_reason(self._run_id)
-            except CrewboxError as exc:  # Redis away: keep working, look again later
-                log.warning("run %s: cannot check the run's state: %s", self._run_id, exc)
-                continue
-            if should_stop:
-                self._stop.set()
-                return
+    return Periodic(WATCH_INTERVAL_S, check, "run-watch")
 
 
 def deliver_text(out_dir: Path, text: str) -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 from pydantic import TypeAdapter
 
 from crewbox.models import Event, Result, Task
+from crewbox.periodic import Periodic
 from crewbox.procs import process_id
 
 Emit = Callable[[Event], None]
@@ -35,27 +36,10 @@ MESSAGE_ADAPTER: TypeAdapter[Result | Event] = TypeAdapter(Result | Event)
 """Reads a Message back from the JSON a backend carried."""
 
 
-class Heartbeat:
-    """Renews an attempt's heartbeat every HEARTBEAT_INTERVAL_S in a thread while in a
-    ``with`` block: ``beat()`` is the backend's write (it must not raise)."""
-
-    def __init__(self, beat: Callable[[], None]) -> None:
-        self._beat = beat
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="heartbeat")
-
-    def __enter__(self) -> Heartbeat:
-        self._beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._done.wait(HEARTBEAT_INTERVAL_S):
-            self._beat()
+def heartbeat(beat: Callable[[], None]) -> Periodic:
+    """A ``with`` block during which ``beat()`` (the backend's write; it must not raise) runs
+    at once and then every HEARTBEAT_INTERVAL_S."""
+    return Periodic(HEARTBEAT_INTERVAL_S, beat, "heartbeat", first_now=True)
 
 
 def crashed_result(

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from crewbox.errors import QueueError
 from crewbox.models import PRIORITY_RANK, Event, Result, Task
 from crewbox.procs import is_dead_local
-from crewbox.queue.base import MESSAGE_ADAPTER, Heartbeat, Message, TaskHandler, crashed_result
+from crewbox.queue.base import MESSAGE_ADAPTER, Message, TaskHandler, crashed_result, heartbeat
 from crewbox.queue.watch import DirWatcher
 
 RUNS_DIR = "_runs"
@@ -139,7 +139,7 @@ class FileQueue:
 
     def _run_claimed(self, claimed: Path, handler: TaskHandler, worker_id: str) -> None:
         task = Task.model_validate_json(claimed.read_bytes())
-        with Heartbeat(lambda: self._beat(task)):
+        with heartbeat(lambda: self._beat(task)):
             try:
                 result = handler(task, self._emitter(task.run_id))
             except Exception as exc:  # the handler must not kill the worker; report instead

@@ -31,11 +31,11 @@ from crewbox.config import Settings
 from crewbox.models import Event, Request, Result, Task
 from crewbox.queue.base import (
     MESSAGE_ADAPTER,
-    Heartbeat,
     Message,
     TaskHandler,
     crashed_result,
     default_worker_id,
+    heartbeat,
 )
 from crewbox.queue.rq_worker import (
     REQUEST_JOB,
@@ -232,7 +232,7 @@ class TaskJob:
         task = parse_payload(Task, raw)
         if task.persona != self.persona:
             raise JobRefusedError(f"refused: a task of {task.persona!r} on {self.persona}'s queue")
-        with Heartbeat(lambda: self._beat(task)):
+        with heartbeat(lambda: self._beat(task)):
             result = self._run(task)
             if result is not None:
                 self.queue.push(task.run_id, result)

@@ -166,5 +166,7 @@ class FileRunLog:
 
 
 def _dead_local_process(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
+    """``owner`` is ``<host>:<pid>:<nonce>`` (see Orchestrator); True when that process of
+    this host is gone."""
+    host, pid, *_ = [*owner.split(":"), "", ""]
     return is_dead_local(host, pid)
