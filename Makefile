@@ -4,7 +4,9 @@ SHELL := /bin/bash
 
 PERSONAS := marie anga fabien
 COMPOSE ?= docker compose
-EXEC := $(COMPOSE) exec -T orchestrator
+# The CLI runs in a one-off container of the `client` service (no TTY: -T, for CI), so a
+# restarted orchestrator never takes the client down with it.
+CLIENT := $(COMPOSE) run --rm --no-deps -T client
 VENV := .venv
 PY := $(VENV)/bin/python
 MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -32,22 +34,22 @@ up: ## Start the cluster (the local model too when a service has no Anthropic ke
 	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
-	$(COMPOSE) --profile llm down --remove-orphans
+	$(COMPOSE) --profile llm --profile client down --remove-orphans
 
 submit: export CREWBOX_REQUEST := $(REQUEST)
 submit: ## Run a request: make submit REQUEST="Plan a spring recital"
 	@if [ -z "$$CREWBOX_REQUEST" ]; then echo 'usage: make submit REQUEST="what you want"' >&2; exit 2; fi
-	$(EXEC) crewbox submit "$$CREWBOX_REQUEST"
+	$(CLIENT) crewbox submit "$$CREWBOX_REQUEST"
 
 workflow-%: ## Run a ready-made plan from workflows/ (see the list below)
 	@test -f workflows/$*.yaml || { echo "no workflow workflows/$*.yaml; make help lists them" >&2; exit 2; }
-	$(EXEC) crewbox submit --plan workflows/$*.yaml
+	$(CLIENT) crewbox submit --plan workflows/$*.yaml
 
 status: ## Tasks of a run: make status [RUN=<run_id>] (default: the latest)
-	$(EXEC) crewbox status $(RUN)
+	$(CLIENT) crewbox status $(RUN)
 
 workers: ## Each persona's workers: alive, busy with which task, since when
-	$(EXEC) crewbox workers
+	$(CLIENT) crewbox workers
 
 logs: ## Follow every service's log
 	$(COMPOSE) logs -f --tail=100
@@ -56,7 +58,7 @@ logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLL
 	$(COMPOSE) logs --no-color $(if $(FOLLOW),-f,) $*
 
 ps: ## Containers of the cluster
-	$(COMPOSE) --profile llm ps
+	$(COMPOSE) --profile llm --profile client ps
 
 scale: ## Run N workers of a persona: make scale PERSONA=anga N=3
 	@if [ -z "$(PERSONA)" ] || [ -z "$(N)" ]; then echo 'usage: make scale PERSONA=anga N=3' >&2; exit 2; fi
@@ -90,5 +92,5 @@ bench: venv ## Benchmarks (print figures)
 	$(PY) bench/queue_latency.py
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
-	-$(COMPOSE) --profile llm down --remove-orphans --volumes
+	-$(COMPOSE) --profile llm --profile client down --remove-orphans --volumes
 	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true

@@ -1,0 +1,168 @@
+"""Healthcheck of a cluster container (the orchestrator, a persona worker): ``python -m
+crewbox.health``, the ``healthcheck`` of those services in docker-compose.yml.
+
+Healthy (exit status 0, nothing printed) when this container's RQ worker is registered in
+Redis and heartbeating: among the workers Redis knows (``rq:worker:<name>`` hashes), one has
+``hostname`` equal to this container's hostname (its container id, so each scaled container
+answers for its own worker), a ``pid`` that is still the process that registered it (read in
+``/proc``: Linux), and a ``last_heartbeat`` younger than the bound of its state (see
+HEARTBEAT_MAX_AGE_S). Otherwise it prints one line saying why on stderr (docker keeps it in
+the container's health log) and exits with 1.
+
+The bound follows RQ's own heartbeat: an idle RQ 3 worker heartbeats each time its blocking
+dequeue times out, every ``worker_ttl - 15`` s (405 s), and a SimpleWorker (one per container
+here) does not heartbeat at all while it runs a job; RQ lets a worker's key expire when the
+heartbeat it promised does not come. A bound tighter than RQ's (say 60 s) would turn every
+idle or busy worker unhealthy. A worker whose process is gone is caught by its ``pid`` at
+once, even while its registration and heartbeat are still in Redis.
+
+Redis is reached as crewbox itself does (``CREWBOX_REDIS_URL``, ``CREWBOX_REDIS_PASSWORD_FILE``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from rq import Worker
+from rq.defaults import DEFAULT_WORKER_TTL
+from rq.job import Job
+from rq.worker.base import BaseWorker
+
+from crewbox.config import Settings
+from crewbox.queue.rq import connect
+
+HEARTBEAT_MAX_AGE_S = DEFAULT_WORKER_TTL + 60
+"""Oldest ``last_heartbeat`` of a healthy idle worker, in seconds (480 with RQ 3's default
+``worker_ttl`` of 420 s): the TTL RQ gives the worker's key at each idle heartbeat."""
+PROCESS_START_SLACK_S = 2.0
+"""How much later than a worker's registration (``birth``) its process may seem to have
+started, in seconds (``/proc``'s boot time is whole seconds); later, it is another process."""
+BUSY_MARGIN_S = 60
+"""Added to the running job's timeout for a busy worker's bound, in seconds: RQ's SimpleWorker
+heartbeats when it starts a job, promising the next one within the job's timeout + 60 s."""
+
+
+class Unhealthy(Exception):
+    """Why this container is not healthy, as the one line the check prints."""
+
+
+def heartbeat_bound_s(worker: BaseWorker) -> float:
+    """The oldest ``last_heartbeat`` (seconds) that ``worker`` may have and still be healthy.
+
+    HEARTBEAT_MAX_AGE_S when idle; when busy, its current job's timeout plus BUSY_MARGIN_S
+    (HEARTBEAT_MAX_AGE_S when the job has no timeout or is gone).
+
+    Raises:
+        redis.exceptions.RedisError: Redis cannot be read.
+    """
+    job_id = worker.get_current_job_id()
+    if not job_id:
+        return HEARTBEAT_MAX_AGE_S
+    timeout = worker.connection.hget(Job.key_for(job_id), "timeout")
+    if timeout is None:  # the job expired, or has no timeout
+        return HEARTBEAT_MAX_AGE_S
+    try:
+        return max(HEARTBEAT_MAX_AGE_S, float(timeout) + BUSY_MARGIN_S)
+    except ValueError:
+        return HEARTBEAT_MAX_AGE_S
+
+
+def process_started_s(pid: int) -> float | None:
+    """When process ``pid`` of this PID namespace started, in seconds since the epoch, from
+    ``/proc`` (Linux); None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/stat").read_text()
+    except OSError:  # gone (or no /proc: not a Linux container)
+        return None
+    # Field 22 of /proc/<pid>/stat is the start time in clock ticks after boot; fields are
+    # counted after the command name, which is in parentheses and may hold spaces.
+    start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    boot_s = next(int(line.split()[1]) for line in boot.splitlines() if line.startswith("btime "))
+    return boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_gone(worker: BaseWorker) -> str | None:
+    """Why ``worker``'s process is not running here any more, or None when it is.
+
+    Besides a ``pid`` with no process, a ``pid`` whose process started after the worker
+    registered is a new process: a container restarted after its worker was killed (SIGKILL,
+    the OOM killer) runs its new worker under the same pid, while the dead one's registration
+    is still in Redis, heartbeat and all, until it expires.
+    """
+    pid = worker.pid or 0
+    started = process_started_s(pid) if pid > 0 else None
+    if started is None:
+        return f"its process {worker.pid} is gone"
+    birth = worker.birth_date
+    if birth is not None and started > _utc(birth).timestamp() + PROCESS_START_SLACK_S:
+        return (
+            f"its process {worker.pid} is gone (pid {worker.pid} is now a process started "
+            f"{started - _utc(birth).timestamp():.0f}s after that worker registered)"
+        )
+    return None
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` with UTC as its zone when it has none (RQ's datetimes are UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def check(connection: redis.Redis, hostname: str, now: datetime) -> str:
+    """The name of a worker registered from ``hostname`` whose process is alive here and
+    whose last heartbeat is within its bound at ``now`` (an aware UTC datetime).
+
+    Raises:
+        Unhealthy: no such worker; the message says what was found instead.
+        redis.exceptions.RedisError: Redis cannot be read (refused, unreachable, bad password).
+    """
+    mine = [w for w in Worker.all(connection=connection) if w.hostname == hostname]
+    if not mine:
+        raise Unhealthy(f"no RQ worker of this container (hostname {hostname}) in Redis")
+    reasons = []
+    for worker in mine:
+        gone = process_gone(worker)
+        if gone:
+            reasons.append(f"{worker.name}: {gone}")
+            continue
+        if worker.last_heartbeat is None:
+            reasons.append(f"{worker.name}: no heartbeat recorded")
+            continue
+        age_s = (now - _utc(worker.last_heartbeat)).total_seconds()
+        bound_s = heartbeat_bound_s(worker)
+        if age_s < bound_s:
+            return worker.name
+        reasons.append(f"{worker.name}: last heartbeat {age_s:.0f}s ago (bound {bound_s:.0f}s)")
+    raise Unhealthy("; ".join(reasons))
+
+
+def main() -> None:
+    """Check this container's worker; exit 0 when healthy, else print why and exit 1.
+
+    Raises:
+        SystemExit: always; status 0 (healthy) or 1 (unhealthy, Redis unreachable or refusing
+            the password, or the settings invalid).
+    """
+    try:
+        connection = connect(Settings())
+        check(connection, socket.gethostname(), datetime.now(UTC))
+    except Unhealthy as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except redis.exceptions.RedisError as exc:
+        print(f"unhealthy: cannot read the workers from Redis: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ValueError as exc:  # pydantic's ValidationError: a bad CREWBOX_* value
+        first = str(exc).splitlines()[:2]
+        print(f"unhealthy: invalid setting: {' '.join(first)}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
