@@ -5,16 +5,11 @@ Healthy (exit status 0, nothing printed) when this container's RQ worker is regi
 Redis and heartbeating: among the workers Redis knows (``rq:worker:<name>`` hashes), one has
 ``hostname`` equal to this container's hostname (its container id, so each scaled container
 answers for its own worker), a ``pid`` that is still the process that registered it (read in
-``/proc``: Linux), and a ``last_heartbeat`` younger than the bound of its state (see
-HEARTBEAT_MAX_AGE_S). Otherwise it prints one line saying why on stderr (docker keeps it in
+``/proc``: Linux), and a ``last_heartbeat`` younger than HEARTBEAT_MAX_AGE_S. Otherwise it prints one line saying why on stderr (docker keeps it in
 the container's health log) and exits with 1.
 
-The bound follows RQ's own heartbeat: an idle RQ 3 worker heartbeats each time its blocking
-dequeue times out, every ``worker_ttl - 15`` s (405 s), and a SimpleWorker (one per container
-here) does not heartbeat at all while it runs a job; RQ lets a worker's key expire when the
-heartbeat it promised does not come. A bound tighter than RQ's (say 60 s) would turn every
-idle or busy worker unhealthy. A worker whose process is gone is caught by its ``pid`` at
-once, even while its registration and heartbeat are still in Redis.
+A worker whose process is gone is caught by its ``pid`` at once, even while its
+registration and heartbeat are still in Redis.
 
 Redis is reached as crewbox itself does (``CREWBOX_REDIS_URL``, ``CREWBOX_REDIS_PASSWORD_FILE``).
 """
@@ -29,47 +24,24 @@ from pathlib import Path
 
 import redis
 from rq import Worker
-from rq.defaults import DEFAULT_WORKER_TTL
-from rq.job import Job
 from rq.worker.base import BaseWorker
 
 from crewbox.config import Settings
-from crewbox.queue.rq import connect
+from crewbox.queue.rq_worker import WORKER_TTL_S
+from crewbox.redis_client import connect
 
-HEARTBEAT_MAX_AGE_S = DEFAULT_WORKER_TTL + 60
-"""Oldest ``last_heartbeat`` of a healthy idle worker, in seconds (480 with RQ 3's default
-``worker_ttl`` of 420 s): the TTL RQ gives the worker's key at each idle heartbeat."""
+HEARTBEAT_MAX_AGE_S = WORKER_TTL_S + 60
+"""Oldest ``last_heartbeat`` of a healthy worker, in seconds (80): a crewbox worker
+heartbeats every ``WORKER_TTL_S - 15`` s while idle (RQ's dequeue timeout) and every
+second while it runs a task (crewbox.queue.rq.TaskJob); RQ lets the key of a worker that
+missed its heartbeat expire after ``WORKER_TTL_S + 60`` s."""
 PROCESS_START_SLACK_S = 2.0
 """How much later than a worker's registration (``birth``) its process may seem to have
 started, in seconds (``/proc``'s boot time is whole seconds); later, it is another process."""
-BUSY_MARGIN_S = 60
-"""Added to the running job's timeout for a busy worker's bound, in seconds: RQ's SimpleWorker
-heartbeats when it starts a job, promising the next one within the job's timeout + 60 s."""
 
 
 class Unhealthy(Exception):
     """Why this container is not healthy, as the one line the check prints."""
-
-
-def heartbeat_bound_s(worker: BaseWorker) -> float:
-    """The oldest ``last_heartbeat`` (seconds) that ``worker`` may have and still be healthy.
-
-    HEARTBEAT_MAX_AGE_S when idle; when busy, its current job's timeout plus BUSY_MARGIN_S
-    (HEARTBEAT_MAX_AGE_S when the job has no timeout or is gone).
-
-    Raises:
-        redis.exceptions.RedisError: Redis cannot be read.
-    """
-    job_id = worker.get_current_job_id()
-    if not job_id:
-        return HEARTBEAT_MAX_AGE_S
-    timeout = worker.connection.hget(Job.key_for(job_id), "timeout")
-    if timeout is None:  # the job expired, or has no timeout
-        return HEARTBEAT_MAX_AGE_S
-    try:
-        return max(HEARTBEAT_MAX_AGE_S, float(timeout) + BUSY_MARGIN_S)
-    except ValueError:
-        return HEARTBEAT_MAX_AGE_S
 
 
 def process_started_s(pid: int) -> float | None:
@@ -134,7 +106,7 @@ def check(connection: redis.Redis, hostname: str, now: datetime) -> str:
             reasons.append(f"{worker.name}: no heartbeat recorded")
             continue
         age_s = (now - _utc(worker.last_heartbeat)).total_seconds()
-        bound_s = heartbeat_bound_s(worker)
+        bound_s = HEARTBEAT_MAX_AGE_S
         if age_s < bound_s:
             return worker.name
         reasons.append(f"{worker.name}: last heartbeat {age_s:.0f}s ago (bound {bound_s:.0f}s)")
