@@ -18,7 +18,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: help up down submit status logs ps scale model secrets test lint bench clean workers venv
+.PHONY: help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -50,6 +50,16 @@ status: ## Tasks of a run: make status [RUN=<run_id>] (default: the latest)
 
 workers: ## Each persona's workers: alive, busy with which task, since when
 	$(CLIENT) crewbox workers
+
+follow: ## Re-attach to a run and print its answer: make follow [RUN=<run_id>]
+	$(CLIENT) crewbox follow $(RUN)
+
+cancel: ## Cancel a run cleanly: make cancel RUN=<run_id>
+	@if [ -z "$(RUN)" ]; then echo 'usage: make cancel RUN=<run_id>' >&2; exit 2; fi
+	$(CLIENT) crewbox cancel $(RUN)
+
+dlq: ## Tasks that failed after all retries (crewbox dlq retry/drop RUN TASK to act on one)
+	$(CLIENT) crewbox dlq list $(RUN)
 
 logs: ## Follow every service's log
 	$(COMPOSE) logs -f --tail=100
@@ -87,6 +97,9 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+chaos: venv ## Chaos scenarios on a cluster of its own (kills, Redis restart), as a table
+	$(PY) -m tests.e2e.chaos
 
 bench: venv ## Benchmarks (print figures)
 	$(PY) bench/queue_latency.py
