@@ -490,32 +490,33 @@ def follow(run_id: str | None, fmt: str) -> None:
     follow_and_print(cfg, log, run_id or latest_run_id(cfg, log), fmt)
 
 
-def follow_and_print(cfg: Settings, log: RunLog, run_id: str, fmt: str) -> None:
-    """Follow ``run_id`` until it ends, then print its outcome."""
-    follow_run(log, run_id, ProgressPrinter(err))
+def follow_and_print(cfg: Settings, log: RunLog, run_id: str, fmt: str, skip: int = 0) -> None:
+    """Follow ``run_id`` until it ends (its first ``skip`` events passed over), then print
+    its outcome."""
+    follow_run(log, run_id, ProgressPrinter(err), skip)
     summary = log.summary(run_id)
     if summary is None:
         raise CrewboxError(f"run {run_id} ended without a summary")
     print_outcome(summary, fmt, log.final(run_id) or "", cfg.results_dir / run_id)
 
 
-def follow_run(log: RunLog, run_id: str, on_event: Callable[[Event], None]) -> None:
-    """Pass the run's events to ``on_event`` until it finishes.
+def follow_run(log: RunLog, run_id: str, on_event: Callable[[Event], None], skip: int = 0) -> None:
+    """Pass the run's events (but the first ``skip``) to ``on_event`` until it finishes.
 
     Raises:
         CrewboxError: the run failed (its message, e.g. the PlanError, as the error line), or
             stopped with nobody to go on with it (embedded).
     """
+    seen = 0
     for event in log.follow(run_id):
         if event is None:
-            if (
-                isinstance(log, FileRunLog)
-                and not log.owner(run_id)
-                and log.summary(run_id) is None
-            ):
+            if stopped(log, run_id):
                 raise CrewboxError(
                     f"run {run_id} is not running; `crewbox resume {run_id}` goes on with it"
                 )
+            continue
+        seen += 1
+        if seen <= skip:
             continue
         on_event(event)
         if event.kind == "run_finished":
@@ -573,24 +574,13 @@ def dlq_retry(run_id: str, task_id: str, fmt: str) -> None:
     """Run a failed task again, then the tasks skipped because of it; write a new answer."""
     cfg = settings()
     log = make_run_log(cfg)
-    letter_of(log, run_id, task_id)
-    request = log.request(run_id)
-    spec = (
-        next(t for t in (request.plan.tasks if request.plan else []) if t.id == task_id)
-        if request.plan
-        else None
-    )
-    event = Event(
-        kind="dlq_retried",
-        run_id=run_id,
-        task_id=task_id,
-        persona=spec.persona if spec else None,
-        message="retry requested",
-    )
-    log.append(event)
+    letter = letter_of(log, run_id, task_id)
+    before = len(log.events(run_id))
+    retried = Event(kind="dlq_retried", run_id=run_id, task_id=task_id, persona=letter.persona)
+    log.append(retried)
     if cfg.queue == "rq":
         err.print(f"retry of {task_id} requested; an orchestrator takes it up")
-        follow_and_print(cfg, log, run_id, fmt)
+        follow_and_print(cfg, log, run_id, fmt, skip=before)
         return
     personas = load_personas(cfg.prompts_dir)
     drive_embedded(cfg, personas, set(personas), run_id, 1, lambda o: o.resume(run_id), fmt)

@@ -5,8 +5,9 @@ Healthy (exit status 0, nothing printed) when this container's RQ worker is regi
 Redis and heartbeating: among the workers Redis knows (``rq:worker:<name>`` hashes), one has
 ``hostname`` equal to this container's hostname (its container id, so each scaled container
 answers for its own worker), a ``pid`` that is still the process that registered it (read in
-``/proc``: Linux), and a ``last_heartbeat`` younger than HEARTBEAT_MAX_AGE_S. Otherwise it prints one line saying why on stderr (docker keeps it in
-the container's health log) and exits with 1.
+``/proc``: Linux), and a ``last_heartbeat`` younger than HEARTBEAT_MAX_AGE_S. Otherwise it
+prints one line saying why on stderr (docker keeps it in the container's health log) and
+exits with 1.
 
 A worker whose process is gone is caught by its ``pid`` at once, even while its
 registration and heartbeat are still in Redis.
