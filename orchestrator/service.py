@@ -244,13 +244,13 @@ class Orchestrator:
             allow_bash=run.request.allow_bash,
             attempt=run.next_attempt(spec.id),
         )
-        state = run.add_attempt(task)
-        self.queue.enqueue(task)
+        run.add_attempt(task)
         info = AttemptInfo(attempt=task.attempt, priority=spec.priority)
+        # logged first: an attempt a crash left unqueued is lost on replay and sent again
         self.emit(
             run, "task_dispatched", info, task_id=spec.id, persona=spec.persona, message=spec.title
         )
-        del state
+        self.queue.enqueue(task)
 
     def _dependency_outputs(self, run: ActiveRun, spec: TaskSpec) -> list[DependencyOutput]:
         outputs = []
