@@ -39,27 +39,27 @@ down: ## Stop the cluster and remove its containers (keeps results/ and Redis da
 submit: export CREWBOX_REQUEST := $(REQUEST)
 submit: ## Run a request: make submit REQUEST="Plan a spring recital"
 	@if [ -z "$$CREWBOX_REQUEST" ]; then echo 'usage: make submit REQUEST="what you want"' >&2; exit 2; fi
-	$(CLIENT) crewbox submit "$$CREWBOX_REQUEST"
+	@$(CLIENT) crewbox submit "$$CREWBOX_REQUEST"
 
 workflow-%: ## Run a ready-made plan from workflows/ (see the list below)
 	@test -f workflows/$*.yaml || { echo "no workflow workflows/$*.yaml; make help lists them" >&2; exit 2; }
-	$(CLIENT) crewbox submit --plan workflows/$*.yaml
+	@$(CLIENT) crewbox submit --plan workflows/$*.yaml
 
 status: ## Tasks of a run: make status [RUN=<run_id>] (default: the latest)
-	$(CLIENT) crewbox status $(RUN)
+	@$(CLIENT) crewbox status $(RUN)
 
 workers: ## Each persona's workers: alive, busy with which task, since when
-	$(CLIENT) crewbox workers
+	@$(CLIENT) crewbox workers
 
 follow: ## Re-attach to a run and print its answer: make follow [RUN=<run_id>]
-	$(CLIENT) crewbox follow $(RUN)
+	@$(CLIENT) crewbox follow $(RUN)
 
 cancel: ## Cancel a run cleanly: make cancel RUN=<run_id>
 	@if [ -z "$(RUN)" ]; then echo 'usage: make cancel RUN=<run_id>' >&2; exit 2; fi
-	$(CLIENT) crewbox cancel $(RUN)
+	@$(CLIENT) crewbox cancel $(RUN)
 
 dlq: ## Tasks that failed after all retries (crewbox dlq retry/drop RUN TASK to act on one)
-	$(CLIENT) crewbox dlq list $(RUN)
+	@$(CLIENT) crewbox dlq list $(RUN)
 
 logs: ## Follow every service's log
 	$(COMPOSE) logs -f --tail=100

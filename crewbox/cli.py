@@ -638,12 +638,9 @@ def orchestrator_service() -> None:
         )
 
     run_log = cluster_run_log(cfg, service=True)
-    pool = RunPool(
-        orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue, run_log),
-        run_log,
-        cfg.max_runs,
-    )
-    stop = stop_on_signals()
+    orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue, run_log)
+    pool = RunPool(orch, run_log, cfg.max_runs)
+    stop = orch.shutdown = stop_on_signals()
     threading.Thread(target=pool.serve_takeovers, args=(stop,), daemon=True).start()
     log.info(
         "orchestrator %s serving requests (%d runs at once)", default_worker_id(), cfg.max_runs

@@ -69,11 +69,18 @@ class RunTakenOverError(CrewboxError):
     """Another orchestrator holds the run's lease: this one stops driving it."""
 
 
+class RunHandedOverError(RunTakenOverError):
+    """This orchestrator is shutting down: it gives the run's lease up for another."""
+
+
 class Orchestrator:
     """Runs requests: ``run(request)`` and ``resume(run_id)`` return the RunSummary.
 
     ``on_event`` sees every event after it is in the run log. ``cancel`` (a threading
-    Event) cancels every run this orchestrator drives, as ``crewbox cancel`` does for one.
+    Event) cancels every run this orchestrator drives, as ``crewbox cancel`` does for one;
+    ``shutdown`` makes it stop driving its runs and release their leases at once, so
+    another orchestrator (or this one restarted) takes them over without waiting for the
+    leases to expire.
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class Orchestrator:
         self.log = run_log
         self.on_event = on_event
         self.cancel = threading.Event()
+        self.shutdown = threading.Event()
         model = settings.default_model()
         self.planner = Planner(
             llm,
@@ -214,6 +222,8 @@ class Orchestrator:
             if run.graph.finished:
                 return
             lease.check()
+            if self.shutdown.is_set():
+                raise RunHandedOverError(f"run {run.run_id}: handed over (shutting down)")
             for message in self.queue.receive(run.run_id, RECEIVE_WAIT_S):
                 self._on_message(run, message)
             self._check_heartbeats(run)

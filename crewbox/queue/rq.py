@@ -154,7 +154,7 @@ class RQQueue:
     ) -> None:
         """Run an RQ worker on ``persona``'s queue that calls ``handler`` for each task."""
         task_job = TaskJob(self, persona, handler, worker_id)
-        worker = self._worker(persona, {TASK_JOB: task_job})
+        worker = self._worker(persona, {TASK_JOB: task_job}, stop)
         task_job.worker = worker
         self._work(worker, burst, stop)
 
@@ -172,15 +172,19 @@ class RQQueue:
             handler(request)
             return request.run_id
 
-        self._work(self._worker(REQUESTS_QUEUE, {REQUEST_JOB: request_job}), burst, stop)
+        worker = self._worker(REQUESTS_QUEUE, {REQUEST_JOB: request_job}, stop)
+        self._work(worker, burst, stop)
 
-    def _worker(self, queue: str, functions: dict[str, JobFunction]) -> CrewboxWorker:
+    def _worker(
+        self, queue: str, functions: dict[str, JobFunction], stop: threading.Event | None
+    ) -> CrewboxWorker:
         return CrewboxWorker(
             [self._queue(queue)],
             connection=self.redis,
             name=worker_name(queue),
             serializer=JSONSerializer,
             job_functions=functions,
+            stop=stop,
         )
 
     def _work(self, worker: CrewboxWorker, burst: bool, stop: threading.Event | None) -> None:

@@ -52,22 +52,35 @@ class JobRefusedError(Exception):
 class CrewboxWorker(SimpleWorker):
     """An RQ SimpleWorker (no fork) that runs only the job functions it carries.
 
-    It also runs in a thread (tests): no signal handlers there, and a timer instead of
-    SIGALRM for job timeouts.
+    SIGTERM/SIGINT: RQ's warm shutdown (stop after the current job; at once when idle),
+    and ``stop`` is set first, so the rest of the service hears of it too (the orchestrator
+    hands its runs over). In a thread (tests) it installs no signal handlers, and a timer
+    replaces SIGALRM for job timeouts.
     """
 
     def __init__(
-        self, *args: Any, job_functions: dict[str, JobFunction] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        job_functions: dict[str, JobFunction] | None = None,
+        stop: threading.Event | None = None,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         super().__init__(*args, **kwargs)
         self.job_functions = job_functions or {}
+        self.stop = stop
         if threading.current_thread() is not threading.main_thread():
             self.death_penalty_class = TimerDeathPenalty
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """Set ``stop``, then RQ's warm shutdown (raises StopRequested when idle)."""
+        if self.stop is not None:
+            self.stop.set()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """RQ's perform_job, with :meth:`run_job` instead of ``job.perform()``."""

@@ -177,3 +177,20 @@ def test_requests_submitted_together_run_at_the_same_time(services: Any) -> None
     assert all(x.status == "succeeded" for x in summaries), summaries
     assert max(x.started_at_s for x in summaries) < min(x.ended_at_s for x in summaries)
     assert_accounted(s, summaries)
+
+
+def test_a_stopped_orchestrator_hands_its_runs_over_at_once(services: Any) -> None:
+    s: Services = services(steps_for(["h1", "h2"], delay_s=2))
+    first = s.start("orchestrator")
+    s.start("worker", "--persona", "marie")
+    run_id = s.submit([spec("h1", "marie"), spec("h2", "marie", ["h1"])])
+    s.wait_for(run_id, started("h1"))
+    first.send_signal(signal.SIGTERM)  # what `docker compose stop/restart` sends
+    assert first.wait(timeout=10) == 0
+    assert s.log.owner(run_id) is None  # released, not left to expire
+    s.start("orchestrator")
+    summary = s.summary(run_id)
+    assert summary.status == "succeeded"
+    kinds = [e.kind for e in s.log.events(run_id)]
+    assert "run_failed" not in kinds and kinds.count("run_resumed") == 1
+    assert_accounted(s, [summary])
