@@ -419,23 +419,24 @@ def task_states(events: list[Event]) -> dict[str, dict[str, Any]]:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def results(run_id: str, fmt: str) -> None:
     """List a run's artifacts (path, bytes, sha256) and where its answer is."""
-    store = RunStore.open(settings().results_dir, run_id)
-    summary = store.summary()
+    cfg = settings()
+    summary = make_run_log(cfg).summary(run_id) or FileRunLog(cfg.results_dir).summary(run_id)
     if summary is None:
         raise UserError(
-            f"run {run_id} has not finished; `crewbox status {run_id}` shows its progress"
+            f"run {run_id} has not finished (or is unknown); `crewbox status {run_id}` shows it"
         )
     if fmt == "json":
         click.echo(summary.model_dump_json(indent=2))
         return
+    folder = display_path(cfg.results_dir / run_id)
     table = Table("artifact", "bytes", "sha256")
     for r in summary.tasks:
         for a in r.artifacts:
             table.add_row(
-                f"{store.folder}/{r.persona}/{r.task_id}/{a.path}", f"{a.bytes:,}", a.sha256[:16]
+                f"{folder}/{r.persona}/{r.task_id}/{a.path}", f"{a.bytes:,}", a.sha256[:16]
             )
     out.print(table)
-    out.print(f"answer: {summary.final_path}  ({summary.status})")
+    out.print(f"answer: {folder}/final.md  ({summary.status})")
 
 
 # -- the cluster -------------------------------------------------------------------------
