@@ -194,3 +194,19 @@ def test_a_stopped_orchestrator_hands_its_runs_over_at_once(services: Any) -> No
     kinds = [e.kind for e in s.log.events(run_id)]
     assert "run_failed" not in kinds and kinds.count("run_resumed") == 1
     assert_accounted(s, [summary])
+
+
+def test_two_orchestrators_drive_each_run_exactly_once(services: Any) -> None:
+    s: Services = services(steps_for([f"p{i}" for i in range(4)], delay_s=0.5, spare=0))
+    s.start("orchestrator")
+    s.start("orchestrator")
+    for persona in ("marie", "anga"):
+        s.start("worker", "--persona", persona)
+    runs = [s.submit([spec(f"p{i}", ("marie", "anga")[i % 2])], name=f"two{i}") for i in range(4)]
+    summaries = [s.summary(r) for r in runs]
+    assert all(x.status == "succeeded" for x in summaries)
+    for run_id in runs:
+        kinds = [e.kind for e in s.log.events(run_id)]
+        assert kinds.count("run_started") == 1 and "run_resumed" not in kinds
+        assert kinds.count("task_dispatched") == 1 and kinds.count("run_finished") == 1
+    assert_accounted(s, summaries)
