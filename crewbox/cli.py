@@ -6,6 +6,7 @@ a non-zero exit (2 for bad input); nothing prints a bare traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -24,11 +25,13 @@ from rich.table import Table
 
 from crewbox.config import Settings
 from crewbox.dlq import dead_letters
+from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
 from crewbox.models import ContextFile, Event, Request, RunSummary
 from crewbox.personas import Persona, load_personas, load_role_prompt
+from crewbox.privileges import drop_privileges
 from crewbox.procs import is_dead_local
 from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
@@ -626,7 +629,7 @@ def orchestrator_service() -> None:
     """Serve the requests queue and take over orphaned runs (the cluster's orchestrator)."""
     from orchestrator.pool import RunPool
 
-    cfg = settings()
+    cfg = settings().with_secrets_loaded()
     setup_logging()
     rq_queue(cfg)  # the one-line error outside the cluster
     queue = RQQueue.from_settings(cfg, service=True)
@@ -647,6 +650,23 @@ def orchestrator_service() -> None:
         "orchestrator %s serving requests (%d runs at once)", default_worker_id(), cfg.max_runs
     )
     queue.serve_requests(pool.accept, stop=stop)
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=LISTEN_PORT, show_default=True, help="Port to listen on.")
+def egress(host: str, port: int) -> None:
+    """The cluster's egress proxy: CONNECT tunnels to the Anthropic API only."""
+    import asyncio
+
+    from crewbox.egress import EgressProxy, allowed_destinations
+
+    setup_logging()
+    allowed = allowed_destinations(
+        os.environ.get("ANTHROPIC_BASE_URL"), os.environ.get("CREWBOX_EGRESS_ALLOW")
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(EgressProxy(allowed).serve(host, port))
 
 
 @cli.command()
@@ -680,9 +700,13 @@ def logs(persona: str, follow: bool, tail: str) -> None:
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option("--parent-pid", type=int, help="Exit (stopping the task in hand) once it is gone.")
 def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
-    """Serve one persona's queue (what `crewbox run` and the cluster start per persona)."""
-    cfg = settings()
+    """Serve one persona's queue (what `crewbox run` and the cluster start per persona).
+
+    The worker reads its secrets first, then drops to CREWBOX_RUN_AS (crewbox.privileges),
+    so the tools it runs cannot read them."""
     setup_logging()
+    cfg = settings().with_secrets_loaded()
+    drop_privileges(cfg.run_as)
     runner = TaskRunner(
         cfg,
         check_persona(load_personas(cfg.prompts_dir), persona),

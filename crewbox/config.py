@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     queue: Literal["files", "rq"] = "files"
     redis_url: str = "redis://localhost:6379/0"
+    redis_username: str | None = None
+    """The Redis ACL user of this service (cluster: its own; None: ``default``)."""
+    redis_password: SecretStr | None = None
     redis_password_file: Path | None = None
 
     max_turns: int = Field(default=20, ge=1, le=200)
@@ -70,6 +73,9 @@ class Settings(BaseSettings):
     synthesis_budget_tokens: int = Field(default=6000, ge=500)
     max_artifact_bytes: int = Field(default=10 * MiB, ge=1)
     allow_bash: bool = False
+    run_as: str | None = None
+    """Cluster workers: ``uid:gid`` to become after reading the secrets as root (see
+    crewbox.privileges); None: stay as started."""
     workspace_mount: Path | None = None
     """Where the persona's workspace is in a container (``/workspace``); None: workspaces_dir."""
     work_dir: Path | None = None
@@ -77,12 +83,25 @@ class Settings(BaseSettings):
 
     def anthropic_key(self) -> str | None:
         """The Anthropic key: ``anthropic_api_key``, else the first line of the key file."""
-        if self.anthropic_api_key and self.anthropic_api_key.get_secret_value().strip():
-            return self.anthropic_api_key.get_secret_value().strip()
-        path = self.anthropic_api_key_file
-        if path and path.is_file():
-            return path.read_text().strip() or None
-        return None
+        return _secret(self.anthropic_api_key, self.anthropic_api_key_file)
+
+    def redis_secret(self) -> str | None:
+        """The Redis password: ``redis_password``, else the first line of its file."""
+        return _secret(self.redis_password, self.redis_password_file)
+
+    def with_secrets_loaded(self) -> Settings:
+        """A copy holding the key and the Redis password in memory, their file paths
+        cleared: a service reads its secret files once, at start, before it drops the
+        privileges that let it read them (see crewbox.privileges)."""
+        key, password = self.anthropic_key(), self.redis_secret()
+        return self.model_copy(
+            update={
+                "anthropic_api_key": SecretStr(key) if key else None,
+                "anthropic_api_key_file": None,
+                "redis_password": SecretStr(password) if password else None,
+                "redis_password_file": None,
+            }
+        )
 
     def default_model(self) -> str:
         """The model id for ``model: inherit``: ``llm_model`` on openai, else ``model``."""
@@ -103,3 +122,13 @@ class Settings(BaseSettings):
         if self.provider != "auto":
             return self.provider
         return "anthropic" if self.anthropic_key() else "openai"
+
+
+def _secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """``value`` when it is not blank, else the first line of ``path`` (None when neither)."""
+    if value is not None and value.get_secret_value().strip():
+        return value.get_secret_value().strip()
+    if path is not None and path.is_file():
+        lines = path.read_text().strip().splitlines()
+        return lines[0].strip() if lines else None
+    return None

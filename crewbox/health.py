@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-from rq import Worker
+from rq import Queue, Worker
 from rq.worker.base import BaseWorker
 
 from crewbox.config import Settings
+from crewbox.queue.rq import REQUESTS_QUEUE
 from crewbox.queue.rq_worker import WORKER_TTL_S
 from crewbox.redis_client import connect
 
@@ -86,15 +87,30 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def check(connection: redis.Redis, hostname: str, now: datetime) -> str:
-    """The name of a worker registered from ``hostname`` whose process is alive here and
-    whose last heartbeat is within its bound at ``now`` (an aware UTC datetime).
+def own_queue(settings: Settings) -> str | None:
+    """The RQ queue this container's worker serves, from its Redis user: ``requests`` for
+    ``orchestrator``, the persona's own for a persona; None without a user (every queue).
+    A persona's ACL user may read only its own queue's worker set (crewbox.acl)."""
+    user = settings.redis_username
+    if not user:
+        return None
+    return REQUESTS_QUEUE if user == "orchestrator" else user
+
+
+def check(connection: redis.Redis, hostname: str, now: datetime, queue: str | None = None) -> str:
+    """The name of a worker registered from ``hostname`` (among ``queue``'s workers, or
+    all) whose process is alive here and whose last heartbeat is within its bound at
+    ``now`` (an aware UTC datetime).
 
     Raises:
         Unhealthy: no such worker; the message says what was found instead.
         redis.exceptions.RedisError: Redis cannot be read (refused, unreachable, bad password).
     """
-    mine = [w for w in Worker.all(connection=connection) if w.hostname == hostname]
+    if queue:
+        found = Worker.all(queue=Queue(queue, connection=connection))
+    else:
+        found = Worker.all(connection=connection)
+    mine = [w for w in found if w.hostname == hostname]
     if not mine:
         raise Unhealthy(f"no RQ worker of this container (hostname {hostname}) in Redis")
     reasons = []
@@ -122,8 +138,9 @@ def main() -> None:
             the password, or the settings invalid).
     """
     try:
-        connection = connect(Settings())
-        check(connection, socket.gethostname(), datetime.now(UTC))
+        settings = Settings()
+        connection = connect(settings)
+        check(connection, socket.gethostname(), datetime.now(UTC), own_queue(settings))
     except Unhealthy as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -30,15 +30,15 @@ T = TypeVar("T")
 
 
 def connect(settings: Settings, retries: int = CLIENT_RETRIES) -> redis.Redis:
-    """A Redis client for ``settings.redis_url`` (password from
-    ``settings.redis_password_file`` when set), retrying each command ``retries`` times
-    with exponential backoff (SERVICE_RETRIES rides out a Redis restart)."""
-    password = None
-    if settings.redis_password_file and settings.redis_password_file.is_file():
-        password = settings.redis_password_file.read_text().strip() or None
+    """A Redis client for ``settings.redis_url`` as ``settings.redis_username`` (password:
+    ``settings.redis_password``, else the first line of ``settings.redis_password_file``),
+    retrying each command ``retries`` times with exponential backoff (SERVICE_RETRIES rides
+    out a Redis restart)."""
+    password = settings.redis_secret()
     retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries)
     return redis.Redis.from_url(
         settings.redis_url,
+        username=settings.redis_username or None,
         password=password,
         health_check_interval=30,
         retry=retry,

@@ -93,6 +93,10 @@ class ActiveRun:
         """The run's id."""
         return self.request.run_id
 
+    def personas(self) -> set[str]:
+        """The personas this run dispatched to (every persona of its plan)."""
+        return {t.persona for t in self.plan.tasks} if self.plan else set()
+
     def spent(self) -> Usage:
         """Usage of every call so far (planner, every task attempt, synthesizer)."""
         return Usage.total(self.stage_usage.values())

@@ -194,7 +194,7 @@ class Orchestrator:
         run.graph = DependencyGraph(run.plan)
         self._execute(run, lease)
         summary = self._finish(run)
-        self.queue.close_run(run.run_id)
+        self.queue.close_run(run.run_id, run.personas())
         return summary
 
     def _plan(self, run: ActiveRun) -> Plan:
@@ -406,7 +406,7 @@ class Orchestrator:
         in_flight = run.in_flight()
         if not in_flight:
             return
-        beats = self.queue.heartbeats(run.run_id)
+        beats = self.queue.heartbeats(run.run_id, {a.task.persona for a in in_flight})
         now = time.time()
         for state in in_flight:
             beat = beats.get(state.task.attempt_key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from pydantic import TypeAdapter
@@ -90,9 +90,10 @@ class TaskQueue(Protocol):
         """
         ...
 
-    def heartbeats(self, run_id: str) -> dict[str, float]:
-        """The last heartbeat (Unix time, s) of each started attempt of ``run_id``, by
-        attempt key (``<task_id>:<attempt>``). An attempt no worker has taken has none."""
+    def heartbeats(self, run_id: str, personas: Collection[str]) -> dict[str, float]:
+        """The last heartbeat (Unix time, s) of each started attempt of ``run_id`` by a
+        worker of one of ``personas``, by attempt key (``<task_id>:<attempt>``). An attempt
+        no worker has taken has none."""
         ...
 
     def withdraw(self, tasks: list[Task]) -> list[str]:
@@ -102,6 +103,7 @@ class TaskQueue(Protocol):
         """
         ...
 
-    def close_run(self, run_id: str) -> None:
-        """Drop what the queue keeps for an ended run: its inbox and heartbeats."""
+    def close_run(self, run_id: str, personas: Collection[str]) -> None:
+        """Drop what the queue keeps for an ended run: its inbox and the heartbeats of
+        ``personas``' attempts."""
         ...

@@ -26,6 +26,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -68,8 +69,9 @@ class FileQueue:
                     withdrawn.append(task.attempt_key)
         return withdrawn
 
-    def heartbeats(self, run_id: str) -> dict[str, float]:
-        """Attempt key → mtime of its heartbeat file (Unix time, s)."""
+    def heartbeats(self, run_id: str, personas: Collection[str]) -> dict[str, float]:
+        """Attempt key → mtime of its heartbeat file (Unix time, s); one folder serves
+        every persona (``personas`` is the protocol's, for backends that split them)."""
         folder = self.root / HEARTBEATS_DIR / run_id
         beats: dict[str, float] = {}
         with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
@@ -78,7 +80,7 @@ class FileQueue:
                     beats[entry.name] = entry.stat().st_mtime
         return beats
 
-    def close_run(self, run_id: str) -> None:
+    def close_run(self, run_id: str, personas: Collection[str]) -> None:
         """Stop watching the run's inbox; remove it and its heartbeats."""
         watcher = self._watchers.pop(run_id, None)
         if watcher is not None:

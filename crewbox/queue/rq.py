@@ -6,7 +6,10 @@ Keys and queues (``<run>`` is a run_id; the run log's keys are in crewbox.runlog
     RQ job    <persona>__<run>__<task>__<n>  one attempt (job ids name the persona first)
     RQ queue  requests                       requests for the orchestrator service
     list      crewbox:run:<run>:inbox        results and worker events, for the orchestrator
-    hash      crewbox:run:<run>:heartbeats   attempt key -> last heartbeat (Unix s)
+    hash      crewbox:run:<run>:heartbeats:<persona>
+                                             attempt key -> last heartbeat (Unix s) of
+                                             that persona's attempts (its ACL user may
+                                             write only its own)
 
 Jobs carry JSON (RQ's JSONSerializer), never pickle, and name ``crewbox:task`` or
 ``crewbox:request``: a CrewboxWorker runs only those (see crewbox.queue.rq_worker). A worker
@@ -22,7 +25,7 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import redis
 from rq import Queue
@@ -72,6 +75,11 @@ def job_id(task: Task) -> str:
     return f"{task.persona}__{task.run_id}__{tid}__{task.attempt}"
 
 
+def heartbeats_key(run_id: str, persona: str) -> str:
+    """``crewbox:run:<run>:heartbeats:<persona>``: the heartbeats of one persona's attempts."""
+    return run_key(run_id, f"heartbeats:{persona}")
+
+
 class RQQueue:
     """TaskQueue over Redis + RQ; also the requests queue of the cluster."""
 
@@ -112,10 +120,13 @@ class RQQueue:
         rest = call(lambda: self.redis.lpop(key, count=10_000)) or []
         return [MESSAGE_ADAPTER.validate_json(item) for item in [first[1], *rest]]
 
-    def heartbeats(self, run_id: str) -> dict[str, float]:
-        """HGETALL of the run's heartbeats hash."""
-        raw = call(lambda: self.redis.hgetall(run_key(run_id, "heartbeats")))
-        return {text(k): float(v) for k, v in raw.items()}
+    def heartbeats(self, run_id: str, personas: Collection[str]) -> dict[str, float]:
+        """HGETALL of the run's heartbeats hash of each persona, merged."""
+        pipe = self.redis.pipeline()
+        for persona in sorted(set(personas)):
+            pipe.hgetall(heartbeats_key(run_id, persona))
+        replies = call(pipe.execute)
+        return {text(k): float(v) for raw in replies for k, v in raw.items()}
 
     def withdraw(self, tasks: list[Task]) -> list[str]:
         """LREM each attempt's job id from its queue; removed ones never started."""
@@ -125,9 +136,10 @@ class RQQueue:
                 withdrawn.append(task.attempt_key)
         return withdrawn
 
-    def close_run(self, run_id: str) -> None:
-        """DEL the run's inbox and heartbeats."""
-        call(lambda: self.redis.delete(run_key(run_id, "inbox"), run_key(run_id, "heartbeats")))
+    def close_run(self, run_id: str, personas: Collection[str]) -> None:
+        """DEL the run's inbox and its personas' heartbeats."""
+        keys = [run_key(run_id, "inbox"), *(heartbeats_key(run_id, p) for p in set(personas))]
+        call(lambda: self.redis.delete(*keys))
 
     def submit(self, request: Request) -> None:
         """Put ``request`` on the requests queue for the orchestrator service."""
@@ -173,11 +185,15 @@ class RQQueue:
             handler(request)
             return request.run_id
 
-        worker = self._worker(REQUESTS_QUEUE, {REQUEST_JOB: request_job}, stop)
+        worker = self._worker(REQUESTS_QUEUE, {REQUEST_JOB: request_job}, stop, shared=True)
         self._work(worker, burst, stop)
 
     def _worker(
-        self, queue: str, functions: dict[str, JobFunction], stop: threading.Event | None
+        self,
+        queue: str,
+        functions: dict[str, JobFunction],
+        stop: threading.Event | None,
+        shared: bool = False,
     ) -> CrewboxWorker:
         return CrewboxWorker(
             [self._queue(queue)],
@@ -186,6 +202,7 @@ class RQQueue:
             serializer=JSONSerializer,
             job_functions=functions,
             stop=stop,
+            shared_maintenance=shared,
         )
 
     def _work(self, worker: CrewboxWorker, burst: bool, stop: threading.Event | None) -> None:
@@ -203,7 +220,7 @@ class RQQueue:
 
     def beat(self, task: Task) -> None:
         """HSET the attempt's heartbeat (errors are ignored: the next beat retries)."""
-        key = run_key(task.run_id, "heartbeats")
+        key = heartbeats_key(task.run_id, task.persona)
         with contextlib.suppress(Exception):
             pipe = self.redis.pipeline()
             pipe.hset(key, task.attempt_key, f"{time.time():.3f}")

@@ -63,18 +63,27 @@ class CrewboxWorker(SimpleWorker):
         *args: Any,
         job_functions: dict[str, JobFunction] | None = None,
         stop: threading.Event | None = None,
+        shared_maintenance: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         super().__init__(*args, **kwargs)
         self.job_functions = job_functions or {}
         self.stop = stop
+        self.shared_maintenance = shared_maintenance
         if threading.current_thread() is not threading.main_thread():
             self.death_penalty_class = TimerDeathPenalty
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+
+    def clean_group_registries(self) -> None:
+        """RQ's maintenance of job groups, which every queue shares: only the worker with
+        ``shared_maintenance`` (the orchestrator's) does it; a persona's ACL user cannot
+        reach other queues' keys (crewbox enqueues no groups anyway)."""
+        if self.shared_maintenance:
+            super().clean_group_registries()  # type: ignore[no-untyped-call]
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         """Set ``stop``, then RQ's warm shutdown (raises StopRequested when idle)."""

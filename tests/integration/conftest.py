@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from crewbox import acl
+
 
 def docker_answers() -> bool:
     """True when a Docker engine answers `docker info`."""
@@ -41,3 +43,28 @@ def redis_client(redis_url: str) -> redis.Redis:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     return client
+
+
+ACL_PERSONAS = ["marie", "anga", "fabien"]
+
+
+def acl_password(user: str) -> str:
+    """The password the tests give Redis ACL user ``user``."""
+    return f"test-{user}-password"
+
+
+@pytest.fixture
+def acl_users(redis_client: redis.Redis) -> list[str]:
+    """The cluster's ACL users (crewbox.acl's rules) installed on the test Redis, each with
+    acl_password(user); the test's own client stays the unrestricted ``default`` user."""
+    users = [*acl.SERVICE_USERS, *ACL_PERSONAS]
+    for user in users:
+        tokens = ["reset", "on", f">{acl_password(user)}", *acl.rules(user)]
+        redis_client.execute_command("ACL", "SETUSER", user, *tokens)
+    redis_client.acl_log_reset()
+    return users
+
+
+def acl_denials(client: redis.Redis) -> list[str]:
+    """What ACL LOG recorded: ``user: reason object`` per denial."""
+    return [f"{e['username']}: {e['reason']} {e['object']}" for e in client.acl_log()]

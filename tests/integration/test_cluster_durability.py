@@ -24,6 +24,7 @@ from crewbox.models import Event, RunSummary, Usage
 from crewbox.runlog.redis import RedisRunLog
 from crewbox.testing import recorded_calls
 from tests.conftest import crewbox_env, run_crewbox, spec
+from tests.integration.conftest import acl_denials, acl_password
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +50,23 @@ class Services:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log = RedisRunLog(redis.Redis.from_url(redis_url))
 
+    def as_user(self, user: str) -> dict[str, str]:
+        """The environment of a process that logs in to Redis as ACL user ``user``."""
+        return {
+            **self.env,
+            "CREWBOX_REDIS_USERNAME": user,
+            "CREWBOX_REDIS_PASSWORD": acl_password(user),
+        }
+
     def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """``crewbox ARGS`` in the background, as the service's own Redis user (the
+        persona for ``worker --persona P``, else ``orchestrator``)."""
         name = "-".join(args[:3]).replace("/", "_")
+        user = args[2] if args[:2] == ("worker", "--persona") else "orchestrator"
         with open(self.tmp / f"{name}-{len(self.procs)}.log", "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "crewbox", *args],
-                env=self.env,
+                env=self.as_user(user),
                 cwd=self.tmp,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -65,7 +77,8 @@ class Services:
     def submit(self, plan: list[dict[str, Any]], name: str = "plan") -> str:
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"request": name, "tasks": plan}))
-        done = run_crewbox(["submit", "--plan", str(path), "--detach"], self.env, cwd=self.tmp)
+        args = ["submit", "--plan", str(path), "--detach"]
+        done = run_crewbox(args, self.as_user("client"), cwd=self.tmp)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -95,7 +108,10 @@ class Services:
 
 
 @pytest.fixture
-def services(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Iterator[Any]:
+def services(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, acl_users: list[str]
+) -> Iterator[Any]:
+    """Make Services; afterwards, no service was refused anything by Redis's ACL."""
     made: list[Services] = []
 
     def make(steps: list[dict[str, Any]]) -> Services:
@@ -105,6 +121,7 @@ def services(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Itera
     yield make
     for s in made:
         s.stop()
+    assert acl_denials(redis_client) == []
 
 
 def steps_for(task_ids: list[str], delay_s: float, spare: int = 1) -> list[dict[str, Any]]:

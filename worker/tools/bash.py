@@ -2,9 +2,12 @@
 
 This tool is NOT a filesystem sandbox: the command runs with the worker's own rights and can
 read or write anything the worker process can. Only its working directory is the output
-folder. In the cluster the container is the sandbox (read-only root filesystem, only the
-persona's workspace mounted, no capabilities); that is why embedded mode (``crewbox run``,
-no container around the worker) keeps Bash off unless the user asks for it.
+folder. It inherits only a few harmless environment variables (ENV_PASSED), never a key or
+a secret path; in the cluster the worker has dropped the rights to read its secret files
+before any tool runs (crewbox.privileges). There the container is the sandbox (read-only
+root filesystem, only the persona's workspace mounted, no capabilities); that is why
+embedded mode (``crewbox run``, no container around the worker) keeps Bash off unless the
+user asks for it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ MAX_OUTPUT_CHARS = 30_000
 
 _KEEP_BYTES = 4 * MAX_OUTPUT_CHARS
 """Bytes kept from each end of the output while the command runs (bounds memory)."""
+
+ENV_PASSED = ("PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR", "USER", "LOGNAME")
+"""Variables a command inherits from the worker (and every ``LC_*``); nothing else, so no
+credential, ``CREWBOX_*`` setting or secret path reaches it."""
 
 _READ_CHUNK_BYTES = 65_536
 _REAP_TIMEOUT_S = 5.0
@@ -105,6 +112,7 @@ def run_command(command: str, cwd: Path, timeout_ms: int) -> tuple[str, int]:
         process = subprocess.Popen(
             ["bash", "-c", command],
             cwd=cwd,
+            env=tool_environment(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -137,6 +145,11 @@ def _pump(stream: IO[bytes], capture: _Capture, deadline: float) -> bool:
                 return True
             capture.add(chunk)
     return False
+
+
+def tool_environment() -> dict[str, str]:
+    """The environment of a Bash command: ENV_PASSED and ``LC_*`` of the worker's own."""
+    return {k: v for k, v in os.environ.items() if k in ENV_PASSED or k.startswith("LC_")}
 
 
 def _wait(process: subprocess.Popen[bytes], timeout_ms: int) -> int | None:

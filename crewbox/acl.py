@@ -1,0 +1,215 @@
+"""Redis ACL users of the cluster: one per service, each reaching only what it needs.
+
+A persona's worker (user ``<persona>``) can only take jobs from its own RQ queue, update
+those jobs, their registries and its own worker keys, push to run inboxes, beat the
+heartbeats of its own attempts, and read a run's owner lease and cancel flag. It can read
+no other persona's queue or jobs, no run's events or results, no request. The orchestrator
+(user ``orchestrator``) reaches every ``rq:*`` and ``crewbox:*`` key; the CLI (user
+``client``) records and follows runs and enqueues requests. The ``default`` user is off;
+``healthcheck`` (no password) may only PING.
+
+The key patterns follow RQ 3.0's layout (``rq:queue:<q>``, ``rq:job:<id>``,
+``rq:wip:<q>`` and the other registries, ``rq:worker:<name>``, ``rq:workers:<q>``,
+``rq:execution(s):<job id>...``, channel ``rq:pubsub:<worker name>``) and crewbox's: job ids
+start with ``<persona>__`` and worker names with ``<persona>.``, so a pattern can name a
+persona's own. See docs/architecture.md, "Keys in Redis".
+
+Standard library only: ``make up`` runs it with the host's python3 (``python3 -m
+crewbox.acl``) to write the users file before any image is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+
+PERSONA_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
+"""A persona name usable in key patterns: no glob characters, no ``.`` (the worker name's
+separator), no ``:`` (RQ's key separator)."""
+
+COMMANDS = ["-@all", "+@read", "+@write", "+@keyspace", "+@list", "+@hash", "+@set",
+            "+@sortedset", "+@stream", "+@string", "+@scripting", "+@pubsub",
+            "+@transaction", "+@connection", "+@fast", "+@slow",
+            "-@dangerous", "+info", "+client|setname", "+client|info", "+client|id"]  # fmt: skip
+"""Commands every service may run: data commands on the keys its patterns allow, never the
+dangerous ones (KEYS, FLUSHALL, CONFIG, DEBUG, MONITOR, ACL changes...); INFO and
+CLIENT SETNAME/INFO because RQ asks for the server version and names its connections."""
+
+RQ_REGISTRIES = ["wip", "finished", "failed", "deferred", "scheduled", "canceled", "ready"]
+"""RQ 3.0's job registries of a queue: ``rq:<registry>:<queue>`` sorted sets."""
+
+SERVICE_USERS = ["orchestrator", "client"]
+"""The users that are not personas (besides ``healthcheck``)."""
+
+
+class ACLError(ValueError):
+    """A persona name that cannot be named safely in a key pattern."""
+
+
+def persona_rules(persona: str) -> list[str]:
+    """The ACL rules (``ACL SETUSER`` tokens, no password) of ``persona``'s worker.
+
+    Raises:
+        ACLError: ``persona`` does not match PERSONA_NAME.
+    """
+    if not PERSONA_NAME.match(persona):
+        raise ACLError(f"persona name {persona!r} cannot be used in a Redis ACL pattern")
+    p = persona
+    own = [
+        f"~rq:queue:{p}",
+        f"~rq:queue:{p}:*",
+        f"~rq:job:{p}__*",
+        f"~rq:job::{p}__*",  # RQ names a job's dependencies set rq:job::<id>:dependencies
+        f"~rq:results:{p}__*",
+        f"~rq:execution:{p}__*",
+        f"~rq:executions:{p}__*",
+        f"~rq:worker:{p}.*",
+        f"~rq:workers:{p}",
+        f"~rq:clean_registries:{p}",
+        *(f"~rq:{registry}:{p}" for registry in RQ_REGISTRIES),
+    ]
+    return [
+        "resetkeys",
+        "resetchannels",
+        *own,
+        "%W~rq:workers",
+        "%R~rq:suspended",
+        "%R~rq:rl-keys",
+        "%W~crewbox:run:*:inbox",
+        f"%W~crewbox:run:*:heartbeats:{p}",
+        "%R~crewbox:run:*:owner",
+        "%R~crewbox:run:*:cancel",
+        f"&rq:pubsub:{p}.*",
+        *COMMANDS,
+    ]
+
+
+def orchestrator_rules() -> list[str]:
+    """The orchestrator's rules: every RQ and crewbox key and RQ channel."""
+    return ["resetkeys", "resetchannels", "~rq:*", "~crewbox:*", "&rq:*", *COMMANDS]
+
+
+def client_rules() -> list[str]:
+    """The CLI's rules: read runs, RQ workers and jobs (``crewbox workers``); write runs
+    (submit records one, cancel sets its flag, ``dlq retry`` appends an event); enqueue
+    on the requests queue only."""
+    return [
+        "resetkeys",
+        "resetchannels",
+        "~crewbox:runs",
+        "~crewbox:run:*",
+        "~rq:queue:requests",
+        "~rq:job:request__*",
+        "~rq:job::request__*",
+        "%W~rq:queues",
+        "%R~rq:*",
+        *COMMANDS,
+    ]
+
+
+def healthcheck_rules() -> list[str]:
+    """The Redis container's own healthcheck: PING, nothing else, no password."""
+    return ["resetkeys", "resetchannels", "nopass", "-@all", "+ping"]
+
+
+def rules(service: str) -> list[str]:
+    """The rules of ``service``: ``orchestrator``, ``client``, ``healthcheck`` or a persona.
+
+    Raises:
+        ACLError: a persona name that cannot be used in a pattern.
+    """
+    if service == "orchestrator":
+        return orchestrator_rules()
+    if service == "client":
+        return client_rules()
+    if service == "healthcheck":
+        return healthcheck_rules()
+    return persona_rules(service)
+
+
+def password_hash(password: str) -> str:
+    """``#<sha256 hex>``: how an ACL file names a password without holding it."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+REDIS_CONF = """\
+# Written by `make up` (python3 -m crewbox.acl); edits are lost on the next `make up`.
+dir /data
+appendonly yes
+appendfsync everysec
+maxmemory-policy noeviction
+protected-mode no
+"""
+"""The server settings: AOF with fsync every second keeps the runs across restarts."""
+
+
+def users_conf(passwords: dict[str, str]) -> str:
+    """The ``user`` lines of redis.conf: ``default`` off, ``healthcheck``, and one user per
+    entry of ``passwords`` (service name -> password), with hashed passwords only.
+
+    Raises:
+        ACLError: a persona name that cannot be used in a pattern.
+    """
+    lines = ["user default off resetkeys -@all"]
+    lines.append("user healthcheck on " + " ".join(healthcheck_rules()))
+    for service, password in sorted(passwords.items()):
+        tokens = ["on", password_hash(password), *rules(service)]
+        lines.append(f"user {service} " + " ".join(tokens))
+    return "\n".join(lines) + "\n"
+
+
+def ensure_password(path: Path) -> str:
+    """The password in ``path``; a random one written there (mode 0600) when it is missing."""
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_hex(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return password
+
+
+def write_redis_conf(secrets_dir: Path, personas: list[str]) -> Path:
+    """Make sure every service has a password in ``secrets_dir/redis/<service>.password``
+    and write ``secrets_dir/resolved/redis.conf`` (REDIS_CONF and the users); returns that
+    file's path.
+
+    Raises:
+        ACLError: a persona name that cannot be used in a pattern.
+    """
+    services = [*SERVICE_USERS, *personas]
+    passwords = {s: ensure_password(secrets_dir / "redis" / f"{s}.password") for s in services}
+    out = secrets_dir / "resolved" / "redis.conf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(REDIS_CONF + users_conf(passwords))
+    out.chmod(0o644)  # hashes only; Redis reads it as a non-root user
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m crewbox.acl [--secrets DIR] PERSONA...``: write redis.conf and any
+    missing password.
+
+    Exit status 0, or 2 with one line on stderr for a persona name that cannot be used.
+    """
+    parser = argparse.ArgumentParser(prog="python3 -m crewbox.acl", description=__doc__)
+    parser.add_argument("--secrets", type=Path, default=Path("secrets"))
+    parser.add_argument("personas", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        write_redis_conf(args.secrets, args.personas)
+    except ACLError as exc:
+        print(f"crewbox.acl: {exc}; persona names are lower-case letters, digits, - and _",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

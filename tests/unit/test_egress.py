@@ -1,0 +1,101 @@
+"""The egress proxy on loopback: tunnels to an allowed destination, refuses the rest
+before connecting anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from crewbox.egress import EgressProxy, allowed_destinations, connect_target
+
+
+class Echo(socketserver.BaseRequestHandler):
+    """Counts connections; echoes what it gets."""
+
+    connections = 0
+
+    def handle(self) -> None:
+        type(self).connections += 1
+        while data := self.request.recv(1024):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo() -> Iterator[int]:
+    Echo.connections = 0
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def start_proxy(allowed: set[str]) -> int:
+    """The proxy on an ephemeral loopback port, in a daemon thread; returns the port."""
+    ready = threading.Event()
+    port: list[int] = []
+
+    async def main() -> None:
+        server = await asyncio.start_server(EgressProxy(allowed).handle, "127.0.0.1", 0)
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        await server.serve_forever()
+
+    threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
+    assert ready.wait(5)
+    return port[0]
+
+
+def ask(proxy_port: int, head: str) -> tuple[socket.socket, str]:
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=5)
+    sock.sendall(head.encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        reply += chunk
+    return sock, reply.decode().split("\r\n", 1)[0]
+
+
+def test_an_allowed_destination_gets_a_tunnel(echo: int) -> None:
+    proxy = start_proxy({f"127.0.0.1:{echo}"})
+    sock, status = ask(proxy, f"CONNECT 127.0.0.1:{echo} HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == "HTTP/1.1 200 Connection Established"
+    sock.sendall(b"ping")
+    assert sock.recv(4) == b"ping"
+    sock.close()
+
+
+def test_any_other_destination_is_refused_without_a_connection(echo: int) -> None:
+    proxy = start_proxy({"api.anthropic.com:443"})
+    sock, status = ask(proxy, f"CONNECT 127.0.0.1:{echo} HTTP/1.1\r\n\r\n")
+    assert status == "HTTP/1.1 403 Forbidden"
+    assert sock.recv(10) == b""  # closed
+    assert Echo.connections == 0
+
+
+def test_a_plain_http_request_is_refused(echo: int) -> None:
+    proxy = start_proxy({f"127.0.0.1:{echo}"})
+    _, status = ask(proxy, f"GET http://127.0.0.1:{echo}/ HTTP/1.1\r\n\r\n")
+    assert status == "HTTP/1.1 405 Method Not Allowed"
+    assert Echo.connections == 0
+
+
+def test_allowed_destinations_come_from_the_base_url_and_the_list() -> None:
+    got = allowed_destinations("https://Gateway.example:8443/v1", " a.example:443 ,")
+    assert got == {"api.anthropic.com:443", "gateway.example:8443", "a.example:443"}
+    assert allowed_destinations("http://proxy.example", None) >= {"proxy.example:80"}
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"GET / HTTP/1.1\r\n\r\n", b"CONNECT nohost HTTP/1.1\r\n\r\n", b"CONNECT a:b HTTP/1.1\r\n"],
+)
+def test_only_well_formed_connect_lines_name_a_target(head: bytes) -> None:
+    assert connect_target(head) is None
