@@ -18,13 +18,13 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos
+.PHONY: help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
 	@for w in $(WORKFLOWS); do printf "  %-22s %s\n" "workflow-$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done
 
-secrets: ## Prepare secrets/ (Redis password, each service's key)
+secrets: ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
 	@scripts/resolve-secrets.sh $(PERSONAS) >/dev/null
 
 up: ## Start the cluster (the local model too when a service has no Anthropic key)
@@ -100,6 +100,9 @@ lint: venv ## ruff and mypy
 
 chaos: venv ## Chaos scenarios on a cluster of its own (kills, Redis restart), as a table
 	$(PY) -m tests.e2e.chaos
+
+probe: venv ## What marie can reach from inside her container, on a cluster of its own, as a table
+	$(PY) -m tests.e2e.probe
 
 bench: venv ## Benchmarks (print figures)
 	$(PY) bench/queue_latency.py

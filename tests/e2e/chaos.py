@@ -71,10 +71,10 @@ class Outcome:
 class ChaosCluster(Cluster):
     """The cluster of the scenarios (see the module docstring)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, project: str = PROJECT) -> None:
         super().__init__(
             folder,
-            PROJECT,
+            project,
             env={
                 "COMPOSE_FILE": "docker-compose.yml:chaos.yml",
                 # A key, so `make up` does not start the local model: ScriptedLLM answers.
@@ -83,8 +83,11 @@ class ChaosCluster(Cluster):
         )
         self.chaos = folder / "chaos"
 
-    def up(self, plans: dict[str, list[dict[str, Any]]]) -> None:
-        """Write the script for every task of ``plans`` and start the cluster.
+    def up(
+        self, plans: dict[str, list[dict[str, Any]]], steps: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Write ``steps`` (default: script(plans)) as the script, ``plans`` as workflows,
+        and start the cluster.
 
         Raises:
             RuntimeError: `make up` failed (its output's tail in the message).
@@ -94,7 +97,7 @@ class ChaosCluster(Cluster):
             (self.chaos / sub).mkdir(parents=True, exist_ok=True)
         for path in [self.chaos, *self.chaos.rglob("*")]:
             path.chmod(0o777)
-        (self.chaos / "script.yaml").write_text(yaml.safe_dump(script(plans)))
+        (self.chaos / "script.yaml").write_text(yaml.safe_dump(steps or script(plans)))
         for name, tasks in plans.items():
             plan = {"request": f"chaos {name}", "tasks": tasks}
             (self.folder / "workflows" / f"{name}.yaml").write_text(yaml.safe_dump(plan))

@@ -102,6 +102,17 @@ class Cluster:
             check=False,
         )
 
+    def docker(self, *args: str) -> str:
+        """`docker ARGS`' standard output.
+
+        Raises:
+            RuntimeError: docker failed (its standard error in the message).
+        """
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
     def containers(self) -> list[str]:
         """Ids of every container of this project, running or not."""
         out = subprocess.run(

@@ -1,0 +1,33 @@
+"""Isolation on the compose cluster (see tests/e2e/probe.py): everything marie tries from
+inside her container, with her own credentials, is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.cluster import compose_answers
+from tests.e2e.probe import Attempt, run_probe, table
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+EXPECTED = 19
+"""Attempts the probe makes: 9 on Redis, the egress tunnel, the forged result, the
+networks, 2 secret files, the environment, /proc, 2 hosts, the Read tool."""
+
+
+@pytest.fixture(scope="module")
+def attempts(tmp_path_factory: pytest.TempPathFactory) -> list[Attempt]:
+    if not compose_answers():
+        pytest.skip("needs a Docker engine with Compose v2 (.ci/run starts one)")
+    rows = run_probe(tmp_path_factory.mktemp("probe"))
+    print(table(rows))
+    return rows
+
+
+def test_every_attempt_from_marie_is_refused(attempts: list[Attempt]) -> None:
+    allowed = [a for a in attempts if not a.refused]
+    assert allowed == [], table(attempts)
+
+
+def test_the_probe_made_every_attempt(attempts: list[Attempt]) -> None:
+    assert len(attempts) == EXPECTED, table(attempts)
