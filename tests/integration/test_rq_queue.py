@@ -27,6 +27,7 @@ from crewbox.store import sha256_hex
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator
 from tests.conftest import ROOT, spec
+from tests.integration.conftest import acl_password
 from worker.service import TaskRunner
 
 pytestmark = pytest.mark.integration
@@ -245,3 +246,38 @@ def test_carried_artifact_with_a_wrong_sha256_is_refused(
     (received,) = RQQueue(redis_client).receive("r", timeout_s=1)
     with pytest.raises(Exception, match="does not match its sha256"):
         RunStore(tmp_path, "r").write_result(received)  # type: ignore[arg-type]
+
+
+def as_user(redis_url: str, user: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, username=user, password=acl_password(user))
+
+
+def test_a_personas_redis_user_reaches_only_its_own_work(
+    redis_url: str, redis_client: redis.Redis, acl_users: list[str]
+) -> None:
+    anga_task = Task(run_id="r", spec=TaskSpec(**spec("t", "anga")), request_text="secret plan")
+    RQQueue(redis_client).enqueue(anga_task)
+    marie = as_user(redis_url, "marie")
+    refused = [
+        lambda: marie.lrange("rq:queue:anga", 0, -1),
+        lambda: marie.hgetall("rq:job:anga__r__t__1"),
+        lambda: marie.lrange("crewbox:run:r:inbox", 0, -1),
+        lambda: marie.xrange("crewbox:run:r:events"),
+        lambda: marie.keys("*"),
+        lambda: Queue("requests", connection=marie, serializer=JSONSerializer).enqueue("os.getcwd"),
+        lambda: Queue("anga", connection=marie, serializer=JSONSerializer).enqueue("os.getcwd"),
+        lambda: marie.hset("crewbox:run:r:heartbeats:anga", "t:1", 1),
+    ]
+    for attempt in refused:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert marie.rpush("crewbox:run:r:inbox", "{}") == 1  # may push; the token decides
+    assert redis_client.llen("rq:queue:anga") == 1
+
+
+def test_the_clients_redis_user_cannot_enqueue_tasks(redis_url: str, acl_users: list[str]) -> None:
+    client = as_user(redis_url, "client")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        Queue("marie", connection=client, serializer=JSONSerializer).enqueue("os.getcwd")
+    request = Request(text="hello", run_id="r2")
+    RQQueue(client).submit(request)  # what `crewbox submit` does
