@@ -152,7 +152,8 @@ class ChaosCluster(Cluster):
         host, _, pid = worker.rpartition(":")
         container = next(c for c in self.containers() if host.startswith(c[:12]))
         done = subprocess.run(
-            ["docker", "exec", container, "kill", "-9", pid],
+            # as the worker's own uid: root in the container has no CAP_KILL
+            ["docker", "exec", "--user", "10001", container, "kill", "-9", pid],
             capture_output=True,
             text=True,
             check=False,

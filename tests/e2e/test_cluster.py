@@ -182,11 +182,12 @@ WORKER_PROCESS = (
     "import pathlib\n"
     "for p in pathlib.Path('/proc').glob('[0-9]*'):\n"
     "    cmd = (p / 'cmdline').read_bytes().split(b'\\0')\n"
-    "    if b'worker' in cmd and b'--persona' in cmd:\n"
+    "    if b'worker' in cmd and b'--persona' in cmd and not cmd[0].endswith(b'docker-init'):\n"
     "        s = dict(l.split(':', 1) for l in (p / 'status').read_text().splitlines())\n"
     "        print(s['Uid'].split()[0], s['CapEff'].strip())\n"
 )
-"""Prints the uid and effective capabilities of the container's `crewbox worker`."""
+"""Prints the uid and effective capabilities of the container's `crewbox worker` (not of
+docker-init, PID 1, whose command line holds the worker's)."""
 
 
 def test_root_filesystem_is_read_only_and_the_worker_is_not_root(project: Path) -> None:
