@@ -491,7 +491,17 @@ def follow(run_id: str | None, fmt: str) -> None:
     """Follow a run's progress (the latest without RUN_ID) and print its answer."""
     cfg = settings()
     log = make_run_log(cfg)
-    follow_and_print(cfg, log, run_id or latest_run_id(cfg, log), fmt)
+    follow_and_print(cfg, log, known_run(log, run_id) if run_id else latest_run_id(cfg, log), fmt)
+
+
+def known_run(log: RunLog, run_id: str) -> str:
+    """``run_id``, once the run log knows it.
+
+    Raises:
+        RunNotFoundError: it does not (one line: how to find the runs).
+    """
+    log.request(run_id)
+    return run_id
 
 
 def follow_and_print(cfg: Settings, log: RunLog, run_id: str, fmt: str, skip: int = 0) -> None:
@@ -540,8 +550,11 @@ def stopped(log: RunLog, run_id: str) -> bool:
 def cancel(run_id: str) -> None:
     """Cancel a run: nothing more is dispatched, running tasks stop at their next turn, the
     answer covers what finished."""
-    cfg = settings()
-    make_run_log(cfg).request_cancel(run_id)
+    log = make_run_log(settings())
+    summary = log.summary(known_run(log, run_id))
+    if summary is not None:
+        raise UserError(f"run {run_id} has already ended ({summary.status}); nothing to cancel")
+    log.request_cancel(run_id)
     err.print(f"cancel requested for run {run_id}; `crewbox follow {run_id}` shows it end")
 
 
@@ -557,7 +570,7 @@ def dlq_list(run_id: str | None) -> None:
     """Failed tasks of one run, or of every run."""
     log = make_run_log(settings())
     table = Table("run", "task", "persona", "attempts", "cost", "error")
-    for rid in [run_id] if run_id else log.runs():
+    for rid in [known_run(log, run_id)] if run_id else log.runs():
         for letter in dead_letters(log.events(rid)):
             table.add_row(
                 rid,
@@ -578,7 +591,7 @@ def dlq_retry(run_id: str, task_id: str, fmt: str) -> None:
     """Run a failed task again, then the tasks skipped because of it; write a new answer."""
     cfg = settings()
     log = make_run_log(cfg)
-    letter = letter_of(log, run_id, task_id)
+    letter = letter_of(log, known_run(log, run_id), task_id)
     before = len(log.events(run_id))
     retried = Event(kind="dlq_retried", run_id=run_id, task_id=task_id, persona=letter.persona)
     log.append(retried)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, crewbox_env, run_crewbox
@@ -118,3 +119,19 @@ def test_unreachable_redis(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1
     assert "cannot reach Redis" in lines[0] and "make up" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args", [["follow", "nosuch"], ["cancel", "nosuch"], ["dlq", "list", "nosuch"],
+             ["dlq", "retry", "nosuch", "t"]],
+)  # fmt: skip
+def test_commands_on_an_unknown_run_say_so_and_write_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    proc = run_crewbox(args, crewbox_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"crewbox: error: no run 'nosuch' under {tmp_path / 'results'}/; "
+        f"`ls {tmp_path / 'results'}` lists the runs"
+    ]
+    assert_nothing_written(tmp_path)
