@@ -59,10 +59,12 @@ def connect_target(head: bytes) -> str | None:
 
 
 class EgressProxy:
-    """The proxy for a set of allowed destinations (see the module docstring)."""
+    """The proxy for a set of allowed destinations (see the module docstring);
+    ``refused`` lists the ``host:port`` of every CONNECT it refused, oldest first."""
 
     def __init__(self, allowed: set[str]) -> None:
         self.allowed = allowed
+        self.refused: list[str] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection: refuse it, or tunnel it to an allowed destination."""
@@ -79,6 +81,7 @@ class EgressProxy:
             return
         if target not in self.allowed:
             log.warning("refused %s: %s is not an allowed destination", peer, target)
+            self.refused.append(target)
             await _reply(writer, "403 Forbidden")
             return
         await self._tunnel(reader, writer, target)

@@ -35,13 +35,15 @@ def echo() -> Iterator[int]:
     server.server_close()
 
 
-def start_proxy(allowed: set[str]) -> int:
-    """The proxy on an ephemeral loopback port, in a daemon thread; returns the port."""
+def start_proxy(allowed: set[str], proxy: EgressProxy | None = None) -> int:
+    """``proxy`` (or one for ``allowed``) on an ephemeral loopback port, in a daemon thread;
+    returns the port."""
     ready = threading.Event()
     port: list[int] = []
+    handler = (proxy or EgressProxy(allowed)).handle
 
     async def main() -> None:
-        server = await asyncio.start_server(EgressProxy(allowed).handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
         port.append(server.sockets[0].getsockname()[1])
         ready.set()
         await server.serve_forever()
@@ -99,3 +101,23 @@ def test_allowed_destinations_come_from_the_base_url_and_the_list() -> None:
 )
 def test_only_well_formed_connect_lines_name_a_target(head: bytes) -> None:
     assert connect_target(head) is None
+
+
+def test_the_anthropic_client_goes_through_the_proxy_and_is_refused_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """crewbox's Anthropic client (the real SDK) honours HTTPS_PROXY, as the cluster's
+    services do: a destination the proxy does not allow fails at the proxy, unreached."""
+    from crewbox.errors import LLMAPIError
+    from crewbox.llm.anthropic import AnthropicClient
+    from crewbox.llm.base import Message, SystemBlock
+
+    proxy = EgressProxy({"api.anthropic.com:443"})
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{start_proxy(set(), proxy)}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    client = AnthropicClient("sk-test", "claude-sonnet-4-6", "https://blocked.example", 10, 0)
+    with pytest.raises(LLMAPIError):
+        client.complete(
+            system=[SystemBlock(text="s")], messages=[Message(role="user", content="hi")]
+        )
+    assert proxy.refused == ["blocked.example:443"]
