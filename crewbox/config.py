@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=4096, ge=512)
     """Context window per request of the ``openai`` server (compose: 4 slots of 4096)."""
     llm_timeout_s: float = 600.0
-    llm_max_retries: int = 2
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of one LLM call on a retryable error (crewbox.llm.retry: the only layer)."""
     script_path: Path | None = None
     script_record_dir: Path | None = None
 

@@ -53,6 +53,12 @@ class ModelBehaviorError(CrewboxError):
     """The model broke the contract (e.g. answered without calling ``submit_plan``)."""
 
 
+RETRYABLE_STATUS = frozenset({408, 409, 429, 529})
+"""HTTP statuses worth another try besides every 5xx: timeout, conflict, rate limit and
+Anthropic's "overloaded" (529), as the Anthropic SDK's own retry rule has them. Every other
+4xx (400, 401, 403, 404, 413...) fails the same way again."""
+
+
 class LLMAPIError(CrewboxError):
     """The LLM provider's API failed.
 
@@ -60,6 +66,13 @@ class LLMAPIError(CrewboxError):
         status_code: HTTP status, or None for a network error or timeout.
         retry_after_s: the server's Retry-After hint in seconds, when it gave one.
     """
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying again may succeed: no status (connection error, timeout), a
+        5xx, or one of RETRYABLE_STATUS."""
+        code = self.status_code
+        return code is None or code >= 500 or code in RETRYABLE_STATUS
 
     def __init__(
         self, message: str, status_code: int | None = None, retry_after_s: float | None = None

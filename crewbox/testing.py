@@ -12,7 +12,9 @@ the calls run at the same time. Select it with ``CREWBOX_PROVIDER=scripted`` and
 ``CREWBOX_SCRIPT_PATH=script.yaml`` (``CREWBOX_SCRIPT_RECORD_DIR`` for the records).
 
 Step keys: ``match`` (str, optional), ``text`` (str), ``tool_uses`` (list of ``{name,
-input}``), ``usage`` (``input_tokens``, ``output_tokens``, ``cache_write_tokens``,
+input}``), ``error`` (``{status, retry_after_s, message}``: the call fails with that API
+error instead, recorded with ``error_status`` and zero usage; status null is a dropped
+connection), ``usage`` (``input_tokens``, ``output_tokens``, ``cache_write_tokens``,
 ``cache_read_tokens``), ``barrier`` (str) with ``parties`` (int), ``delay_s`` (float: the
 call takes this long; a call whose ``timeout_s`` is shorter fails with a timeout
 LLMAPIError after ``timeout_s`` and is not recorded: nothing was billed).
@@ -67,8 +69,17 @@ class ScriptedUsage(BaseModel):
     cache_read_tokens: int = 0
 
 
+class ScriptedError(BaseModel):
+    """An API failure the scripted call raises instead of answering: HTTP ``status`` (None:
+    a dropped connection), the server's ``retry_after_s`` hint, a ``message``."""
+
+    status: int | None = None
+    retry_after_s: float | None = None
+    message: str = "scripted API error"
+
+
 class ScriptedStep(BaseModel):
-    """One scripted response and the condition for using it."""
+    """One scripted response (or ``error``) and the condition for using it."""
 
     match: str | None = None
     text: str = ""
@@ -77,6 +88,7 @@ class ScriptedStep(BaseModel):
     barrier: str | None = None
     parties: int = 1
     delay_s: float = 0.0
+    error: ScriptedError | None = None
 
 
 class RecordedCall(BaseModel):
@@ -92,6 +104,9 @@ class RecordedCall(BaseModel):
     usage: Usage
     started_at_s: float
     ended_at_s: float
+    error_status: int | None = None
+    """The status of a scripted error this call raised (0: a dropped connection); its usage
+    is zero (nothing billed)."""
 
     @property
     def text(self) -> str:
@@ -162,6 +177,13 @@ class ScriptedLLM:
         if step.barrier:
             self._await_barrier(step.barrier, step.parties)
         self._delay(step.delay_s, timeout_s)
+        if step.error is not None:
+            self._record_failure(index, system_texts, dumped, tools, force_tool, started, step)
+            raise LLMAPIError(
+                f"scripted HTTP {step.error.status}: {step.error.message}",
+                status_code=step.error.status,
+                retry_after_s=step.error.retry_after_s,
+            )
         response = self._response(step, model or self.model)
         call = RecordedCall(
             step=index,
@@ -177,6 +199,51 @@ class ScriptedLLM:
         )
         self._record(call)
         return response
+
+    def _record_failure(
+        self,
+        index: int,
+        system: list[str],
+        messages: list[dict[str, Any]],
+        tools: list[ToolDef] | None,
+        force_tool: str | None,
+        started: float,
+        step: ScriptedStep,
+    ) -> None:
+        assert step.error is not None
+        self._record(
+            RecordedCall(
+                step=index,
+                pid=os.getpid(),
+                system=system,
+                messages=messages,
+                tools=[t.name for t in tools or []],
+                force_tool=force_tool,
+                model=self.model,
+                usage=Usage(),
+                started_at_s=started,
+                ended_at_s=time.time(),
+                error_status=step.error.status or 0,
+            )
+        )
+
+    def unused_steps(self) -> list[int]:
+        """Indexes of the steps no call has used (in any process, with ``record_dir``)."""
+        used = set(self._consumed)
+        if self.record_dir is not None:
+            used |= {int(p.name) for p in (self.record_dir / "steps").iterdir()}
+        return [i for i in range(len(self.steps)) if i not in used]
+
+    def assert_all_used(self) -> None:
+        """Check that every scripted step answered a call.
+
+        Raises:
+            AssertionError: some did not (their indexes and matches in the message).
+        """
+        left = self.unused_steps()
+        if left:
+            matches = [self.steps[i].match for i in left]
+            raise AssertionError(f"scripted steps never used: {left} (matches {matches})")
 
     @staticmethod
     def _delay(delay_s: float, timeout_s: float | None) -> None:

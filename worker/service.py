@@ -124,7 +124,8 @@ class TaskRunner:
             outcome = self._run(task, out_dir, started, on_call, stop)
             error = outcome.error
         except CrewboxError as exc:
-            error, retryable = str(exc), isinstance(exc, LLMAPIError)
+            error = str(exc)
+            retryable = isinstance(exc, LLMAPIError) and exc.retryable
         result = self._result(task, out_dir, outcome, error, started)
         result.retryable = retryable
         if outcome.cancelled:

@@ -118,11 +118,23 @@ def response_usage(message: APIMessage, model: str) -> Usage:
     )
 
 
+STATUS_ADVICE = {
+    401: "; the key was refused: check the service's key (secrets/<service>.key, else "
+    "ANTHROPIC_API_KEY or secrets/anthropic.key)",
+    403: "; the key may not use this model or endpoint: check the key and CREWBOX_MODEL",
+    404: "; check the model id (CREWBOX_MODEL or the persona's `model:`) and ANTHROPIC_BASE_URL",
+    413: "; the request is too large: shorten the context files (--context-file) or the "
+    "task's instructions",
+}
+"""What to do, added to the one-line message of a status that trying again cannot fix."""
+
+
 def api_error(exc: anthropic.APIError) -> LLMAPIError:
     """The SDK's error as an :class:`~crewbox.errors.LLMAPIError` with a one-line message."""
     if isinstance(exc, anthropic.APIStatusError):
         return LLMAPIError(
-            one_line(f"Anthropic API returned HTTP {exc.status_code}: {exc.message}"),
+            one_line(f"Anthropic API returned HTTP {exc.status_code}: {exc.message}")
+            + STATUS_ADVICE.get(exc.status_code, ""),
             status_code=exc.status_code,
             retry_after_s=parse_retry_after(exc.response.headers),
         )

@@ -118,9 +118,8 @@ class LLMClient(Protocol):
             max_tokens: cap on output tokens.
             model: model id; None means ``self.model``.
             timeout_s: cut the call after this many seconds (the rest of a task's
-                ``timeout_s``): the request is abandoned, not waited for, and not retried
-                by the client (the orchestrator retries attempts). None: the client's
-                own timeout and retries.
+                ``timeout_s``): the request is abandoned, not waited for. None: the
+                client's own timeout. Retries are crewbox.llm.retry's, never the SDK's.
 
         Raises:
             LLMAPIError: the provider failed (status_code, retry_after_s set when known).

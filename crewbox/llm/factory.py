@@ -5,6 +5,7 @@ from __future__ import annotations
 from crewbox.config import Settings
 from crewbox.errors import ConfigError
 from crewbox.llm.base import LLMClient
+from crewbox.llm.retry import RetryingLLM
 
 
 def _anthropic_client(settings: Settings) -> LLMClient:
@@ -20,7 +21,7 @@ def _anthropic_client(settings: Settings) -> LLMClient:
         model=settings.model,
         base_url=settings.anthropic_base_url,
         timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
+        max_retries=0,  # crewbox.llm.retry is the one retry layer
     )
 
 
@@ -32,7 +33,7 @@ def _openai_client(settings: Settings) -> LLMClient:
         api_key=settings.llm_api_key.get_secret_value(),
         model=settings.llm_model,
         timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
+        max_retries=0,  # crewbox.llm.retry is the one retry layer
     )
 
 
@@ -54,14 +55,18 @@ def make_client(settings: Settings) -> LLMClient:
     - ``scripted``: ``crewbox.testing.ScriptedLLM`` replaying ``script_path``
       (recording calls to ``script_record_dir``).
 
-    Both real clients use ``llm_timeout_s`` and ``llm_max_retries``.
+    Each is wrapped in :class:`~crewbox.llm.retry.RetryingLLM` with ``llm_max_retries``
+    (the one retry layer: the SDKs' own retries are off); both real clients use
+    ``llm_timeout_s``.
 
     Raises:
         ConfigError: anthropic without a key, or scripted without ``script_path``.
     """
     provider = settings.resolved_provider()
     if provider == "anthropic":
-        return _anthropic_client(settings)
-    if provider == "openai":
-        return _openai_client(settings)
-    return _scripted_client(settings)
+        client = _anthropic_client(settings)
+    elif provider == "openai":
+        client = _openai_client(settings)
+    else:
+        client = _scripted_client(settings)
+    return RetryingLLM(client, settings.llm_max_retries)

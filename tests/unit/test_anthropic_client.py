@@ -21,6 +21,7 @@ from crewbox.llm.base import (
     ToolUseBlock,
 )
 from crewbox.llm.factory import make_client
+from crewbox.llm.retry import RetryingLLM
 from tests.fakes.messages_server import ErrorReply, FakeLLMServer
 
 pytestmark = pytest.mark.filterwarnings(
@@ -293,6 +294,6 @@ def test_factory_builds_anthropic_client(server: FakeLLMServer) -> None:
     llm = make_client(settings)
     llm.complete(system=[], messages=[Message(role="user", content="hi")])
 
-    assert isinstance(llm, AnthropicClient)
+    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner, AnthropicClient)
     assert api_key_sent(server.requests[0].headers) == "factory-key"
     assert server.requests[0].body["model"] == "claude-haiku-4-5"

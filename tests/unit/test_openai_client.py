@@ -21,6 +21,7 @@ from crewbox.llm.base import (
 )
 from crewbox.llm.factory import make_client
 from crewbox.llm.openai import OpenAIClient
+from crewbox.llm.retry import RetryingLLM
 from tests.fakes.messages_server import ErrorReply, FakeLLMServer
 
 MODEL = "smollm2-135m-instruct"
@@ -313,7 +314,7 @@ def test_factory_builds_openai_client(server: FakeLLMServer) -> None:
     llm = make_client(settings)
     response = llm.complete(system=[], messages=ask())
 
-    assert isinstance(llm, OpenAIClient)
+    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner, OpenAIClient)
     assert response.text == "hi"
     assert server.requests[0].path == PATH
     assert server.requests[0].headers["authorization"] == "Bearer local-secret"
