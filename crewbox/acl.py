@@ -82,6 +82,7 @@ def persona_rules(persona: str) -> list[str]:
         "%R~rq:rl-keys",
         "%W~crewbox:run:*:inbox",
         f"%W~crewbox:run:*:heartbeats:{p}",
+        "~crewbox:run:*:spend",
         "%R~crewbox:run:*:owner",
         "%R~crewbox:run:*:cancel",
         f"&rq:pubsub:{p}.*",

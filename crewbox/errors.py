@@ -82,6 +82,18 @@ class LLMAPIError(CrewboxError):
         self.retry_after_s = retry_after_s
 
 
+class BudgetExceededError(CrewboxError):
+    """An LLM call was not made: its estimated cost could take a budget past its limit.
+
+    Attributes:
+        scope: the budget reached: ``run`` or ``persona:<name>``.
+    """
+
+    def __init__(self, message: str, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
 class ScriptExhaustedError(CrewboxError):
     """ScriptedLLM received a call that no remaining scripted step matches."""
 

@@ -48,13 +48,13 @@ Priority = Literal["high", "normal", "low"]
 PRIORITY_RANK: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 """Dispatch order among ready tasks: lower rank first."""
 
-TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled"]
+TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled", "budget_exceeded"]
 """How a task ended. ``cancelled``: the run was cancelled before or while it ran."""
 
 RunStatus = Literal["succeeded", "partial", "failed", "cancelled"]
 """How a run ended: every task succeeded, some did, none did, or the user cancelled it."""
 
-AttemptStatus = Literal["succeeded", "failed", "cancelled", "lost", "superseded"]
+AttemptStatus = Literal["succeeded", "failed", "cancelled", "budget_exceeded", "lost", "superseded"]
 """How one attempt of a task ended: as its Result says, ``lost`` (its heartbeat stopped: the
 worker died) or ``superseded`` (its result came after a newer attempt was dispatched)."""
 
@@ -189,6 +189,8 @@ class Task(BaseModel):
     context: str = ""
     dependencies: list[DependencyOutput] = Field(default_factory=list)
     allow_bash: bool = False
+    budget_usd: USD | None = None
+    """The run's budget: the worker checks it before every LLM call (crewbox.budget)."""
     attempt: int = 1
     token: str = Field(default_factory=new_token)
     enqueued_at_s: float = Field(default_factory=now_s)
@@ -307,6 +309,7 @@ EventKind = Literal[
     "task_failed",
     "task_skipped",
     "task_cancelled",
+    "task_budget_exceeded",
     "task_retried",
     "task_dead_lettered",
     "dlq_dropped",
@@ -329,6 +332,7 @@ END_KIND: dict[TaskStatus, EventKind] = {
     "failed": "task_failed",
     "skipped": "task_skipped",
     "cancelled": "task_cancelled",
+    "budget_exceeded": "task_budget_exceeded",
 }
 """The event kind that ends a task with each status."""
 

@@ -10,6 +10,7 @@ subagent files load unmodified. The Markdown body is the system prompt.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class Persona(BaseModel):
     tools: list[str] | None = None
     model: str | None = None
     workspace: str | None = None
+    budget_usd: Decimal | None = None
     path: Path | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -88,8 +90,26 @@ def parse_persona(text: str, source: str) -> Persona:
         tools=parse_tools(meta.pop("tools", None), source),
         model=_optional_str(meta.pop("model", None)),
         workspace=_optional_str(meta.pop("workspace", None)),
+        budget_usd=_budget(meta.pop("budget_usd", None), source),
         extra=meta,
     )
+
+
+def _budget(value: Any, source: str) -> Decimal | None:
+    """The ``budget_usd`` key: a positive number of dollars, or None when absent.
+
+    Raises:
+        PersonaError: anything else.
+    """
+    if value is None:
+        return None
+    try:
+        budget = Decimal(str(value))
+    except InvalidOperation:
+        budget = Decimal(-1)
+    if not budget.is_finite() or budget <= 0:
+        raise PersonaError(f"{source}: budget_usd must be a positive number of dollars")
+    return budget
 
 
 def _optional_str(value: Any) -> str | None:

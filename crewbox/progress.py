@@ -16,6 +16,7 @@ MARKS = {
     "task_failed": "[red]✗[/]",
     "task_skipped": "[yellow]-[/]",
     "task_cancelled": "[yellow]⊘[/]",
+    "task_budget_exceeded": "[red]$[/]",
     "task_retried": "[yellow]↻[/]",
     "attempt_lost": "[red]†[/]",
 }
@@ -75,7 +76,12 @@ class ProgressPrinter:
     def _task_line(self, event: Event) -> str:
         who = f"{event.persona or '?':<8} {event.task_id or '?'}"
         detail = event.message
-        if event.kind in ("task_succeeded", "task_failed", "task_cancelled"):
+        if event.kind in (
+            "task_succeeded",
+            "task_failed",
+            "task_cancelled",
+            "task_budget_exceeded",
+        ):
             d = event.data
             secs = d.get("duration_ms", 0) / 1000
             error = detail if event.kind != "task_succeeded" else ""

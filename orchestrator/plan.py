@@ -273,6 +273,7 @@ class Planner:
         request: Request,
         on_call: Callable[[Usage], None],
         on_adjust: Callable[[list[str]], None] | None = None,
+        llm: LLMClient | None = None,
     ) -> Plan:
         """A valid plan for ``request``; ``on_call`` receives each LLM call's usage.
 
@@ -282,9 +283,12 @@ class Planner:
         small local models rarely get references right, and the run is worth more than a
         PlanError. Any other fault (unknown persona, cycle, bad fields) stays an error.
 
+        ``llm``: the client for this run (e.g. behind its budget); None: the planner's own.
+
         Raises:
             PlanError: still invalid after the repairs (nothing is dispatched).
             LLMAPIError: the provider failed.
+            BudgetExceededError: the run's budget cannot cover a planner call.
         """
         text = planner_message(request, self.personas, self.limits.max_tasks)
         ask = Message(role="user", content=text)
@@ -292,7 +296,7 @@ class Planner:
         problems: list[str] = []
         data: Any = None
         for _ in range(self.repairs + 1):
-            response = self._call(messages)
+            response = self._call(messages, llm or self.llm)
             on_call(response.usage)
             data = plan_input(response)
             plan, problems = (
@@ -312,8 +316,8 @@ class Planner:
             problems,
         )
 
-    def _call(self, messages: list[Message]) -> LLMResponse:
-        return self.llm.complete(
+    def _call(self, messages: list[Message], llm: LLMClient) -> LLMResponse:
+        return llm.complete(
             system=[SystemBlock(text=self.prompt.prompt, cache=True)],
             messages=messages,
             tools=[plan_tool(self.personas, self.limits)],

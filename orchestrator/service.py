@@ -19,7 +19,9 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
+from crewbox.budget import budgeted
 from crewbox.config import Settings
 from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
 from crewbox.llm.base import LLMClient
@@ -95,6 +97,7 @@ class Orchestrator:
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.llm = llm
         self.queue = queue
         self.personas = personas
         self.log = run_log
@@ -207,7 +210,7 @@ class Orchestrator:
             )
 
         try:
-            return self.planner.plan(run.request, on_call, on_adjust)
+            return self.planner.plan(run.request, on_call, on_adjust, llm=self._run_llm(run))
         except PlanError as exc:
             self.emit(run, "plan_invalid", PlanProblems(problems=exc.problems), message=str(exc))
             raise
@@ -252,6 +255,7 @@ class Orchestrator:
             context=run.request.shared_context(),
             dependencies=self._dependency_outputs(run, spec),
             allow_bash=run.request.allow_bash,
+            budget_usd=run.request.budget_usd,
             attempt=run.next_attempt(spec.id),
         )
         run.add_attempt(task)
@@ -369,6 +373,8 @@ class Orchestrator:
             persona=result.persona,
             message=result.error or result.summary[:200],
         )
+        if result.status == "budget_exceeded":
+            self._budget_reached(run, result.error or "budget reached")
         if result.status == "failed":
             self.emit(
                 run,
@@ -449,19 +455,34 @@ class Orchestrator:
             self._end_task(run, self._unfinished(state, error, "cancelled"))
 
     def _over_budget(self, run: ActiveRun) -> bool:
+        """True once the run's budget is reached: by what it spent, or because a call was
+        refused for it (crewbox.budget: every call is checked before it is made)."""
         budget = run.request.budget_usd
-        spent = run.spent().cost_usd
-        if budget is None or spent < budget:
+        if run.budget_exceeded:
+            return True
+        if budget is None or run.spent().cost_usd < budget:
             return False
-        if not run.budget_exceeded:
-            run.budget_exceeded = True
-            self.emit(
-                run,
-                "budget_exceeded",
-                BudgetInfo(budget_usd=budget, spent_usd=spent),
-                message=f"budget ${budget} reached (${spent:.6f} spent): dispatching nothing more",
-            )
+        self._budget_reached(run, f"budget ${budget} reached")
         return True
+
+    def _budget_reached(self, run: ActiveRun, reason: str) -> None:
+        """Mark the run's budget reached (once): nothing more is dispatched."""
+        if run.budget_exceeded:
+            return
+        run.budget_exceeded = True
+        budget = run.request.budget_usd or Decimal(0)
+        spent = run.spent().cost_usd
+        self.emit(
+            run,
+            "budget_exceeded",
+            BudgetInfo(budget_usd=budget, spent_usd=spent),
+            message=f"{reason} (${spent:.6f} spent): dispatching nothing more",
+        )
+
+    def _run_llm(self, run: ActiveRun) -> LLMClient:
+        """The orchestrator's LLM behind the run's budget, for the planner and synthesizer."""
+        budget = run.request.budget_usd
+        return budgeted(self.llm, self.log, run.run_id, [("run", budget)] if budget else [])
 
     # -- synthesis and summary -----------------------------------------------------------
     def _finish(self, run: ActiveRun) -> RunSummary:
@@ -487,7 +508,9 @@ class Orchestrator:
             self._record_call(run, "synthesizer", usage)
 
         try:
-            return self.synthesizer.synthesize(run.request, results, run.store.folder, on_call)
+            return self.synthesizer.synthesize(
+                run.request, results, run.store.folder, on_call, llm=self._run_llm(run)
+            )
         except CrewboxError as exc:
             self.emit(run, "synthesis_failed", message=str(exc))
             return fallback_answer(run.request, results, str(exc))

@@ -75,15 +75,18 @@ class Synthesizer:
         results: list[Result],
         run_folder: Path,
         on_call: Callable[[Usage], None],
+        llm: LLMClient | None = None,
     ) -> str:
-        """The answer in Markdown; ``on_call`` receives the call's usage.
+        """The answer in Markdown; ``on_call`` receives the call's usage; ``llm``: the
+        client for this run (e.g. behind its budget), None: the synthesizer's own.
 
         Raises:
             LLMAPIError: the provider failed (the caller falls back to :func:`fallback_answer`).
+            BudgetExceededError: the run's budget cannot cover the call (the same fallback).
         """
         digest = results_digest(results, run_folder, self.budget_tokens)
         message = f"## Request\n\n{request.text}\n\n## Results\n\n{digest}"
-        response = self.llm.complete(
+        response = (llm or self.llm).complete(
             system=[SystemBlock(text=self.prompt.prompt, cache=True)],
             messages=[Message(role="user", content=message)],
             max_tokens=self.max_tokens,

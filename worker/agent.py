@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crewbox.errors import LLMAPIError
+from crewbox.errors import BudgetExceededError, LLMAPIError
 from crewbox.llm.base import LLMClient, Message, SystemBlock
 from crewbox.models import Task, Usage
 from crewbox.personas import Persona
@@ -26,7 +26,8 @@ class AgentOutcome:
     """What the loop produced: the model's final text, per-call usage, and why it stopped.
 
     ``error`` is None when the model ended its turn; otherwise one line (max turns, timeout,
-    cancelled). ``cancelled``: the loop stopped because ``stop`` was set.
+    cancelled, budget). ``cancelled``: the loop stopped because ``stop`` was set;
+    ``budget_exceeded``: because the next call could have crossed a budget (not made).
     """
 
     text: str = ""
@@ -34,6 +35,7 @@ class AgentOutcome:
     turns: int = 0
     error: str | None = None
     cancelled: bool = False
+    budget_exceeded: bool = False
 
 
 @dataclass
@@ -135,6 +137,9 @@ def run_agent(
                 model=setup.model,
                 timeout_s=remaining_s,
             )
+        except BudgetExceededError as exc:
+            outcome.error, outcome.budget_exceeded = str(exc), True
+            return outcome
         except LLMAPIError:
             if time.monotonic() < deadline_s:
                 raise

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from crewbox.budget import Limits, budgeted
 from crewbox.config import Settings
 from crewbox.errors import CrewboxError, LLMAPIError, UserError
 from crewbox.llm.base import LLMClient
@@ -130,7 +131,22 @@ class TaskRunner:
         result.retryable = retryable
         if outcome.cancelled:
             result.status = "cancelled"
+        elif outcome.budget_exceeded:
+            result.status = "budget_exceeded"
         return result
+
+    def _budgeted(self, task: Task) -> LLMClient:
+        """The LLM behind the task's budgets: the run's and the persona's (crewbox.budget).
+
+        Without a run log (unit tests) or a budget, the LLM itself."""
+        limits: Limits = []
+        if task.budget_usd is not None:
+            limits.append(("run", task.budget_usd))
+        if self.persona.budget_usd is not None:
+            limits.append((f"persona:{self.persona.name}", self.persona.budget_usd))
+        if self.run_log is None:
+            return self.llm
+        return budgeted(self.llm, self.run_log, task.run_id, limits)
 
     def output_dir(self, task: Task) -> Path:
         """The task's working directory: its folder in results/, or in CREWBOX_WORK_DIR."""
@@ -161,7 +177,7 @@ class TaskRunner:
         allow_bash = self.settings.allow_bash or task.allow_bash
         setup = AgentSetup(
             persona=self.persona,
-            llm=self.llm,
+            llm=self._budgeted(task),
             model=self.persona.model_or(self.settings.default_model()),
             tools=select_tools(self.persona.tools, allow_bash),
             sandbox=Sandbox(cwd=out_dir.resolve(), roots=[r.resolve() for r in roots]),

@@ -93,3 +93,14 @@ class RunLog(Protocol):
     def clear_cancel(self, run_id: str) -> None:
         """Forget a cancel request (``crewbox resume`` of a cancelled run)."""
         ...
+
+    def reserve_spend(self, run_id: str, scope: str, nano_usd: int, limit_nano_usd: int) -> bool:
+        """Add ``nano_usd`` to the ledger of ``scope`` (``run``, ``persona:<name>``) of the
+        run, atomically, unless that takes it past ``limit_nano_usd``; True when added."""
+        ...
+
+    def settle_spend(
+        self, run_id: str, scope: str, reserved_nano_usd: int, actual_nano_usd: int
+    ) -> None:
+        """Replace a reservation of ``scope`` by what the call really cost."""
+        ...

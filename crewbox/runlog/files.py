@@ -4,6 +4,8 @@ Besides RunStore's layout it keeps, per run folder::
 
     owner.json     {"owner": "<host>:<pid>", "expires_at_s": <Unix s>}: the lease
     cancel         present once a cancel was requested
+    spend.json     {"<scope>": <nano-USD>}: spent and reserved per budget scope
+    spend.lock     its lock (flock), so parallel workers reserve one at a time
 
 A lease held by a process of this host that no longer runs has expired at once, so
 ``crewbox resume`` after a kill does not wait for LEASE_TTL_S.
@@ -26,6 +28,8 @@ from crewbox.store import RunStore, write_atomic
 
 OWNER_FILE = "owner.json"
 CANCEL_FILE = "cancel"
+SPEND_FILE = "spend.json"
+SPEND_LOCK = "spend.lock"
 
 
 class FileRunLog:
@@ -137,6 +141,34 @@ class FileRunLog:
         """
         store = RunStore.open(self.results_dir, run_id)
         (store.folder / CANCEL_FILE).touch()
+
+    def reserve_spend(self, run_id: str, scope: str, nano_usd: int, limit_nano_usd: int) -> bool:
+        """Add to ``spend.json`` of the run under its lock, unless past the limit."""
+        with self._spend(run_id) as ledger:
+            if ledger.get(scope, 0) + nano_usd > limit_nano_usd:
+                return False
+            ledger[scope] = ledger.get(scope, 0) + nano_usd
+            return True
+
+    def settle_spend(
+        self, run_id: str, scope: str, reserved_nano_usd: int, actual_nano_usd: int
+    ) -> None:
+        """Replace the reservation in ``spend.json`` by the actual cost."""
+        with self._spend(run_id) as ledger:
+            ledger[scope] = ledger.get(scope, 0) - reserved_nano_usd + actual_nano_usd
+
+    @contextlib.contextmanager
+    def _spend(self, run_id: str) -> Iterator[dict[str, int]]:
+        """The run's spend ledger (scope -> nano-USD), locked against every other process
+        (``flock`` on ``spend.lock``) and written back when the block ends."""
+        folder = self.results_dir / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / SPEND_FILE
+        with open(folder / SPEND_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            ledger: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+            yield ledger
+            write_atomic(path, json.dumps(ledger))
 
     def cancel_requested(self, run_id: str) -> bool:
         """True when the cancel marker exists."""

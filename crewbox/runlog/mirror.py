@@ -80,6 +80,16 @@ class MirroredRunLog:
         """On the primary."""
         return self.primary.cancel_requested(run_id)
 
+    def reserve_spend(self, run_id: str, scope: str, nano_usd: int, limit_nano_usd: int) -> bool:
+        """The primary's ledger (Redis: shared by every host)."""
+        return self.primary.reserve_spend(run_id, scope, nano_usd, limit_nano_usd)
+
+    def settle_spend(
+        self, run_id: str, scope: str, reserved_nano_usd: int, actual_nano_usd: int
+    ) -> None:
+        """The primary's ledger."""
+        self.primary.settle_spend(run_id, scope, reserved_nano_usd, actual_nano_usd)
+
     def clear_cancel(self, run_id: str) -> None:
         """On the primary."""
         self.primary.clear_cancel(run_id)

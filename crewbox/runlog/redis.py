@@ -9,6 +9,7 @@ Keys (``<run>`` is a run_id; each expires RUN_TTL_S after its last write)::
     string  crewbox:run:<run>:cancel     "1" once a cancel was requested
     string  crewbox:run:<run>:final      the synthesis (final.md)
     string  crewbox:run:<run>:summary    the RunSummary JSON
+    hash    crewbox:run:<run>:spend      budget scope -> nano-USD spent and reserved
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+RESERVE_SCRIPT = """
+local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if spent + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
 RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -57,6 +67,7 @@ class RedisRunLog:
         self.redis = connection
         self._renew = connection.register_script(RENEW_SCRIPT)
         self._release = connection.register_script(RELEASE_SCRIPT)
+        self._reserve = connection.register_script(RESERVE_SCRIPT)
 
     def create(self, request: Request) -> None:
         """Store the request and list the run."""
@@ -154,6 +165,19 @@ class RedisRunLog:
         """
         self.request(run_id)
         call(lambda: self.redis.set(run_key(run_id, "cancel"), "1", ex=RUN_TTL_S))
+
+    def reserve_spend(self, run_id: str, scope: str, nano_usd: int, limit_nano_usd: int) -> bool:
+        """RESERVE_SCRIPT on the run's spend hash: check and add in one step."""
+        key = run_key(run_id, "spend")
+        args: list[str | int] = [scope, nano_usd, limit_nano_usd, RUN_TTL_S]
+        return bool(call(lambda: self._reserve(keys=[key], args=args)))
+
+    def settle_spend(
+        self, run_id: str, scope: str, reserved_nano_usd: int, actual_nano_usd: int
+    ) -> None:
+        """HINCRBY the scope by actual - reserved."""
+        key = run_key(run_id, "spend")
+        call(lambda: self.redis.hincrby(key, scope, actual_nano_usd - reserved_nano_usd))
 
     def cancel_requested(self, run_id: str) -> bool:
         """True when the cancel flag is set."""
