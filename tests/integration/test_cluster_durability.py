@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,25 @@ def test_two_orchestrators_drive_each_run_exactly_once(services: Any) -> None:
         assert kinds.count("run_started") == 1 and "run_resumed" not in kinds
         assert kinds.count("task_dispatched") == 1 and kinds.count("run_finished") == 1
     assert_accounted(s, summaries)
+
+
+def test_a_run_budget_holds_across_cluster_workers(services: Any) -> None:
+    call = {"input_tokens": 1000, "output_tokens": 100}  # $0.0045 on claude-sonnet-4-6
+    ids = [f"q{i}" for i in range(12)]
+    steps = [{"match": f"Task id: {t}\\n", "text": f"{t} done", "usage": call} for t in ids]
+    s: Services = services([*steps, {"match": "## Results", "text": "answer", "usage": call}])
+    s.env["CREWBOX_MAX_TOKENS"] = "200"
+    s.start("orchestrator")
+    for persona in ("marie", "anga", "marie", "anga"):
+        s.start("worker", "--persona", persona)
+    path = s.tmp / "budget.yaml"
+    plan = [spec(t, ("marie", "anga")[i % 2]) for i, t in enumerate(ids)]
+    path.write_text(yaml.safe_dump({"request": "budget", "tasks": plan}))
+    args = ["submit", "--plan", str(path), "--detach", "--budget-usd", "0.02"]
+    done = run_crewbox(args, s.as_user("client"), cwd=s.tmp)
+    assert done.returncode == 0, done.stderr
+    summary = s.summary(done.stdout.strip())
+    assert summary.usage_total.cost_usd <= Decimal("0.02") and summary.budget_exceeded
+    statuses = {r.status for r in summary.tasks}
+    assert "succeeded" in statuses and statuses & {"budget_exceeded", "skipped"}
+    assert_accounted(s, [summary])
