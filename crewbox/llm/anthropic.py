@@ -85,14 +85,32 @@ def system_param(system: list[SystemBlock]) -> list[TextBlockParam]:
     return cast("list[TextBlockParam]", blocks)
 
 
+def system_breakpoints(blocks: list[TextBlockParam]) -> list[TextBlockParam]:
+    """The system blocks that carry ``cache_control``."""
+    return [b for b in blocks if "cache_control" in b]
+
+
 def tools_param(tools: list[ToolDef]) -> list[ToolParam]:
     """Tool definitions as ``{"name", "description", "input_schema"}``."""
     return cast("list[ToolParam]", [tool.model_dump() for tool in tools])
 
 
-def messages_param(messages: list[Message]) -> list[MessageParam]:
-    """Messages as the API takes them: crewbox blocks already have the Anthropic shapes."""
-    return cast("list[MessageParam]", [m.model_dump(mode="json") for m in messages])
+MAX_CACHE_BREAKPOINTS = 4
+"""Blocks with ``cache_control`` one request may have (Anthropic's prompt caching docs)."""
+
+
+def messages_param(messages: list[Message], cache_latest: bool = False) -> list[MessageParam]:
+    """Messages as the API takes them (crewbox blocks already have the Anthropic shapes);
+    ``cache_latest`` puts a ``cache_control`` breakpoint on the last block of the last
+    message, so the next turn of the conversation reads all of this one from the cache."""
+    params: list[dict[str, Any]] = [m.model_dump(mode="json") for m in messages]
+    if cache_latest and params:
+        last = params[-1]
+        if isinstance(last["content"], str):
+            last["content"] = [{"type": "text", "text": last["content"]}]
+        if last["content"]:
+            last["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return cast("list[MessageParam]", params)
 
 
 def content_blocks(message: APIMessage) -> list[ContentBlock]:
@@ -198,7 +216,10 @@ class AnthropicClient:
                 model=model_id,
                 max_tokens=max_tokens,
                 system=system_blocks if system_blocks else anthropic.omit,
-                messages=messages_param(messages),
+                messages=messages_param(
+                    messages,
+                    cache_latest=len(system_breakpoints(system_blocks)) < MAX_CACHE_BREAKPOINTS,
+                ),
                 tools=tools_param(tools) if tools else anthropic.omit,
                 tool_choice=tool_choice,
             )

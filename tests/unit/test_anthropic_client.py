@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from decimal import Decimal
@@ -150,9 +151,25 @@ def test_tool_use_round_trip(server: FakeLLMServer, client: AnthropicClient) -> 
                 "tool_use_id": "toolu_01",
                 "content": "Slow canon, then a duet.",
                 "is_error": False,
+                "cache_control": {"type": "ephemeral"},
             }
         ],
     }
+
+
+def test_the_latest_turn_is_a_cache_breakpoint_within_the_limit_of_four(
+    server: FakeLLMServer, client: AnthropicClient
+) -> None:
+    server.reply(TOOL_USE_REPLY, FINAL_REPLY)
+    run_round_trip(client)
+    first, second = (r.body for r in server.requests)
+    assert first["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert second["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "cache_control" not in json.dumps(second["messages"][:-1])  # only the latest
+    server.reply(FINAL_REPLY)
+    four = [SystemBlock(text=f"part {i}", cache=True) for i in range(4)]
+    client.complete(system=four, messages=[Message(role="user", content="hi")])
+    assert "cache_control" not in json.dumps(server.requests[-1].body["messages"])
 
 
 def api_key_sent(headers: dict[str, str]) -> str | None:
