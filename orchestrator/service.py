@@ -25,6 +25,7 @@ from crewbox.budget import budgeted
 from crewbox.config import Settings
 from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
 from crewbox.llm.base import LLMClient
+from crewbox.llm.pricing import price_for
 from crewbox.models import (
     END_KIND,
     AttemptInfo,
@@ -189,6 +190,7 @@ class Orchestrator:
                 raise
 
     def _drive_owned(self, run: ActiveRun, lease: LeaseKeeper) -> RunSummary:
+        self._check_budget_enforceable(run)
         if run.plan is None:
             plan = run.request.plan or self._plan(run)
             run.plan = plan
@@ -478,6 +480,27 @@ class Orchestrator:
             BudgetInfo(budget_usd=budget, spent_usd=spent),
             message=f"{reason} (${spent:.6f} spent): dispatching nothing more",
         )
+
+    def _check_budget_enforceable(self, run: ActiveRun) -> None:
+        """A budget can be held only where every model the run may call has a price.
+
+        Raises:
+            UserError: a budget is set and some model is not in pricing.json (the run
+                fails before any call; nothing is spent).
+        """
+        if run.request.budget_usd is None or self.settings.resolved_provider() == "openai":
+            return  # an OpenAI-compatible server here is a local model: its calls cost $0
+        default = self.settings.default_model()
+        plan = run.plan or run.request.plan
+        names = {t.persona for t in plan.tasks} if plan else set(self.personas)
+        models = {self.planner.model, self.synthesizer.model}
+        models |= {self.personas[n].model_or(default) for n in names if n in self.personas}
+        unpriced = sorted(m for m in models if price_for(m) is None)
+        if unpriced:
+            raise UserError(
+                f"--budget-usd cannot be held: no price for {', '.join(unpriced)} in "
+                "crewbox/llm/pricing.json; add it there or run without a budget"
+            )
 
     def _run_llm(self, run: ActiveRun) -> LLMClient:
         """The orchestrator's LLM behind the run's budget, for the planner and synthesizer."""

@@ -69,3 +69,16 @@ def test_a_persona_budget_stops_that_persona_only(tmp_path: Path) -> None:
     assert any(r.status == "budget_exceeded" for r in mine)
     assert all(r.status == "succeeded" for r in others)
     assert_accounted(run)
+
+
+def test_a_budget_on_a_model_without_a_price_refuses_to_start(tmp_path: Path) -> None:
+    run = EmbeddedRun(tmp_path, [spec("u1", "marie")], [{"text": "never"}])
+    run.env["CREWBOX_MODEL"] = "claude-unknown-9"
+    run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--budget-usd", "1")
+    code, _, err = run.finish()
+    lines = [x for x in err.splitlines() if "error" in x]
+    assert code == 2 and len(lines) == 1, err
+    assert "claude-unknown-9" in lines[0] and "pricing.json" in lines[0]
+    assert not (tmp_path / "record" / "calls").exists() or not any(
+        (tmp_path / "record" / "calls").iterdir()
+    )
