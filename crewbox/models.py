@@ -22,8 +22,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Task ids become folder names, so they are short and filesystem-safe."""
 
-MAX_TASKS = 24
-"""Upper bound on tasks in one plan: a bound on cost, and on what a person can review."""
+MAX_TASKS = 10_000
+"""Upper bound on tasks in one plan given by file (``--plan``, workflows/): a volley of
+hundreds of small tasks is a real use. The LLM planner has its own, smaller cap
+(orchestrator.plan.MAX_PLANNED_TASKS)."""
 
 MAX_INSTRUCTIONS_CHARS = 20_000
 """Upper bound on one task's instructions (about 5k tokens)."""

@@ -28,12 +28,15 @@ from crewbox.llm.base import (
 )
 from crewbox.models import (
     MAX_INSTRUCTIONS_CHARS,
-    MAX_TASKS,
     Plan,
     Request,
     Usage,
 )
 from crewbox.personas import Persona
+
+MAX_PLANNED_TASKS = 24
+"""Upper bound on tasks in a plan the LLM planner makes: a bound on cost, and on what a
+person can review (plans given by file may hold up to crewbox.models.MAX_TASKS)."""
 
 PLAN_TOOL = "submit_plan"
 
@@ -59,7 +62,7 @@ class PlanLimits:
     Grammar-constrained servers (llama.cpp) enforce them while generating; Claude reads them.
     """
 
-    max_tasks: int = MAX_TASKS
+    max_tasks: int = MAX_PLANNED_TASKS
     max_instructions_chars: int = MAX_INSTRUCTIONS_CHARS
 
     @classmethod
@@ -67,7 +70,7 @@ class PlanLimits:
         """Limits for an answer of at most ``max_tokens`` (tasks of ~200 tokens each)."""
         budget_chars = max_tokens * CHARS_PER_TOKEN
         return cls(
-            max_tasks=max(2, min(MAX_TASKS, max_tokens // 200)),
+            max_tasks=max(2, min(MAX_PLANNED_TASKS, max_tokens // 200)),
             max_instructions_chars=max(200, min(MAX_INSTRUCTIONS_CHARS, budget_chars // 8)),
         )
 
@@ -234,7 +237,7 @@ def catalog_text(personas: Mapping[str, Persona]) -> str:
 
 
 def planner_message(
-    request: Request, personas: Mapping[str, Persona], max_tasks: int = MAX_TASKS
+    request: Request, personas: Mapping[str, Persona], max_tasks: int = MAX_PLANNED_TASKS
 ) -> str:
     """The planner's user message: persona catalog, request, shared context."""
     parts = [
@@ -302,8 +305,10 @@ class Planner:
             plan, problems = (
                 parse_plan(data, self.personas) if data is not None else (None, [no_plan(response)])
             )
-            if plan is not None:
+            if plan is not None and len(plan.tasks) <= self.limits.max_tasks:
                 return plan
+            if plan is not None:
+                problems = [f"at most {self.limits.max_tasks} tasks, not {len(plan.tasks)}"]
             messages = [ask, *repair_messages(response, problems)]  # only the latest try
         pruned = pruned_plan(data, self.personas)
         if pruned is not None:

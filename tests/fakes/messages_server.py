@@ -9,6 +9,7 @@ Usage::
     with FakeLLMServer() as server:
         server.reply({"id": "msg_1", ...})                       # 200 with this JSON body
         server.reply(ErrorReply(429, {...}, {"retry-after": "7"}))  # an error status
+        server.reply(DROP)                                       # the connection dropped
         client = AnthropicClient(api_key="test", model="...", base_url=server.url)
         ...
         server.requests[0].body   # the JSON the SDK sent
@@ -46,6 +47,10 @@ class ErrorReply:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
 
+
+DROP = ErrorReply(0, None)
+"""A reply that is no reply: the server closes the connection unanswered (a dropped
+connection, as a proxy or load balancer failing mid-request does)."""
 
 Reply = dict[str, Any] | ErrorReply | tuple[int, Any, dict[str, str]]
 """A queued reply: a JSON body (status 200), an ErrorReply, or ``(status, body, headers)``."""
@@ -140,6 +145,9 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             self._send(server._take(request))
 
         def _send(self, reply: ErrorReply) -> None:
+            if reply.status == 0:  # DROP
+                self.close_connection = True
+                return
             payload = json.dumps(reply.body).encode()
             self.send_response(reply.status)
             self.send_header("content-type", "application/json")

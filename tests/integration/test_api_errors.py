@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
+from crewbox.llm.pricing import call_usage
 from crewbox.testing import recorded_calls
 from tests.conftest import spec
+from tests.fakes.messages_server import DROP, ErrorReply, FakeLLMServer
 from tests.integration.test_durability import EmbeddedRun, assert_accounted
+from tests.unit.test_anthropic_client import message_reply
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +68,53 @@ def test_an_error_that_cannot_pass_fails_the_task_after_one_call(
     assert len(summary.attempts["doomed"]) == 1
     assert run.calls_for("doomed") == 1
     assert_accounted(run)
+
+
+STORM_TASKS = 30
+OK_USAGE = {"input_tokens": 1000, "output_tokens": 100}
+FAULTS = {
+    "429 with retry-after": ErrorReply(
+        429, {"type": "error", "error": {"type": "rate_limit_error"}}, {"retry-after": "0"}
+    ),
+    "529 overloaded": ErrorReply(529, {"type": "error", "error": {"type": "overloaded_error"}}),
+    "500": ErrorReply(500, {"type": "error", "error": {"type": "api_error"}}),
+    "dropped connection": DROP,
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_on_every_third_call_through_the_sdk_loses_no_task(
+    tmp_path: Path, fault: str
+) -> None:
+    """30 tasks through the real Anthropic SDK against a fake Messages endpoint whose every
+    third reply is ``fault``: every task succeeds in its one attempt, the calls made are
+    the answered ones plus one retry per fault, and summary.json equals the endpoint's
+    ledger of answered calls."""
+    ok = message_reply([{"type": "text", "text": "done"}], "end_turn", OK_USAGE)
+    needed = STORM_TASKS + 1  # and the synthesis
+    replies: list[Any] = []
+    while sum(r is ok for r in replies) < needed:
+        replies.append(FAULTS[fault] if len(replies) % 3 == 2 else ok)
+    ids = [f"t{i}" for i in range(STORM_TASKS)]
+    with FakeLLMServer() as server:
+        server.reply(*replies)
+        run = EmbeddedRun(tmp_path, [spec(t, ("marie", "anga", "fabien")[i % 3])
+                                     for i, t in enumerate(ids)], [])  # fmt: skip
+        run.env.update(
+            CREWBOX_PROVIDER="anthropic",
+            ANTHROPIC_API_KEY="sk-storm",
+            ANTHROPIC_BASE_URL=server.url,
+            CREWBOX_LLM_MAX_RETRIES="5",
+        )
+        run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2")
+        code, _, err = run.finish()
+        served = [r for r in server.requests]
+    assert code == 0, err[-2000:]
+    summary = run.summary()
+    assert all(r.status == "succeeded" for r in summary.tasks)
+    assert all(len(summary.attempts[t]) == 1 for t in ids)
+    faults = sum(r is not ok for r in replies)
+    assert len(served) == needed + faults and server.unexpected == 0
+    per_call = call_usage("claude-sonnet-4-6", **OK_USAGE)
+    assert summary.usage_total.input_tokens == needed * per_call.input_tokens
+    assert summary.usage_total.cost_usd == needed * per_call.cost_usd
