@@ -7,6 +7,7 @@ a non-zero exit (2 for bad input); nothing prints a bare traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -27,9 +28,10 @@ from crewbox.config import Settings
 from crewbox.dlq import dead_letters
 from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
+from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
 from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
-from crewbox.models import ContextFile, Event, Request, RunSummary
+from crewbox.models import ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
 from crewbox.privileges import drop_privileges
 from crewbox.procs import is_dead_local
@@ -120,6 +122,10 @@ def workers_option(command: F) -> F:
 @request_options
 @click.option("--allow-bash", is_flag=True, help="Let personas run Bash (no container around it!).")
 @workers_option
+@click.option(
+    "--estimate", is_flag=True, help="Print what the plan may cost, then ask (needs --plan)."
+)
+@click.option("-y", "--yes", is_flag=True, help="With --estimate: run without asking.")
 def run(
     text: str | None,
     context_files: tuple[Path, ...],
@@ -128,6 +134,8 @@ def run(
     budget_usd: float | None,
     allow_bash: bool,
     per_persona: int,
+    estimate: bool,
+    yes: bool,
 ) -> None:
     """Run a request here, without Docker or Redis: workers are local processes.
 
@@ -137,6 +145,8 @@ def run(
     cfg = settings()
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, allow_bash, personas)
+    if estimate and not confirm_estimate(cfg, personas, request, yes):
+        return
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     err.print(f"run {request.run_id} (Ctrl-C cancels it; twice exits, resumable)")
     drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request))
@@ -242,6 +252,56 @@ def build_request(
         budget_usd=budget_usd,
         allow_bash=allow_bash,
     )
+
+
+def confirm_estimate(
+    cfg: Settings, personas: dict[str, Persona], request: Request, yes: bool
+) -> bool:
+    """Print what ``request``'s plan may cost; True when the run should go on: ``yes``, or
+    the user said so at the prompt. In a pipe (no TTY) it only prints (stdout) and says no.
+
+    Raises:
+        UserError: the request has no plan (``--estimate`` needs ``--plan``).
+    """
+    if request.plan is None:
+        raise UserError(
+            "--estimate needs --plan (the planner's own call would be billed before the "
+            "estimate); e.g. crewbox run --estimate --plan workflows/spring-recital.yaml"
+        )
+    rows = plan_estimates(cfg, personas, request)
+    table = Table("task", "persona", "model", "input tok (known)", "low", "high")
+    for row in [*rows, total(rows)]:
+        tok = f"{row.input_tokens:,}" if row.name != "synthesis" else ""
+        cost = (money(row.low_usd), money(row.high_usd))
+        table.add_row(row.name, row.persona, row.model, tok, *cost)
+    interactive = sys.stdin.isatty() and not yes
+    (err if yes or interactive else out).print(table)
+    if yes:
+        return True
+    return interactive and click.confirm("Run it?", default=False, err=True)
+
+
+def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request) -> list[Estimate]:
+    """One crewbox.estimate row per task of the request's plan, and one for the synthesis."""
+    from worker.agent import system_blocks, task_message
+    from worker.tools import select_tools
+
+    assert request.plan is not None
+    default = cfg.default_model()
+    rows = []
+    for spec in request.plan.tasks:
+        persona = personas[spec.persona]
+        task = Task(run_id=request.run_id, spec=spec, request_text=request.text,
+                    context=request.shared_context(), allow_bash=request.allow_bash)  # fmt: skip
+        tools = select_tools(persona.tools, cfg.allow_bash or request.allow_bash)
+        chars = sum(len(b.text) for b in system_blocks(persona, task.context))
+        chars += len(task_message(task, Path(spec.persona) / spec.id, None))
+        chars += len(json.dumps([t.definition.model_dump() for t in tools]))
+        model, limits = persona.model_or(default), (cfg.output_tokens(), cfg.max_turns)
+        rows.append(task_estimate(spec.id, spec.persona, model, chars, *limits))
+    synth = load_role_prompt(cfg.prompts_dir, "synthesizer").model_or(default)
+    rows.append(synthesis_estimate(synth, cfg.synthesis_tokens(), cfg.output_tokens()))
+    return rows
 
 
 def read_context(path: Path) -> ContextFile:
