@@ -82,6 +82,8 @@ class Usage(BaseModel):
     Token fields follow the Anthropic Messages API usage: ``input_tokens`` (uncached input),
     ``cache_write_tokens`` (``cache_creation_input_tokens``), ``cache_read_tokens``
     (``cache_read_input_tokens``), ``output_tokens``. ``calls`` counts the calls summed.
+    ``cost_usd`` is the whole cost; ``cache_write_usd`` and ``cache_read_usd`` are the parts
+    of it paid for cache writes and cache reads.
     """
 
     input_tokens: int = 0
@@ -89,6 +91,8 @@ class Usage(BaseModel):
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
     cost_usd: USD = Decimal(0)
+    cache_write_usd: USD = Decimal(0)
+    cache_read_usd: USD = Decimal(0)
     calls: int = 0
 
     def __add__(self, other: Usage) -> Usage:
@@ -98,6 +102,8 @@ class Usage(BaseModel):
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
+            cache_write_usd=self.cache_write_usd + other.cache_write_usd,
+            cache_read_usd=self.cache_read_usd + other.cache_read_usd,
             calls=self.calls + other.calls,
         )
 

@@ -43,7 +43,7 @@ from crewbox.llm.base import (
     ToolDef,
     ToolUseBlock,
 )
-from crewbox.llm.pricing import cost_usd
+from crewbox.llm.pricing import call_usage
 from crewbox.models import Usage
 
 BARRIER_TIMEOUT_S = 60.0
@@ -300,13 +300,13 @@ class ScriptedLLM:
                 ToolUseBlock(id=f"toolu_{uuid.uuid4().hex[:16]}", name=use.name, input=use.input)
             )
         u = step.usage
-        tokens = dict(
+        usage = call_usage(
+            model,
             input_tokens=u.input_tokens,
             output_tokens=u.output_tokens,
             cache_write_tokens=u.cache_write_tokens,
             cache_read_tokens=u.cache_read_tokens,
         )
-        usage = Usage(**tokens, cost_usd=cost_usd(model, **tokens), calls=1)
         stop = "tool_use" if step.tool_uses else "end_turn"
         return LLMResponse(content=content, stop_reason=stop, usage=usage, model=model)
 

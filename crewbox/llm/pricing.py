@@ -138,7 +138,11 @@ def call_usage(
     cache_write_tokens: int = 0,
     cache_read_tokens: int = 0,
 ) -> Usage:
-    """The :class:`~crewbox.models.Usage` of one call (``calls == 1``), cost included."""
+    """The :class:`~crewbox.models.Usage` of one call (``calls == 1``), cost included, with
+    its cache write and cache read parts."""
+    price = price_for(model)
+    write_usd = cache_write_tokens * price.cache_write_usd_per_mtok if price else Decimal(0)
+    read_usd = cache_read_tokens * price.cache_read_usd_per_mtok if price else Decimal(0)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -147,5 +151,7 @@ def call_usage(
         cost_usd=cost_usd(
             model, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens
         ),
+        cache_write_usd=write_usd / TOKENS_PER_MTOK,
+        cache_read_usd=read_usd / TOKENS_PER_MTOK,
         calls=1,
     )

@@ -68,3 +68,21 @@ def test_a_tenth_of_a_cent_adds_up_exactly() -> None:
     assert one.cost_usd == Decimal("0.0000003")
     assert total.cost_usd == Decimal("0.000003")
     assert total.calls == 10
+
+
+def test_a_calls_cache_write_and_read_costs_are_kept_apart() -> None:
+    from crewbox.llm.pricing import call_usage
+
+    usage = call_usage(
+        "claude-sonnet-4-6",
+        input_tokens=100,
+        output_tokens=10,
+        cache_write_tokens=1500,
+        cache_read_tokens=2000,
+    )
+    # claude-sonnet-4-6: cache write $3.75, cache read $0.30 per MTok
+    assert usage.cache_write_usd == Decimal("3.75") * 1500 / 10**6
+    assert usage.cache_read_usd == Decimal("0.30") * 2000 / 10**6
+    assert usage.cost_usd == (100 * 3 + 10 * 15) / Decimal(10**6) + (
+        usage.cache_write_usd + usage.cache_read_usd
+    )
