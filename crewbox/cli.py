@@ -33,7 +33,7 @@ from crewbox.llm.factory import make_client
 from crewbox.local import LocalWorkers
 from crewbox.models import ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
-from crewbox.privileges import drop_privileges
+from crewbox.privileges import drop_privileges, set_non_dumpable
 from crewbox.procs import is_dead_local
 from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
@@ -189,6 +189,7 @@ def drive_embedded(
     Raises:
         SystemExit: 130 when the run was cancelled, 1 when it did not fully succeed.
     """
+    set_non_dumpable()  # its environment may hold the key: no tool may read it in /proc
     log_dir = cfg.results_dir / run_id / "logs"
     run_log = FileRunLog(cfg.results_dir)
     orch = orchestrator(cfg, personas, ProgressPrinter(err), run_log=run_log)

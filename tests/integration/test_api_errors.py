@@ -4,6 +4,8 @@ attempt), others fail the task at once, and summary.json still equals the ledger
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,30 @@ def test_a_fault_on_every_third_call_through_the_sdk_loses_no_task(
     per_call = call_usage("claude-sonnet-4-6", **OK_USAGE)
     assert summary.usage_total.input_tokens == needed * per_call.input_tokens
     assert summary.usage_total.cost_usd == needed * per_call.cost_usd
+
+
+def test_in_embedded_mode_bash_finds_the_key_in_no_environment(tmp_path: Path) -> None:
+    """The key is in the CLI's and the workers' environment; a Bash command (anga has Bash,
+    --allow-bash) does not inherit it, and, for a user other than root (who reads every
+    process), finds it in no /proc/<pid>/environ: crewbox's processes are non-dumpable."""
+    probe = (
+        "env | grep -c sk-embedded-secret; "
+        "for p in /proc/[0-9]*; do grep -qa sk-embedded-secret $p/environ 2>/dev/null "
+        "&& echo LEAK $p; done; echo PROBED"
+    )
+    bash = {"name": "Bash", "input": {"command": probe}}
+    steps = [
+        {"match": "Task id: b1\\n", "text": "probing", "tool_uses": [bash]},
+        {"match": "Task id: b1\\n", "text": "b1 done"},
+        SYNTHESIS,
+    ]
+    run = EmbeddedRun(tmp_path, [spec("b1", "anga")], steps)
+    run.env["ANTHROPIC_API_KEY"] = "sk-embedded-secret"
+    run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--allow-bash")
+    code, _, err = run.finish()
+    assert code == 0, err
+    answered = [c for c in recorded_calls(tmp_path / "record") if "PROBED" in c.text]
+    output = json.dumps(answered[-1].messages[-1])
+    assert '"0\\n' in output and "PROBED" in output, output  # not in its environment
+    if os.geteuid() != 0:
+        assert "LEAK" not in output, output
