@@ -98,7 +98,9 @@ def request_options(command: F) -> F:
             help="stdout: the answer (text) or the run summary (json).",
         ),
         click.option(
-            "--budget-usd", type=float, help="Dispatch nothing more once the run costs this much."
+            "--budget-usd",
+            type=float,
+            help="Checked before every LLM call: no call that could cross it is made.",
         ),
     ]
     for option in reversed(options):

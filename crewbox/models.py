@@ -158,7 +158,8 @@ class Plan(BaseModel):
 class Request(BaseModel):
     """What a user asked: free text, optional context files, optional ready-made plan.
 
-    ``budget_usd``: when set, the run dispatches nothing more once its cost reaches it.
+    ``budget_usd``: when set, no LLM call of the run that could cross it is made
+    (crewbox.budget), and nothing more is dispatched once it is reached.
     """
 
     run_id: str = Field(default_factory=new_run_id)
