@@ -147,3 +147,14 @@ def test_in_embedded_mode_bash_finds_the_key_in_no_environment(tmp_path: Path) -
     assert '"0\\n' in output and "PROBED" in output, output  # not in its environment
     if os.geteuid() != 0:
         assert "LEAK" not in output, output
+
+
+def test_a_401_on_the_planner_fails_the_run_after_one_call(tmp_path: Path) -> None:
+    steps = [{"match": "submit_plan", "error": {"status": 401, "message": "invalid x-api-key"}},
+             {"text": "never"}]  # fmt: skip
+    run = EmbeddedRun(tmp_path, [spec("unused", "marie")], steps)
+    run.start("run", "Plan a spring recital")
+    code, _, err = run.finish()
+    lines = [x for x in err.splitlines() if x.startswith("crewbox: error:")]
+    assert code == 1 and len(lines) == 1 and "HTTP 401" in lines[0], err
+    assert len(recorded_calls(tmp_path / "record")) == 1
