@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import math
 from decimal import Decimal
+from typing import Unpack
 
 from crewbox.errors import BudgetExceededError
-from crewbox.llm.base import LLMClient, LLMResponse, Message, SystemBlock, ToolDef
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, Message, SystemBlock, ToolDef
 from crewbox.llm.pricing import price_for
 from crewbox.runlog.base import RunLog
 
@@ -30,6 +31,9 @@ code and non-Latin text have more tokens per character (the reason for a margin 
 
 INPUT_MARGIN = Decimal("1.25")
 """The estimate's input tokens are the character count / CHARS_PER_TOKEN times this."""
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` of a call that names none (LLMClient.complete's default)."""
 
 NANO_USD = Decimal("1e-9")
 """The ledger's unit: spend is kept as whole nano-dollars, so sums are exact."""
@@ -75,36 +79,24 @@ class BudgetedLLM:
         self.run_id = run_id
         self.limits = limits
 
-    def complete(
-        self,
-        *,
-        system: list[SystemBlock],
-        messages: list[Message],
-        tools: list[ToolDef] | None = None,
-        force_tool: str | None = None,
-        max_tokens: int = 4096,
-        model: str | None = None,
-        timeout_s: float | None = None,
-    ) -> LLMResponse:
+    def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
         """``inner.complete`` once the estimate is reserved.
 
         Raises:
             BudgetExceededError: the call could take a scope past its limit (not made).
             LLMAPIError: the provider failed (the reservation is released).
         """
-        estimate = estimate_call_usd(model or self.model, system, messages, tools, max_tokens)
+        estimate = estimate_call_usd(
+            call.get("model") or self.model,
+            call["system"],
+            call["messages"],
+            call.get("tools"),
+            call.get("max_tokens", DEFAULT_MAX_TOKENS),
+        )
         reserved = self._reserve(to_nano(estimate))
         spent = 0
         try:
-            response = self.inner.complete(
-                system=system,
-                messages=messages,
-                tools=tools,
-                force_tool=force_tool,
-                max_tokens=max_tokens,
-                model=model,
-                timeout_s=timeout_s,
-            )
+            response = self.inner.complete(**call)
             spent = to_nano(response.usage.cost_usd)
             return response
         finally:

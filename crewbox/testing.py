@@ -177,55 +177,31 @@ class ScriptedLLM:
         if step.barrier:
             self._await_barrier(step.barrier, step.parties)
         self._delay(step.delay_s, timeout_s)
-        if step.error is not None:
-            self._record_failure(index, system_texts, dumped, tools, force_tool, started, step)
-            raise LLMAPIError(
-                f"scripted HTTP {step.error.status}: {step.error.message}",
-                status_code=step.error.status,
-                retry_after_s=step.error.retry_after_s,
-            )
-        response = self._response(step, model or self.model)
-        call = RecordedCall(
-            step=index,
-            pid=os.getpid(),
-            system=system_texts,
-            messages=dumped,
-            tools=[t.name for t in tools or []],
-            force_tool=force_tool,
-            model=response.model,
-            usage=response.usage,
-            started_at_s=started,
-            ended_at_s=time.time(),
-        )
-        self._record(call)
-        return response
-
-    def _record_failure(
-        self,
-        index: int,
-        system: list[str],
-        messages: list[dict[str, Any]],
-        tools: list[ToolDef] | None,
-        force_tool: str | None,
-        started: float,
-        step: ScriptedStep,
-    ) -> None:
-        assert step.error is not None
+        failure = step.error
+        response = None if failure else self._response(step, model or self.model)
         self._record(
             RecordedCall(
                 step=index,
                 pid=os.getpid(),
-                system=system,
-                messages=messages,
+                system=system_texts,
+                messages=dumped,
                 tools=[t.name for t in tools or []],
                 force_tool=force_tool,
-                model=self.model,
-                usage=Usage(),
+                model=response.model if response else (model or self.model),
+                usage=response.usage if response else Usage(),
                 started_at_s=started,
                 ended_at_s=time.time(),
-                error_status=step.error.status or 0,
+                error_status=(failure.status or 0) if failure else None,
             )
         )
+        if response is None:
+            assert failure is not None
+            raise LLMAPIError(
+                f"scripted HTTP {failure.status}: {failure.message}",
+                status_code=failure.status,
+                retry_after_s=failure.retry_after_s,
+            )
+        return response
 
     def unused_steps(self) -> list[int]:
         """Indexes of the steps no call has used (in any process, with ``record_dir``)."""

@@ -6,7 +6,7 @@ Content blocks use the Anthropic Messages API shapes (``text``, ``tool_use``,
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, Required, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -85,6 +85,19 @@ class LLMResponse(BaseModel):
     def tool_uses(self) -> list[ToolUseBlock]:
         """The tool_use blocks, in order."""
         return [b for b in self.content if isinstance(b, ToolUseBlock)]
+
+
+class CallArgs(TypedDict, total=False):
+    """The keyword arguments of :meth:`LLMClient.complete`, for wrappers that pass a call on
+    unchanged (crewbox.llm.retry, crewbox.budget)."""
+
+    system: Required[list[SystemBlock]]
+    messages: Required[list[Message]]
+    tools: list[ToolDef] | None
+    force_tool: str | None
+    max_tokens: int
+    model: str | None
+    timeout_s: float | None
 
 
 class LLMClient(Protocol):

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from crewbox.errors import LLMAPIError
-from crewbox.llm.base import LLMClient, LLMResponse, Message, SystemBlock, ToolDef
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
 
 log = logging.getLogger("crewbox.llm")
 
@@ -58,36 +59,21 @@ class RetryingLLM:
         self.sleep = sleep
         self._backoff = wait_exponential_jitter(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S)
 
-    def complete(
-        self,
-        *,
-        system: list[SystemBlock],
-        messages: list[Message],
-        tools: list[ToolDef] | None = None,
-        force_tool: str | None = None,
-        max_tokens: int = 4096,
-        model: str | None = None,
-        timeout_s: float | None = None,
-    ) -> LLMResponse:
+    def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
         """``inner.complete`` with retries; ``timeout_s`` bounds all tries together.
 
         Raises:
             LLMAPIError: a failure that is not retryable, or the last one when the retries
                 or the time ran out.
         """
+        timeout_s = call.get("timeout_s")
         deadline_m = None if timeout_s is None else time.monotonic() + timeout_s
 
         def one_try() -> LLMResponse:
             left_s = None if deadline_m is None else max(deadline_m - time.monotonic(), 0.001)
-            return self.inner.complete(
-                system=system,
-                messages=messages,
-                tools=tools,
-                force_tool=force_tool,
-                max_tokens=max_tokens,
-                model=model,
-                timeout_s=left_s,
-            )
+            this_try = call.copy()
+            this_try["timeout_s"] = left_s
+            return self.inner.complete(**this_try)
 
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
