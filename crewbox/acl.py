@@ -83,6 +83,7 @@ def persona_rules(persona: str) -> list[str]:
         "%W~crewbox:run:*:inbox",
         f"%W~crewbox:run:*:heartbeats:{p}",
         "~crewbox:run:*:spend",
+        "~crewbox:limit:*",
         "%R~crewbox:run:*:owner",
         "%R~crewbox:run:*:cancel",
         f"&rq:pubsub:{p}.*",

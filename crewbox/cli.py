@@ -30,8 +30,9 @@ from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
 from crewbox.llm.factory import make_client
+from crewbox.llm.limiter import ChangeSink, describe
 from crewbox.local import LocalWorkers
-from crewbox.models import ContextFile, Event, Request, RunSummary, Task
+from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
 from crewbox.privileges import drop_privileges, set_non_dumpable
 from crewbox.procs import is_dead_local
@@ -307,6 +308,11 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
     return rows
 
 
+def log_limit_change(change: ConcurrencyChange) -> None:
+    """A limit change of the orchestrator's own calls (planner, synthesizer): a log line."""
+    logging.getLogger("crewbox.llm").warning("%s", describe(change))
+
+
 def read_context(path: Path) -> ContextFile:
     """A context file's name and text.
 
@@ -341,7 +347,7 @@ def orchestrator(
     configured ones; in the cluster the Redis log mirrored into results/)."""
     return Orchestrator(
         cfg,
-        make_client(cfg),
+        make_client(cfg, log_limit_change),
         queue or make_queue(cfg),
         personas,
         load_role_prompt(cfg.prompts_dir, "orchestrator"),
@@ -783,12 +789,14 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     setup_logging()
     cfg = settings().with_secrets_loaded()
     drop_privileges(cfg.run_as)
+    sink = ChangeSink()
     runner = TaskRunner(
         cfg,
         check_persona(load_personas(cfg.prompts_dir), persona),
-        make_client(cfg),
+        make_client(cfg, sink),
         default_worker_id(),
         run_log=make_run_log(cfg, service=True),
+        limit_sink=sink,
     )
     stop = stop_on_signals()
     if parent_pid:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=4096, ge=512)
     """Context window per request of the ``openai`` server (compose: 4 slots of 4096)."""
     llm_timeout_s: float = 600.0
+    llm_max_concurrency: int = Field(default=8, ge=1, le=256)
+    """Calls in flight per credential at most (crewbox.llm.limiter: AIMD below it)."""
+    llm_circuit_failures: int = Field(default=5, ge=1)
+    """Retryable failures in a row that open a credential's circuit."""
+    llm_circuit_cooldown_s: float = Field(default=10.0, gt=0)
+    """How long an open circuit makes calls wait, in seconds."""
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     """Retries of one LLM call on a retryable error (crewbox.llm.retry: the only layer)."""
     script_path: Path | None = None

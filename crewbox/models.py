@@ -328,6 +328,7 @@ EventKind = Literal[
     "result_rejected",
     "llm_call",
     "budget_exceeded",
+    "concurrency_changed",
     "cancel_requested",
     "synthesis_written",
     "synthesis_failed",
@@ -470,6 +471,16 @@ class AttemptRecord(BaseModel):
     error: str | None = None
 
 
+class ConcurrencyChange(Payload):
+    """``concurrency_changed``: the limit of calls in flight for one credential (a hash,
+    never the key) went from ``old_limit`` to ``new_limit``, and why (crewbox.llm.limiter)."""
+
+    credential: str
+    old_limit: float
+    new_limit: float
+    reason: str
+
+
 class RunSummary(BaseModel):
     """``summary.json``: statuses, timings, usage and cost per task, per persona, in total.
 
@@ -492,4 +503,6 @@ class RunSummary(BaseModel):
     usage_total: Usage
     budget_usd: USD | None = None
     budget_exceeded: bool = False
+    concurrency_changes: list[ConcurrencyChange] = Field(default_factory=list)
+    """Every change of a credential's limit of calls in flight during the run."""
     final_path: str | None = None

@@ -19,6 +19,7 @@ MARKS = {
     "task_budget_exceeded": "[red]$[/]",
     "task_retried": "[yellow]↻[/]",
     "attempt_lost": "[red]†[/]",
+    "concurrency_changed": "[yellow]≈[/]",
 }
 
 

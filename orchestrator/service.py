@@ -30,6 +30,7 @@ from crewbox.models import (
     END_KIND,
     AttemptInfo,
     BudgetInfo,
+    ConcurrencyChange,
     DependencyOutput,
     Event,
     EventKind,
@@ -564,6 +565,11 @@ class Orchestrator:
             usage_total=run.spent(),
             budget_usd=run.request.budget_usd,
             budget_exceeded=run.budget_exceeded,
+            concurrency_changes=[
+                e.payload(ConcurrencyChange)
+                for e in self.log.events(run.run_id)
+                if e.kind == "concurrency_changed"
+            ],
             final_path=final_path,
         )
 

@@ -11,18 +11,20 @@ the agent loop at its next turn when the run is cancelled or loses its owner.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from crewbox.budget import Limits, budgeted
 from crewbox.config import Settings
 from crewbox.errors import CrewboxError, LLMAPIError, UserError
 from crewbox.llm.base import LLMClient
-from crewbox.models import AttemptInfo, Event, LLMCall, Result, Task, Usage
+from crewbox.llm.limiter import ChangeSink, describe
+from crewbox.models import AttemptInfo, ConcurrencyChange, Event, LLMCall, Result, Task, Usage
 from crewbox.periodic import Periodic
 from crewbox.personas import Persona
 from crewbox.queue.base import Emit, default_worker_id
@@ -56,12 +58,14 @@ class TaskRunner:
         llm: LLMClient,
         worker_id: str = "",
         run_log: RunLog | None = None,
+        limit_sink: ChangeSink | None = None,
     ) -> None:
         self.settings = settings
         self.persona = persona
         self.llm = llm
         self.worker_id = worker_id or default_worker_id()
         self.run_log = run_log
+        self.limit_sink = limit_sink
 
     def __call__(self, task: Task, emit: Emit) -> Result | None:
         """Run ``task``; failures become a failed Result with a one-line error; None when
@@ -87,12 +91,40 @@ class TaskRunner:
         )
         log.info("run %s task %s: started (attempt %d)", task.run_id, task.task_id, task.attempt)
         stop = threading.Event()
-        with run_watch(self, task.run_id, stop):
+        with run_watch(self, task.run_id, stop), self._limit_events(task, emit):
             result = self._attempt(task, emit, stop, started)
         log.info(
             "run %s task %s: %s %s", task.run_id, task.task_id, result.status, result.error or ""
         )
         return result
+
+    @contextlib.contextmanager
+    def _limit_events(self, task: Task, emit: Emit) -> Iterator[None]:
+        """While ``task`` runs, changes of its credential's concurrency limit are its run's
+        ``concurrency_changed`` events."""
+        sink = self.limit_sink
+        if sink is None:
+            yield
+            return
+
+        def on_change(change: ConcurrencyChange) -> None:
+            log.warning("run %s task %s: %s", task.run_id, task.task_id, describe(change))
+            emit(
+                Event.of(
+                    "concurrency_changed",
+                    task.run_id,
+                    change,
+                    task_id=task.task_id,
+                    persona=task.persona,
+                    message=describe(change),
+                )
+            )
+
+        sink.target = on_change
+        try:
+            yield
+        finally:
+            sink.target = None
 
     def _live(self, run_id: str) -> bool:
         return self.run_log is None or self.run_log.owner(run_id) is not None

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from crewbox.config import Settings
 from crewbox.errors import ConfigError
 from crewbox.llm.base import LLMClient
+from crewbox.llm.limiter import (
+    AIMDLimiter,
+    FileLimitStore,
+    LimitedLLM,
+    LimitPolicy,
+    LimitStore,
+    RedisLimitStore,
+    credential_key,
+)
 from crewbox.llm.retry import RetryingLLM
+from crewbox.models import ConcurrencyChange
 
 
 def _anthropic_client(settings: Settings) -> LLMClient:
@@ -45,7 +57,32 @@ def _scripted_client(settings: Settings) -> LLMClient:
     return ScriptedLLM.from_file(settings.script_path, record_dir=settings.script_record_dir)
 
 
-def make_client(settings: Settings) -> LLMClient:
+def limit_store(settings: Settings) -> LimitStore:
+    """Where the credentials' concurrency limits are shared: Redis in the cluster, files
+    under ``tasks/_limits/`` embedded."""
+    if settings.queue == "rq":
+        from crewbox.redis_client import SERVICE_RETRIES, connect
+
+        return RedisLimitStore(connect(settings, SERVICE_RETRIES))
+    return FileLimitStore(settings.tasks_dir / "_limits")
+
+
+def credential_of(settings: Settings) -> str:
+    """The hashed name of the credential the settings call the LLM with."""
+    provider = settings.resolved_provider()
+    if provider == "anthropic":
+        endpoint = settings.anthropic_base_url or "https://api.anthropic.com"
+        return credential_key(provider, endpoint, settings.anthropic_key() or "")
+    if provider == "openai":
+        return credential_key(
+            provider, settings.llm_base_url, settings.llm_api_key.get_secret_value()
+        )
+    return credential_key(provider, str(settings.script_path), "")
+
+
+def make_client(
+    settings: Settings, on_limit_change: Callable[[ConcurrencyChange], None] | None = None
+) -> LLMClient:
     """The :class:`~crewbox.llm.base.LLMClient` for ``settings.resolved_provider()``.
 
     - ``anthropic``: :class:`~crewbox.llm.anthropic.AnthropicClient` with
@@ -55,9 +92,11 @@ def make_client(settings: Settings) -> LLMClient:
     - ``scripted``: ``crewbox.testing.ScriptedLLM`` replaying ``script_path``
       (recording calls to ``script_record_dir``).
 
-    Each is wrapped in :class:`~crewbox.llm.retry.RetryingLLM` with ``llm_max_retries``
-    (the one retry layer: the SDKs' own retries are off); both real clients use
-    ``llm_timeout_s``.
+    Each is wrapped in :class:`~crewbox.llm.limiter.LimitedLLM` (the credential's AIMD
+    concurrency limit and circuit breaker, shared through :func:`limit_store`; its changes
+    go to ``on_limit_change``), then in :class:`~crewbox.llm.retry.RetryingLLM` with
+    ``llm_max_retries`` (the one retry layer: the SDKs' own retries are off), so every try
+    takes a slot. Both real clients use ``llm_timeout_s``.
 
     Raises:
         ConfigError: anthropic without a key, or scripted without ``script_path``.
@@ -69,4 +108,11 @@ def make_client(settings: Settings) -> LLMClient:
         client = _openai_client(settings)
     else:
         client = _scripted_client(settings)
-    return RetryingLLM(client, settings.llm_max_retries)
+    policy = LimitPolicy(
+        max_limit=settings.llm_max_concurrency,
+        failures_to_open=settings.llm_circuit_failures,
+        cooldown_s=settings.llm_circuit_cooldown_s,
+        lease_s=settings.llm_timeout_s + 60,
+    )
+    limiter = AIMDLimiter(limit_store(settings), credential_of(settings), policy)
+    return RetryingLLM(LimitedLLM(client, limiter, on_limit_change), settings.llm_max_retries)

@@ -158,3 +158,37 @@ def test_a_401_on_the_planner_fails_the_run_after_one_call(tmp_path: Path) -> No
     lines = [x for x in err.splitlines() if x.startswith("crewbox: error:")]
     assert code == 1 and len(lines) == 1 and "HTTP 401" in lines[0], err
     assert len(recorded_calls(tmp_path / "record")) == 1
+
+
+def test_a_429_storm_lowers_the_concurrency_limit_and_it_recovers(tmp_path: Path) -> None:
+    """Through the real SDK: the first calls all get 429; the credential's limit of calls
+    in flight drops (events ``concurrency_changed``, in summary.json too), the circuit
+    opens briefly, then successes grow the limit back; every task succeeds at once."""
+    ok = message_reply([{"type": "text", "text": "done"}], "end_turn", OK_USAGE)
+    ids = [f"c{i}" for i in range(12)]
+    storm = [FAULTS["429 with retry-after"]] * 4
+    with FakeLLMServer() as server:
+        server.reply(*storm, *[ok] * (len(ids) + 1))
+        run = EmbeddedRun(tmp_path, [spec(t, ("marie", "anga", "fabien")[i % 3])
+                                     for i, t in enumerate(ids)], [])  # fmt: skip
+        run.env.update(
+            CREWBOX_PROVIDER="anthropic",
+            ANTHROPIC_API_KEY="sk-storm",
+            ANTHROPIC_BASE_URL=server.url,
+            CREWBOX_LLM_MAX_RETRIES="6",
+            CREWBOX_LLM_MAX_CONCURRENCY="4",
+            CREWBOX_LLM_CIRCUIT_FAILURES="3",
+            CREWBOX_LLM_CIRCUIT_COOLDOWN_S="1",
+        )
+        run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2")
+        code, _, err = run.finish()
+    assert code == 0, err[-2000:]
+    summary = run.summary()
+    assert all(r.status == "succeeded" for r in summary.tasks)
+    assert all(len(summary.attempts[t]) == 1 for t in ids)
+    changes = summary.concurrency_changes
+    assert any(c.new_limit < c.old_limit for c in changes), changes
+    lowest = min(c.new_limit for c in changes)
+    assert lowest < 4 and changes[-1].new_limit > lowest, changes
+    events = [e for e in run.events() if e.kind == "concurrency_changed"]
+    assert len(events) == len(changes)

@@ -13,7 +13,8 @@ from crewbox import acl
 
 def test_a_persona_reaches_only_its_own_keys_by_name() -> None:
     rules = acl.persona_rules("marie")
-    shared = {"~crewbox:run:*:spend"}  # the run's budget ledger, shared by its personas
+    # the run's budget ledger and the credentials' concurrency limits are shared
+    shared = {"~crewbox:run:*:spend", "~crewbox:limit:*"}
     patterns = [r for r in rules if ("~" in r or r.startswith("&")) and r not in shared]
     assert all("marie" in p or not p.startswith("~") for p in patterns), patterns
     assert "~rq:queue:marie" in rules and "&rq:pubsub:marie.*" in rules

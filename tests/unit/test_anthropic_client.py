@@ -311,6 +311,6 @@ def test_factory_builds_anthropic_client(server: FakeLLMServer) -> None:
     llm = make_client(settings)
     llm.complete(system=[], messages=[Message(role="user", content="hi")])
 
-    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner, AnthropicClient)
+    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner.inner, AnthropicClient)  # type: ignore[attr-defined]
     assert api_key_sent(server.requests[0].headers) == "factory-key"
     assert server.requests[0].body["model"] == "claude-haiku-4-5"

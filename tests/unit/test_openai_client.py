@@ -314,7 +314,7 @@ def test_factory_builds_openai_client(server: FakeLLMServer) -> None:
     llm = make_client(settings)
     response = llm.complete(system=[], messages=ask())
 
-    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner, OpenAIClient)
+    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner.inner, OpenAIClient)  # type: ignore[attr-defined]
     assert response.text == "hi"
     assert server.requests[0].path == PATH
     assert server.requests[0].headers["authorization"] == "Bearer local-secret"

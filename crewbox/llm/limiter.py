@@ -1,0 +1,278 @@
+"""Adaptive concurrency per credential: an AIMD limit on calls in flight, and a circuit
+breaker, shared by every process that uses the same key and endpoint.
+
+The limit starts at ``max_limit`` (``CREWBOX_LLM_MAX_CONCURRENCY``). Each call (each try of
+crewbox.llm.retry) takes a slot first, waiting while every slot is taken. A 429 or 529 halves
+the limit (never below 1); a success window (as many successes in a row as the limit) grows
+it by one, never above ``max_limit`` (additive increase, multiplicative decrease, as TCP's
+congestion control). After ``failures_to_open`` retryable failures in a row the circuit opens
+for ``cooldown_s``: calls wait for it to close instead of failing. A slot is a lease that
+expires after ``lease_s``, so a process killed mid-call never keeps its slot.
+
+The state lives in a LimitStore keyed by a hash of the credential (never the key itself):
+a file under ``tasks/_limits/`` (flock) embedded, a Redis key (WATCH/MULTI) in the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar, Unpack
+
+import redis
+from pydantic import BaseModel, Field
+
+from crewbox.errors import LLMAPIError
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
+from crewbox.models import ConcurrencyChange
+
+T = TypeVar("T")
+
+Outcome = Literal["ok", "throttled", "failed", "neutral"]
+"""How a call ended for the limiter: ``ok``; ``throttled`` (429, 529: halve); ``failed``
+(another retryable error: counts towards opening the circuit); ``neutral`` (an error that
+says nothing about load, e.g. 400)."""
+
+THROTTLE_STATUS = frozenset({429, 529})
+"""Statuses that mean "slow down": rate limited, overloaded."""
+
+
+class LimitState(BaseModel):
+    """One credential's limiter state (JSON in its store)."""
+
+    limit: float
+    in_flight: dict[str, float] = Field(default_factory=dict)
+    """Lease id -> when it expires (Unix s)."""
+    successes: int = 0
+    failures: int = 0
+    open_until_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    """The limiter's numbers: ``max_limit`` calls in flight at most; the circuit opens
+    after ``failures_to_open`` failures in a row for ``cooldown_s`` seconds; a slot is held
+    ``lease_s`` seconds at most."""
+
+    max_limit: int = 8
+    failures_to_open: int = 5
+    cooldown_s: float = 10.0
+    lease_s: float = 660.0
+
+
+def try_admit(state: LimitState, lease: str, now_s: float, policy: LimitPolicy) -> bool:
+    """Take a slot for ``lease`` when the circuit is closed and one is free."""
+    state.in_flight = {k: v for k, v in state.in_flight.items() if v > now_s}
+    if now_s < state.open_until_s or len(state.in_flight) >= max(int(state.limit), 1):
+        return False
+    state.in_flight[lease] = now_s + policy.lease_s
+    return True
+
+
+def settle(
+    state: LimitState, lease: str, outcome: Outcome, now_s: float, policy: LimitPolicy
+) -> tuple[float, float, str] | None:
+    """Free ``lease``'s slot and apply ``outcome``; (old limit, new limit, reason) when the
+    limit changed or the circuit opened, else None."""
+    state.in_flight.pop(lease, None)
+    old = state.limit
+    if outcome == "ok":
+        state.failures = 0
+        state.successes += 1
+        if state.successes >= int(state.limit) and state.limit < policy.max_limit:
+            state.limit, state.successes = min(state.limit + 1, policy.max_limit), 0
+            return old, state.limit, "a window of successes"
+        return None
+    if outcome == "neutral":
+        return None
+    state.failures += 1
+    state.successes = 0
+    reason = "throttled (429/529)" if outcome == "throttled" else "failed"
+    if outcome == "throttled":
+        state.limit = max(1.0, float(int(state.limit / 2)))
+    if state.failures >= policy.failures_to_open:
+        state.open_until_s, state.failures = now_s + policy.cooldown_s, 0
+        return old, state.limit, f"{reason}; circuit open for {policy.cooldown_s:.0f}s"
+    return (old, state.limit, reason) if state.limit != old else None
+
+
+class LimitStore(Protocol):
+    """Where limiter states live; ``update`` is atomic across processes (and hosts)."""
+
+    def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
+        """Apply ``fn`` to the state of ``key`` (``initial`` when there is none), save it,
+        return what ``fn`` returned."""
+        ...
+
+
+class FileLimitStore:
+    """Limiter states as ``<folder>/<key>.json``, each updated under an flock."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
+        """See LimitStore."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{key}.json"
+        with self._locked(key):
+            state = LimitState.model_validate_json(path.read_text()) if path.exists() else initial
+            result = fn(state)
+            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+            tmp.write_text(state.model_dump_json())
+            tmp.replace(path)
+        return result
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        with open(self.folder / f"{key}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+class RedisLimitStore:
+    """Limiter states as Redis strings ``crewbox:limit:<key>``, updated in a WATCH/MULTI
+    transaction (retried when another process changed the key meanwhile)."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
+        """See LimitStore."""
+        name = f"crewbox:limit:{key}"
+        out: list[T] = []
+
+        def apply(pipe: redis.client.Pipeline) -> None:
+            raw = pipe.get(name)
+            state = LimitState.model_validate_json(raw) if raw else initial.model_copy(deep=True)
+            result = fn(state)
+            pipe.multi()
+            pipe.set(name, state.model_dump_json(), ex=7 * 24 * 3600)
+            out[:] = [result]
+
+        self.redis.transaction(apply, name)
+        return out[0]
+
+
+def credential_key(provider: str, endpoint: str, api_key: str) -> str:
+    """A name for a credential that does not reveal it: 16 hex of a sha256."""
+    return hashlib.sha256(f"{provider}\0{endpoint}\0{api_key}".encode()).hexdigest()[:16]
+
+
+class AIMDLimiter:
+    """One credential's limiter over a LimitStore (see the module docstring)."""
+
+    def __init__(
+        self, store: LimitStore, key: str, policy: LimitPolicy, poll_s: float = 0.05
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.policy = policy
+        self.poll_s = poll_s
+
+    def _initial(self) -> LimitState:
+        return LimitState(limit=float(self.policy.max_limit))
+
+    def acquire(self, deadline_m: float | None) -> str:
+        """A lease on a slot, waiting for one (and for an open circuit to close).
+
+        Raises:
+            LLMAPIError: no slot before ``deadline_m`` (a ``time.monotonic()`` value).
+        """
+        lease = secrets.token_hex(8)
+        while True:
+            admitted = self.store.update(
+                self.key,
+                self._initial(),
+                lambda s: try_admit(s, lease, time.time(), self.policy),
+            )
+            if admitted:
+                return lease
+            if deadline_m is not None and time.monotonic() + self.poll_s >= deadline_m:
+                raise LLMAPIError("no free call slot before the task's deadline (429s?)")
+            time.sleep(self.poll_s)
+
+    def release(self, lease: str, outcome: Outcome) -> ConcurrencyChange | None:
+        """Free the slot and apply ``outcome``; the change of the limit, if any."""
+        changed = self.store.update(
+            self.key,
+            self._initial(),
+            lambda s: settle(s, lease, outcome, time.time(), self.policy),
+        )
+        if changed is None:
+            return None
+        old, new, reason = changed
+        return ConcurrencyChange(credential=self.key, old_limit=old, new_limit=new, reason=reason)
+
+
+def outcome_of(exc: BaseException | None) -> Outcome:
+    """The limiter's outcome for a call that raised ``exc`` (None: it succeeded)."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, LLMAPIError):
+        if exc.status_code in THROTTLE_STATUS:
+            return "throttled"
+        return "failed" if exc.retryable else "neutral"
+    return "neutral"
+
+
+class ChangeSink:
+    """Where a worker's limit changes go: ``target`` (set while a task runs, to emit them
+    as that run's ``concurrency_changed`` events), else nowhere but the log."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[ConcurrencyChange], None] | None = None
+
+    def __call__(self, change: ConcurrencyChange) -> None:
+        """Pass ``change`` on to ``target``."""
+        if self.target is not None:
+            self.target(change)
+
+
+class LimitedLLM:
+    """An LLMClient whose every call takes a slot of ``limiter`` first and tells it how
+    the call ended; changes of the limit go to ``on_change``."""
+
+    def __init__(
+        self,
+        inner: LLMClient,
+        limiter: AIMDLimiter,
+        on_change: Callable[[ConcurrencyChange], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.model = inner.model
+        self.limiter = limiter
+        self.on_change = on_change
+
+    def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
+        """``inner.complete`` within a slot.
+
+        Raises:
+            LLMAPIError: the provider failed, or no slot came before ``timeout_s``.
+        """
+        timeout_s = call.get("timeout_s")
+        deadline_m = None if timeout_s is None else time.monotonic() + timeout_s
+        lease = self.limiter.acquire(deadline_m)
+        failure: BaseException | None = None
+        try:
+            if deadline_m is not None:
+                call["timeout_s"] = max(deadline_m - time.monotonic(), 0.001)
+            return self.inner.complete(**call)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            change = self.limiter.release(lease, outcome_of(failure))
+            if change is not None and self.on_change is not None:
+                self.on_change(change)
+
+
+def describe(change: ConcurrencyChange) -> str:
+    """``concurrency 8 -> 4 (throttled (429/529))``."""
+    return f"concurrency {change.old_limit:g} -> {change.new_limit:g} ({change.reason})"
