@@ -31,6 +31,7 @@ from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
 from crewbox.llm.factory import make_client
 from crewbox.llm.limiter import ChangeSink, describe
+from crewbox.llm.pricing import price_for
 from crewbox.local import LocalWorkers
 from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
@@ -397,12 +398,33 @@ def display_path(path: Path) -> str:
 # -- personas, status, results -----------------------------------------------------------
 @cli.command()
 def personas() -> None:
-    """List the personas of prompts/: name, description, tools, model, workspace."""
-    table = Table("name", "description", "tools", "model", "workspace")
-    for p in load_personas(settings().prompts_dir).values():
+    """List the personas of prompts/: name, description, tools, model (and whether it has a
+    price), workspace, budget; warn about models without a price."""
+    cfg = settings()
+    table = Table("name", "description", "tools", "model", "priced", "workspace", "budget")
+    unpriced = []
+    for p in load_personas(cfg.prompts_dir).values():
         tools = ", ".join(p.tools) if p.tools is not None else "all"
-        table.add_row(p.name, p.description, tools, p.model or "inherit", p.workspace or "-")
+        model, priced = model_price_note(cfg, p)
+        if priced == "NO":
+            unpriced.append(p.name)
+        budget = money(p.budget_usd) if p.budget_usd is not None else "-"
+        table.add_row(p.name, p.description, tools, model, priced, p.workspace or "-", budget)
     out.print(table)
+    if unpriced:
+        err.print(
+            f"[yellow]warning[/]: no price in crewbox/llm/pricing.json for the model of "
+            f"{', '.join(unpriced)}: their calls count as $0 and a budget cannot be held"
+        )
+
+
+def model_price_note(cfg: Settings, persona: Persona) -> tuple[str, str]:
+    """The persona's model id and ``yes`` (priced), ``local`` (an OpenAI-compatible server:
+    $0) or ``NO`` (not in pricing.json)."""
+    model = persona.model_or(cfg.default_model())
+    if cfg.resolved_provider() == "openai":
+        return model, "local"
+    return model, "yes" if price_for(model) else "NO"
 
 
 @cli.command()

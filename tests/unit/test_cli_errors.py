@@ -135,3 +135,13 @@ def test_commands_on_an_unknown_run_say_so_and_write_nothing(
         f"`ls {tmp_path / 'results'}` lists the runs"
     ]
     assert_nothing_written(tmp_path)
+
+
+def test_personas_says_which_models_have_no_price(tmp_path: Path) -> None:
+    env = crewbox_env(
+        tmp_path, CREWBOX_PROVIDER="anthropic", ANTHROPIC_API_KEY="k", CREWBOX_MODEL="claude-x-9"
+    )
+    proc = run_crewbox(["personas"], env, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "claude-x-9" in proc.stdout and " NO " in proc.stdout
+    assert "warning: no price" in proc.stderr and "marie" in proc.stderr
