@@ -37,6 +37,18 @@ class Price:
     output_usd_per_mtok: Decimal
     cache_write_usd_per_mtok: Decimal
     cache_read_usd_per_mtok: Decimal
+    long_context: Price | None = None
+    """The prices of a request whose prompt (input, cache write and cache read tokens)
+    exceeds ``long_context_above_tokens``, when the model has them (the 1M-token context
+    window of Claude Sonnet 4 and 4.5)."""
+    long_context_above_tokens: int | None = None
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """The prices for a request with ``prompt_tokens`` of prompt."""
+        above = self.long_context_above_tokens
+        if self.long_context is not None and above is not None and prompt_tokens > above:
+            return self.long_context
+        return self
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,15 @@ class PriceTable:
 
 
 def _price(model: str, entry: dict[str, Any]) -> Price:
+    long = entry.get("long_context")
     return Price(
         model=model,
         input_usd_per_mtok=Decimal(str(entry["input"])),
         output_usd_per_mtok=Decimal(str(entry["output"])),
         cache_write_usd_per_mtok=Decimal(str(entry["cache_write"])),
         cache_read_usd_per_mtok=Decimal(str(entry["cache_read"])),
+        long_context=_price(model, long) if long else None,
+        long_context_above_tokens=int(long["above_tokens"]) if long else None,
     )
 
 
@@ -110,13 +125,14 @@ def cost_usd(
     cache_write_tokens: int = 0,
     cache_read_tokens: int = 0,
 ) -> Decimal:
-    """Exact USD cost of the tokens of one or more calls to ``model``.
+    """Exact USD cost of the tokens of one call to ``model``.
 
     Each count is multiplied by its price per MTok and divided by 1,000,000 in Decimal
-    arithmetic. Unknown models cost ``Decimal(0)`` (a warning is logged once for ``claude-*``
-    ids, since those should be in the table).
+    arithmetic, at the long-context prices when the prompt (input + cache write + cache read
+    tokens) is above the model's long-context threshold. Unknown models cost ``Decimal(0)``
+    (a warning is logged once for ``claude-*`` ids, since those should be in the table).
     """
-    price = price_for(model)
+    price = _price_for_prompt(model, input_tokens + cache_write_tokens + cache_read_tokens)
     if price is None:
         if model.lower().startswith("claude"):
             _warn_unpriced(model)
@@ -130,6 +146,11 @@ def cost_usd(
     return total / TOKENS_PER_MTOK
 
 
+def _price_for_prompt(model: str, prompt_tokens: int) -> Price | None:
+    price = price_for(model)
+    return price.for_prompt(prompt_tokens) if price else None
+
+
 def call_usage(
     model: str,
     *,
@@ -140,7 +161,7 @@ def call_usage(
 ) -> Usage:
     """The :class:`~crewbox.models.Usage` of one call (``calls == 1``), cost included, with
     its cache write and cache read parts."""
-    price = price_for(model)
+    price = _price_for_prompt(model, input_tokens + cache_write_tokens + cache_read_tokens)
     write_usd = cache_write_tokens * price.cache_write_usd_per_mtok if price else Decimal(0)
     read_usd = cache_read_tokens * price.cache_read_usd_per_mtok if price else Decimal(0)
     return Usage(

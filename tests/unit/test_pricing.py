@@ -86,3 +86,19 @@ def test_a_calls_cache_write_and_read_costs_are_kept_apart() -> None:
     assert usage.cost_usd == (100 * 3 + 10 * 15) / Decimal(10**6) + (
         usage.cache_write_usd + usage.cache_read_usd
     )
+
+
+def test_a_prompt_over_200k_tokens_pays_the_long_context_price() -> None:
+    from crewbox.llm.pricing import call_usage
+
+    # claude-sonnet-4-5: $3/$15 per MTok up to 200k prompt tokens, $6/$22.50 above
+    short = call_usage("claude-sonnet-4-5", input_tokens=200_000, output_tokens=1000)
+    long = call_usage("claude-sonnet-4-5", input_tokens=150_000, output_tokens=1000,
+                      cache_read_tokens=60_000)  # fmt: skip
+    assert short.cost_usd == (200_000 * 3 + 1000 * 15) / Decimal(10**6)
+    assert long.cost_usd == (150_000 * 6 + 1000 * Decimal("22.5") + 60_000 * Decimal("0.6")) / (
+        10**6
+    )
+    assert call_usage("claude-sonnet-4-6", input_tokens=300_000, output_tokens=0).cost_usd == (
+        300_000 * 3 / Decimal(10**6)
+    )  # no long-context price known for it: the standard one
