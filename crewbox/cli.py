@@ -552,6 +552,12 @@ def rq_queue(cfg: Settings) -> RQQueue:
 @cli.command()
 @request_options
 @click.option("--detach", is_flag=True, help="Print the run_id and return at once.")
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Print what the plan may cost on Claude, then ask (needs --plan).",
+)
+@click.option("-y", "--yes", is_flag=True, help="With --estimate: submit without asking.")
 def submit(
     text: str | None,
     context_files: tuple[Path, ...],
@@ -559,12 +565,21 @@ def submit(
     fmt: str,
     budget_usd: float | None,
     detach: bool,
+    estimate: bool,
+    yes: bool,
 ) -> None:
     """Submit a request to the cluster, follow its progress, print the answer."""
     cfg = settings()
     queue = rq_queue(cfg)
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, False, personas)
+    if estimate:
+        # the client cannot see which services have a key: price as if all used Claude
+        claude = cfg.model_copy(update={"provider": "anthropic"})
+        err.print(f"[dim]priced as if every service used Claude ({cfg.model}); "
+                  "services on the local model cost $0[/]")  # fmt: skip
+        if not confirm_estimate(claude, personas, request, yes):
+            return
     log = make_run_log(cfg)
     log.create(request)
     queue.submit(request)

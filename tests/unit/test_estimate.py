@@ -45,3 +45,13 @@ def test_in_a_pipe_it_only_prints_and_with_yes_it_runs(tmp_path: Path) -> None:
     ran = run_crewbox(["run", "--estimate", "-y", "--plan", str(plan)], env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "e1" in ran.stderr and "answer" in ran.stdout
+
+
+def test_submit_estimate_prices_the_plan_on_claude_without_touching_redis(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"request": "r", "tasks": [spec("s1", "fabien")]}))
+    env = crewbox_env(tmp_path, CREWBOX_QUEUE="rq", CREWBOX_REDIS_URL="redis://127.0.0.1:1/0")
+    shown = run_crewbox(["submit", "--estimate", "--plan", str(plan)], env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "s1" in shown.stdout and "claude-sonnet-4-6" in shown.stdout
+    assert "as if every service used Claude" in shown.stderr
