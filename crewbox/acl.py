@@ -28,9 +28,10 @@ import secrets
 import sys
 from pathlib import Path
 
-PERSONA_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
+PERSONA_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 """A persona name usable in key patterns: no glob characters, no ``.`` (the worker name's
-separator), no ``:`` (RQ's key separator)."""
+separator), no ``:`` (RQ's key separator), no ``_`` (``<persona>__`` starts its job ids:
+``dev__*`` would match the jobs of a persona ``dev_``)."""
 
 COMMANDS = ["-@all", "+@read", "+@write", "+@keyspace", "+@list", "+@hash", "+@set",
             "+@sortedset", "+@stream", "+@string", "+@scripting", "+@pubsub",
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_redis_conf(args.secrets, args.personas)
     except ACLError as exc:
-        print(f"crewbox.acl: {exc}; persona names are lower-case letters, digits, - and _",
+        print(f"crewbox.acl: {exc}; persona names are lower-case letters, digits and -",
               file=sys.stderr)  # fmt: skip
         return 2
     return 0

@@ -3,20 +3,24 @@
 A run's budget (``--budget-usd``) and a persona's (``budget_usd`` in its front matter) are
 limits on a *scope* of the run's spend ledger: ``run``, and ``persona:<name>``. Before a
 call, :class:`BudgetedLLM` estimates what it may cost (:func:`estimate_call_usd`: its input
-at about 4 characters a token plus all of ``max_tokens`` as output, at the model's list
-prices, no cache discount) and *reserves* that much in every scope that has a limit; a
-reservation that would take a scope past its limit is refused and the call is not made
-(:class:`~crewbox.errors.BudgetExceededError`). After the call the reservation is settled
-to what the call really cost (0 for a call that failed: nothing billed). Reservations are
-atomic in the ledger (a file lock embedded, a Lua script in Redis), so workers running in
-parallel, on any host, never reserve more than the budget together: spend stays within the
-budget unless a call costs more than its estimate.
+at about 4 characters a token, x1.25, at the higher of the input and cache-write prices,
+plus all of ``max_tokens`` as output; long-context prices above their threshold) and
+*holds* that much in every scope that has a limit. When what was already spent leaves too
+little, the call is not made (:class:`~crewbox.errors.BudgetExceededError`); when only other
+calls' holds are in the way, it waits for them to settle. After the call the hold is
+settled to what the call really cost (0 for a call that failed: nothing billed), once; a
+hold of a process that died expires after the call's timeout. Holds are atomic in the
+ledger (a file lock embedded, a Lua script in Redis), so workers running in parallel, on
+any host, never hold more than the budget together: spend stays within the budget unless
+a call costs more than its estimate.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
+import time
 from decimal import Decimal
 from typing import Unpack
 
@@ -31,6 +35,18 @@ code and non-Latin text have more tokens per character (the reason for a margin 
 
 INPUT_MARGIN = Decimal("1.25")
 """The estimate's input tokens are the character count / CHARS_PER_TOKEN times this."""
+
+DEFAULT_HOLD_S = 600.0
+"""How long a call with no ``timeout_s`` may hold its estimate (the client's own timeout)."""
+
+HOLD_MARGIN_S = 60.0
+"""Added to a call's timeout for its hold's expiry: a hold whose process died expires."""
+
+BUSY_POLL_S = 0.1
+"""How often a call waits for other calls' holds to settle, in seconds."""
+
+BUSY_WAIT_MAX_S = 300.0
+"""Longest such wait for a call without a ``timeout_s``, in seconds."""
 
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` of a call that names none (LLMClient.complete's default)."""
@@ -58,7 +74,9 @@ def estimate_call_usd(
     chars += len(json.dumps([m.model_dump(mode="json") for m in messages]))
     chars += len(json.dumps([t.model_dump(mode="json") for t in tools or []]))
     input_tokens = math.ceil(Decimal(chars) / CHARS_PER_TOKEN * INPUT_MARGIN)
-    total = input_tokens * price.input_usd_per_mtok + max_tokens * price.output_usd_per_mtok
+    price = price.for_prompt(input_tokens)  # long-context prices above their threshold
+    per_input = max(price.input_usd_per_mtok, price.cache_write_usd_per_mtok)
+    total = input_tokens * per_input + max_tokens * price.output_usd_per_mtok
     return total / 1_000_000
 
 
@@ -80,47 +98,58 @@ class BudgetedLLM:
         self.limits = limits
 
     def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
-        """``inner.complete`` once the estimate is reserved.
+        """``inner.complete`` once the estimate is held in every scope.
 
         Raises:
             BudgetExceededError: the call could take a scope past its limit (not made).
-            LLMAPIError: the provider failed (the reservation is released).
+            LLMAPIError: the provider failed (the holds are released).
         """
+        model = call.get("model") or self.model
+        max_tokens = call.get("max_tokens", DEFAULT_MAX_TOKENS)
         estimate = estimate_call_usd(
-            call.get("model") or self.model,
-            call["system"],
-            call["messages"],
-            call.get("tools"),
-            call.get("max_tokens", DEFAULT_MAX_TOKENS),
+            model, call["system"], call["messages"], call.get("tools"), max_tokens
         )
-        reserved = self._reserve(to_nano(estimate))
+        timeout_s = call.get("timeout_s")
+        hold_s = (timeout_s if timeout_s is not None else DEFAULT_HOLD_S) + HOLD_MARGIN_S
+        hold = secrets.token_hex(8)
+        held = self._hold(hold, to_nano(estimate), hold_s, timeout_s)
         spent = 0
         try:
             response = self.inner.complete(**call)
             spent = to_nano(response.usage.cost_usd)
             return response
         finally:
-            for scope in reserved:
-                self.run_log.settle_spend(self.run_id, scope, to_nano(estimate), spent)
+            for scope in held:
+                self.run_log.settle_spend(self.run_id, scope, hold, spent)
 
-    def _reserve(self, nano: int) -> list[str]:
-        """Reserve ``nano`` in every scope; all or none.
+    def _hold(self, hold: str, nano: int, hold_s: float, timeout_s: float | None) -> list[str]:
+        """Hold ``nano`` in every scope, all or none, waiting while other calls' holds are
+        in the way (up to ``timeout_s``, else BUSY_WAIT_MAX_S).
 
         Raises:
             BudgetExceededError: a scope would pass its limit.
         """
-        reserved: list[str] = []
-        for scope, limit in self.limits:
-            if not self.run_log.reserve_spend(self.run_id, scope, nano, to_nano(limit)):
-                for done in reserved:
-                    self.run_log.settle_spend(self.run_id, done, nano, 0)
+        deadline_m = time.monotonic() + (timeout_s if timeout_s is not None else BUSY_WAIT_MAX_S)
+        while True:
+            held: list[str] = []
+            for scope, limit in self.limits:
+                answer = self.run_log.reserve_spend(
+                    self.run_id, scope, hold, nano, to_nano(limit), hold_s
+                )
+                if answer != "reserved":
+                    break
+                held.append(scope)
+            else:
+                return held
+            for scope in held:
+                self.run_log.settle_spend(self.run_id, scope, hold, 0)
+            if answer == "over" or time.monotonic() + BUSY_POLL_S >= deadline_m:
                 raise BudgetExceededError(
                     f"budget ${limit} of the {scope.replace(':', ' ')} reached: a call "
                     f"estimated at ${Decimal(nano) * NANO_USD:.6f} was not made",
                     scope=scope,
                 )
-            reserved.append(scope)
-        return reserved
+            time.sleep(BUSY_POLL_S)
 
 
 def budgeted(llm: LLMClient, run_log: RunLog, run_id: str, limits: Limits) -> LLMClient:

@@ -259,6 +259,8 @@ class Result(BaseModel):
     worker: str = ""
     attempt: int = 1
     token: str = ""
+    budget_scope: str = ""
+    """With status ``budget_exceeded``: the budget reached (``run``, ``persona:<name>``)."""
 
     @classmethod
     def failed(

@@ -376,8 +376,8 @@ class Orchestrator:
             persona=result.persona,
             message=result.error or result.summary[:200],
         )
-        if result.status == "budget_exceeded":
-            self._budget_reached(run, result.error or "budget reached")
+        if result.status == "budget_exceeded" and result.budget_scope == "run":
+            self._budget_reached(run, result.error or "budget reached")  # a persona's: its task
         if result.status == "failed":
             self.emit(
                 run,
@@ -489,17 +489,21 @@ class Orchestrator:
             UserError: a budget is set and some model is not in pricing.json (the run
                 fails before any call; nothing is spent).
         """
-        if run.request.budget_usd is None or self.settings.resolved_provider() == "openai":
+        if self.settings.resolved_provider() == "openai":
             return  # an OpenAI-compatible server here is a local model: its calls cost $0
         default = self.settings.default_model()
         plan = run.plan or run.request.plan
         names = {t.persona for t in plan.tasks} if plan else set(self.personas)
-        models = {self.planner.model, self.synthesizer.model}
-        models |= {self.personas[n].model_or(default) for n in names if n in self.personas}
+        personas = [self.personas[n] for n in sorted(names) if n in self.personas]
+        if run.request.budget_usd is not None:
+            models = {self.planner.model, self.synthesizer.model}
+            models |= {p.model_or(default) for p in personas}
+        else:  # only the personas with a budget of their own
+            models = {p.model_or(default) for p in personas if p.budget_usd is not None}
         unpriced = sorted(m for m in models if price_for(m) is None)
         if unpriced:
             raise UserError(
-                f"--budget-usd cannot be held: no price for {', '.join(unpriced)} in "
+                f"a budget cannot be held: no price for {', '.join(unpriced)} in "
                 "crewbox/llm/pricing.json; add it there or run without a budget"
             )
 

@@ -36,6 +36,7 @@ class AgentOutcome:
     error: str | None = None
     cancelled: bool = False
     budget_exceeded: bool = False
+    budget_scope: str = ""
 
 
 @dataclass
@@ -139,6 +140,7 @@ def run_agent(
             )
         except BudgetExceededError as exc:
             outcome.error, outcome.budget_exceeded = str(exc), True
+            outcome.budget_scope = exc.scope
             return outcome
         except LLMAPIError:
             if time.monotonic() < deadline_s:

@@ -164,7 +164,7 @@ class TaskRunner:
         if outcome.cancelled:
             result.status = "cancelled"
         elif outcome.budget_exceeded:
-            result.status = "budget_exceeded"
+            result.status, result.budget_scope = "budget_exceeded", outcome.budget_scope
         return result
 
     def _budgeted(self, task: Task) -> LLMClient:

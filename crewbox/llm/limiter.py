@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -47,11 +48,14 @@ class LimitState(BaseModel):
     """One credential's limiter state (JSON in its store)."""
 
     limit: float
-    in_flight: dict[str, float] = Field(default_factory=dict)
-    """Lease id -> when it expires (Unix s)."""
+    in_flight: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Lease id -> (when it was admitted, when it expires), Unix s."""
     successes: int = 0
     failures: int = 0
     open_until_s: float = 0.0
+    decreased_at_s: float = 0.0
+    """When the limit was last halved: a 429 of a call admitted before then is the same
+    burst and does not halve it again."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,16 @@ class LimitPolicy:
     lease_s: float = 660.0
 
 
-def try_admit(state: LimitState, lease: str, now_s: float, policy: LimitPolicy) -> bool:
-    """Take a slot for ``lease`` when the circuit is closed and one is free."""
-    state.in_flight = {k: v for k, v in state.in_flight.items() if v > now_s}
+def try_admit(
+    state: LimitState, lease: str, now_s: float, policy: LimitPolicy, lease_s: float | None = None
+) -> bool:
+    """Take a slot for ``lease`` (held ``lease_s``, default the policy's) when the circuit
+    is closed and one is free; a limit above the policy's maximum comes down to it."""
+    state.limit = min(state.limit, float(policy.max_limit))
+    state.in_flight = {k: v for k, v in state.in_flight.items() if v[1] > now_s}
     if now_s < state.open_until_s or len(state.in_flight) >= max(int(state.limit), 1):
         return False
-    state.in_flight[lease] = now_s + policy.lease_s
+    state.in_flight[lease] = (now_s, now_s + (lease_s or policy.lease_s))
     return True
 
 
@@ -80,7 +88,7 @@ def settle(
 ) -> tuple[float, float, str] | None:
     """Free ``lease``'s slot and apply ``outcome``; (old limit, new limit, reason) when the
     limit changed or the circuit opened, else None."""
-    state.in_flight.pop(lease, None)
+    admitted_s = state.in_flight.pop(lease, (now_s, now_s))[0]
     old = state.limit
     if outcome == "ok":
         state.failures = 0
@@ -94,8 +102,9 @@ def settle(
     state.failures += 1
     state.successes = 0
     reason = "throttled (429/529)" if outcome == "throttled" else "failed"
-    if outcome == "throttled":
+    if outcome == "throttled" and admitted_s >= state.decreased_at_s:
         state.limit = max(1.0, float(int(state.limit / 2)))
+        state.decreased_at_s = now_s
     if state.failures >= policy.failures_to_open:
         state.open_until_s, state.failures = now_s + policy.cooldown_s, 0
         return old, state.limit, f"{reason}; circuit open for {policy.cooldown_s:.0f}s"
@@ -122,11 +131,13 @@ class FileLimitStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{key}.json"
         with self._locked(key):
-            state = LimitState.model_validate_json(path.read_text()) if path.exists() else initial
+            raw = path.read_text() if path.exists() else None
+            state = _state(raw, initial)
             result = fn(state)
-            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-            tmp.write_text(state.model_dump_json())
-            tmp.replace(path)
+            if state.model_dump_json() != raw:  # a wait that admitted nothing writes nothing
+                tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+                tmp.write_text(state.model_dump_json())
+                tmp.replace(path)
         return result
 
     @contextlib.contextmanager
@@ -150,14 +161,26 @@ class RedisLimitStore:
 
         def apply(pipe: redis.client.Pipeline) -> None:
             raw = pipe.get(name)
-            state = LimitState.model_validate_json(raw) if raw else initial.model_copy(deep=True)
-            result = fn(state)
-            pipe.multi()
-            pipe.set(name, state.model_dump_json(), ex=7 * 24 * 3600)
-            out[:] = [result]
+            before = raw.decode() if isinstance(raw, bytes) else raw
+            state = _state(before, initial)
+            out[:] = [fn(state)]
+            if state.model_dump_json() != before:  # nothing changed: nothing written
+                pipe.multi()
+                pipe.set(name, state.model_dump_json(), ex=7 * 24 * 3600)
 
         self.redis.transaction(apply, name)
         return out[0]
+
+
+def _state(raw: str | None, initial: LimitState) -> LimitState:
+    """The stored state, or a copy of ``initial`` when there is none (or an unreadable one:
+    a state of another crewbox version starts over)."""
+    if raw:
+        try:
+            return LimitState.model_validate_json(raw)
+        except ValueError:
+            pass
+    return initial.model_copy(deep=True)
 
 
 def credential_key(provider: str, endpoint: str, api_key: str) -> str:
@@ -180,23 +203,27 @@ class AIMDLimiter:
         return LimitState(limit=float(self.policy.max_limit))
 
     def acquire(self, deadline_m: float | None) -> str:
-        """A lease on a slot, waiting for one (and for an open circuit to close).
+        """A lease on a slot, waiting for one (and for an open circuit to close) until
+        ``deadline_m`` (a ``time.monotonic()`` value; None: at most the policy's lease_s).
 
         Raises:
-            LLMAPIError: no slot before ``deadline_m`` (a ``time.monotonic()`` value).
+            LLMAPIError: no slot before the deadline.
         """
         lease = secrets.token_hex(8)
+        if deadline_m is None:  # never wait for ever (an open circuit, a stuck state)
+            deadline_m = time.monotonic() + self.policy.lease_s
+        lease_s = deadline_m - time.monotonic() + 60  # the lease outlives the call
         while True:
             admitted = self.store.update(
                 self.key,
                 self._initial(),
-                lambda s: try_admit(s, lease, time.time(), self.policy),
+                lambda s: try_admit(s, lease, time.time(), self.policy, lease_s),
             )
             if admitted:
                 return lease
-            if deadline_m is not None and time.monotonic() + self.poll_s >= deadline_m:
-                raise LLMAPIError("no free call slot before the task's deadline (429s?)")
-            time.sleep(self.poll_s)
+            if time.monotonic() + self.poll_s >= deadline_m:
+                raise LLMAPIError("no free call slot before the call's deadline (429s?)")
+            time.sleep(self.poll_s * random.uniform(0.5, 1.5))
 
     def release(self, lease: str, outcome: Outcome) -> ConcurrencyChange | None:
         """Free the slot and apply ``outcome``; the change of the limit, if any."""

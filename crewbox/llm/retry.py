@@ -33,7 +33,10 @@ log = logging.getLogger("crewbox.llm")
 BACKOFF_INITIAL_S = 0.5
 """First backoff when the server gives no retry-after, in seconds."""
 BACKOFF_MAX_S = 30.0
-"""Longest backoff (and longest retry-after honoured), in seconds."""
+"""Longest backoff when the server gives no retry-after, in seconds."""
+RETRY_AFTER_MAX_S = 300.0
+"""Longest retry-after honoured, in seconds (a call with a deadline stops instead when the
+wait would pass it)."""
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -90,14 +93,15 @@ class RetryingLLM:
         exc = state.outcome.exception() if state.outcome else None
         hint = exc.retry_after_s if isinstance(exc, LLMAPIError) else None
         if hint is not None:
-            return float(min(max(hint, 0.0), BACKOFF_MAX_S))
+            return float(min(max(hint, 0.0), RETRY_AFTER_MAX_S))
         return float(self._backoff(state))
 
     def _stop(self, state: RetryCallState, deadline_m: float | None) -> bool:
-        """Stop after max_retries retries, or when the next wait would pass the deadline."""
+        """Stop after max_retries retries, or when the coming wait (tenacity computes it
+        before asking) would pass the deadline."""
         if state.attempt_number > self.max_retries:
             return True
-        return deadline_m is not None and time.monotonic() + self._wait(state) >= deadline_m
+        return deadline_m is not None and time.monotonic() + state.upcoming_sleep >= deadline_m
 
     def close(self) -> None:
         """Close ``inner`` when it can be closed."""

@@ -10,9 +10,12 @@ owner, so nothing of an ended or abandoned run is ever executed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Literal, Protocol
 
 from crewbox.models import Event, Request, RunSummary
+
+Reservation = Literal["reserved", "busy", "over"]
+"""What :meth:`RunLog.reserve_spend` made of a request to hold money."""
 
 LEASE_TTL_S = 10.0
 """A run's owner lease lasts this long unless renewed."""
@@ -94,13 +97,24 @@ class RunLog(Protocol):
         """Forget a cancel request (``crewbox resume`` of a cancelled run)."""
         ...
 
-    def reserve_spend(self, run_id: str, scope: str, nano_usd: int, limit_nano_usd: int) -> bool:
-        """Add ``nano_usd`` to the ledger of ``scope`` (``run``, ``persona:<name>``) of the
-        run, atomically, unless that takes it past ``limit_nano_usd``; True when added."""
+    def reserve_spend(
+        self,
+        run_id: str,
+        scope: str,
+        reservation: str,
+        nano_usd: int,
+        limit_nano_usd: int,
+        ttl_s: float,
+    ) -> Reservation:
+        """Hold ``nano_usd`` under ``reservation`` in the ledger of ``scope`` (``run``,
+        ``persona:<name>``) of the run, atomically, unless spent and held together would
+        pass ``limit_nano_usd``. A hold expires after ``ttl_s`` (its process died).
+
+        Returns ``reserved``; ``busy`` when only other holds are in the way (they may
+        settle for less); ``over`` when what was spent already leaves too little."""
         ...
 
-    def settle_spend(
-        self, run_id: str, scope: str, reserved_nano_usd: int, actual_nano_usd: int
-    ) -> None:
-        """Replace a reservation of ``scope`` by what the call really cost."""
+    def settle_spend(self, run_id: str, scope: str, reservation: str, actual_nano_usd: int) -> None:
+        """Replace the hold ``reservation`` of ``scope`` by what the call really cost; a
+        second settle of the same hold (a retried command) changes nothing."""
         ...

@@ -9,20 +9,22 @@ Keys (``<run>`` is a run_id; each expires RUN_TTL_S after its last write)::
     string  crewbox:run:<run>:cancel     "1" once a cancel was requested
     string  crewbox:run:<run>:final      the synthesis (final.md)
     string  crewbox:run:<run>:summary    the RunSummary JSON
-    hash    crewbox:run:<run>:spend      budget scope -> nano-USD spent and reserved
+    hash    crewbox:run:<run>:spend      <scope> -> nano-USD spent; <scope>|<id> ->
+                                         "<nano-USD>:<expiry s>", a hold of a call
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from crewbox.errors import RunNotFoundError
 from crewbox.models import Event, Request, RunSummary
 from crewbox.redis_client import call, text
-from crewbox.runlog.base import LEASE_TTL_S
+from crewbox.runlog.base import LEASE_TTL_S, Reservation
 
 RUN_TTL_S = 7 * 24 * 3600
 """How long a run's keys stay in Redis after its last write (7 days)."""
@@ -39,12 +41,33 @@ end
 return 0
 """
 RESERVE_SCRIPT = """
-local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if spent + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
-  return 0
+-- ARGV: scope, reservation id, nano-USD, limit nano-USD, now (s), hold ttl (s), key ttl (s)
+local scope, prefix = ARGV[1], ARGV[1] .. '|'
+local spent = tonumber(redis.call('HGET', KEYS[1], scope) or '0')
+local need, limit, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if spent + need > limit then return 'over' end
+local held = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, #prefix) == prefix then
+    local amount, expiry = string.match(all[i + 1], '^(%d+):([%d.]+)$')
+    if tonumber(expiry) <= now then
+      redis.call('HDEL', KEYS[1], all[i])
+    else
+      held = held + tonumber(amount)
+    end
+  end
 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+if spent + held + need > limit then return 'busy' end
+redis.call('HSET', KEYS[1], prefix .. ARGV[2], ARGV[3] .. ':' .. (now + tonumber(ARGV[6])))
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return 'reserved'
+"""
+SETTLE_SCRIPT = """
+-- ARGV: scope, reservation id, actual nano-USD; applied once per hold
+if redis.call('HDEL', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+end
 return 1
 """
 RELEASE_SCRIPT = """
@@ -68,6 +91,7 @@ class RedisRunLog:
         self._renew = connection.register_script(RENEW_SCRIPT)
         self._release = connection.register_script(RELEASE_SCRIPT)
         self._reserve = connection.register_script(RESERVE_SCRIPT)
+        self._settle = connection.register_script(SETTLE_SCRIPT)
 
     def create(self, request: Request) -> None:
         """Store the request and list the run."""
@@ -166,18 +190,28 @@ class RedisRunLog:
         self.request(run_id)
         call(lambda: self.redis.set(run_key(run_id, "cancel"), "1", ex=RUN_TTL_S))
 
-    def reserve_spend(self, run_id: str, scope: str, nano_usd: int, limit_nano_usd: int) -> bool:
-        """RESERVE_SCRIPT on the run's spend hash: check and add in one step."""
+    def reserve_spend(
+        self,
+        run_id: str,
+        scope: str,
+        reservation: str,
+        nano_usd: int,
+        limit_nano_usd: int,
+        ttl_s: float,
+    ) -> Reservation:
+        """RESERVE_SCRIPT on the run's spend hash: expire, check and hold in one step."""
         key = run_key(run_id, "spend")
-        args: list[str | int] = [scope, nano_usd, limit_nano_usd, RUN_TTL_S]
-        return bool(call(lambda: self._reserve(keys=[key], args=args)))
+        args: list[str | int | float] = [
+            scope, reservation, nano_usd, limit_nano_usd, time.time(), ttl_s, RUN_TTL_S
+        ]  # fmt: skip
+        reply = text(call(lambda: self._reserve(keys=[key], args=args)))
+        return cast(Reservation, reply)
 
-    def settle_spend(
-        self, run_id: str, scope: str, reserved_nano_usd: int, actual_nano_usd: int
-    ) -> None:
-        """HINCRBY the scope by actual - reserved."""
+    def settle_spend(self, run_id: str, scope: str, reservation: str, actual_nano_usd: int) -> None:
+        """SETTLE_SCRIPT: drop the hold and add the actual cost, once."""
         key = run_key(run_id, "spend")
-        call(lambda: self.redis.hincrby(key, scope, actual_nano_usd - reserved_nano_usd))
+        args: list[str | int] = [scope, reservation, actual_nano_usd]
+        call(lambda: self._settle(keys=[key], args=args))
 
     def cancel_requested(self, run_id: str) -> bool:
         """True when the cancel flag is set."""

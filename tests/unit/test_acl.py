@@ -22,7 +22,7 @@ def test_a_persona_reaches_only_its_own_keys_by_name() -> None:
     assert "-@dangerous" in rules
 
 
-@pytest.mark.parametrize("name", ["a*", "x.y", "a:b", "", "Marie", "a b"])
+@pytest.mark.parametrize("name", ["a*", "x.y", "a:b", "", "Marie", "a b", "dev_"])
 def test_a_name_that_would_widen_a_pattern_is_refused(name: str) -> None:
     with pytest.raises(acl.ACLError):
         acl.persona_rules(name)

@@ -105,3 +105,23 @@ def test_a_call_that_gets_no_slot_before_its_deadline_fails(tmp_path: Path) -> N
         limiter.acquire(time.monotonic() + 0.1)
     limiter.release(held, "ok")
     assert limiter.acquire(time.monotonic() + 0.1)
+
+
+def test_one_burst_of_429s_halves_the_limit_once() -> None:
+    state, patient = LimitState(limit=8), LimitPolicy(max_limit=8, failures_to_open=99)
+    for lease in "abcd":
+        assert try_admit(state, lease, 1.0, patient)
+    settle(state, "a", "throttled", 2.0, patient)
+    for lease in "bcd":  # admitted before the decrease: the same burst
+        settle(state, lease, "throttled", 2.5, patient)
+    assert state.limit == 4
+    assert try_admit(state, "e", 3.0, patient)
+    settle(state, "e", "throttled", 3.5, patient)  # a new call throttled: halve again
+    assert state.limit == 2
+
+
+def test_a_lowered_maximum_takes_effect_at_once() -> None:
+    state = LimitState(limit=8)
+    small = LimitPolicy(max_limit=2)
+    assert try_admit(state, "a", 0, small) and try_admit(state, "b", 0, small)
+    assert not try_admit(state, "c", 0, small) and state.limit == 2

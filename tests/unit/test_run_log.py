@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -137,3 +138,17 @@ def test_a_lease_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
     assert log.acquire("r1", f"{host}:{dead}:n3")
     assert log.owner("r1") is None  # its process is gone: expired at once
     assert log.acquire("r1", me)
+
+
+def test_spend_holds_settle_once_and_a_dead_callers_hold_expires(tmp_path: Path) -> None:
+    from crewbox.runlog.files import FileRunLog
+
+    log = FileRunLog(tmp_path)
+    assert log.reserve_spend("r", "run", "h1", 60, 100, ttl_s=60) == "reserved"
+    assert log.reserve_spend("r", "run", "h2", 60, 100, ttl_s=60) == "busy"  # h1 in the way
+    log.settle_spend("r", "run", "h1", 30)
+    log.settle_spend("r", "run", "h1", 30)  # a retried settle changes nothing
+    assert log.reserve_spend("r", "run", "h2", 80, 100, ttl_s=60) == "over"  # 30 spent
+    assert log.reserve_spend("r", "run", "h3", 60, 100, ttl_s=0.01) == "reserved"
+    time.sleep(0.05)  # h3's caller died: its hold expires
+    assert log.reserve_spend("r", "run", "h4", 60, 100, ttl_s=60) == "reserved"
