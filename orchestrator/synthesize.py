@@ -27,14 +27,16 @@ def artifact_excerpt(path: Path, max_chars: int) -> str | None:
 
 
 def results_digest(results: list[Result], run_folder: Path, budget_tokens: int) -> str:
-    """Statuses, summaries and artifact excerpts of ``results`` within ``budget_tokens``."""
+    """Statuses, summaries and artifact excerpts of ``results`` within ``budget_tokens``:
+    summaries take at most half of it (cut evenly), artifact excerpts share the rest."""
     budget_chars = budget_tokens * CHARS_PER_TOKEN
     artifacts = sum(len(r.artifacts) for r in results) or 1
-    summaries = "\n\n".join(result_header(r) for r in results)
+    summary_chars = max(200, budget_chars // (2 * max(len(results), 1)))
+    summaries = "\n\n".join(result_header(r, summary_chars) for r in results)
     per_file = max(200, (budget_chars - len(summaries)) // artifacts)
     sections = []
     for result in results:
-        sections.append(result_header(result))
+        sections.append(result_header(result, summary_chars))
         folder = run_folder / result.persona / result.task_id
         for artifact in result.artifacts:
             excerpt = artifact_excerpt(folder / artifact.path, per_file)
@@ -43,12 +45,16 @@ def results_digest(results: list[Result], run_folder: Path, budget_tokens: int) 
     return "\n\n".join(sections)
 
 
-def result_header(result: Result) -> str:
-    """One task's title, status, error and summary as Markdown."""
+def result_header(result: Result, max_summary_chars: int | None = None) -> str:
+    """One task's title, status, error and summary (cut at ``max_summary_chars``) as
+    Markdown."""
     head = f"### {result.task_id} ({result.persona}): {result.title} — {result.status}"
     if result.error:
         head += f"\nError: {result.error}"
-    return f"{head}\n\n{result.summary or '(no summary)'}"
+    summary = result.summary or "(no summary)"
+    if max_summary_chars is not None and len(summary) > max_summary_chars:
+        summary = summary[:max_summary_chars] + " [...]"
+    return f"{head}\n\n{summary}"
 
 
 def fallback_answer(request: Request, results: list[Result], reason: str) -> str:
