@@ -21,13 +21,15 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Unpack
 
+from crewbox.config import Settings
 from crewbox.errors import BudgetExceededError
 from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, Message, SystemBlock, ToolDef
 from crewbox.llm.pricing import price_for
-from crewbox.runlog.base import RunLog
+from crewbox.runlog.base import RunLog, SpendHold
 
 CHARS_PER_TOKEN = 4
 """Characters per input token in the estimate: the usual rule of thumb for English text;
@@ -80,6 +82,14 @@ def estimate_call_usd(
     return total / 1_000_000
 
 
+def unpriced_models(settings: Settings, models: Iterable[str]) -> list[str]:
+    """The ``models`` that have no price in pricing.json, sorted, where that matters: none
+    on an OpenAI-compatible server (a local model here: its calls cost $0)."""
+    if settings.resolved_provider() == "openai":
+        return []
+    return sorted({m for m in models if price_for(m) is None})
+
+
 def to_nano(usd: Decimal) -> int:
     """``usd`` as whole nano-dollars, rounded up (a reservation never falls short)."""
     return math.ceil(usd / NANO_USD)
@@ -111,19 +121,22 @@ class BudgetedLLM:
         )
         timeout_s = call.get("timeout_s")
         hold_s = (timeout_s if timeout_s is not None else DEFAULT_HOLD_S) + HOLD_MARGIN_S
-        hold = secrets.token_hex(8)
-        held = self._hold(hold, to_nano(estimate), hold_s, timeout_s)
+        hold_id, nano = secrets.token_hex(8), to_nano(estimate)
+        holds = [
+            SpendHold(scope, hold_id, nano, to_nano(limit), hold_s) for scope, limit in self.limits
+        ]
+        self._hold(holds, timeout_s)
         spent = 0
         try:
             response = self.inner.complete(**call)
             spent = to_nano(response.usage.cost_usd)
             return response
         finally:
-            for scope in held:
-                self.run_log.settle_spend(self.run_id, scope, hold, spent)
+            for hold in holds:
+                self.run_log.settle_spend(self.run_id, hold, spent)
 
-    def _hold(self, hold: str, nano: int, hold_s: float, timeout_s: float | None) -> list[str]:
-        """Hold ``nano`` in every scope, all or none, waiting while other calls' holds are
+    def _hold(self, holds: list[SpendHold], timeout_s: float | None) -> None:
+        """Put every hold in the ledger, all or none, waiting while other calls' holds are
         in the way (up to ``timeout_s``, else BUSY_WAIT_MAX_S).
 
         Raises:
@@ -131,23 +144,22 @@ class BudgetedLLM:
         """
         deadline_m = time.monotonic() + (timeout_s if timeout_s is not None else BUSY_WAIT_MAX_S)
         while True:
-            held: list[str] = []
-            for scope, limit in self.limits:
-                answer = self.run_log.reserve_spend(
-                    self.run_id, scope, hold, nano, to_nano(limit), hold_s
-                )
+            done: list[SpendHold] = []
+            for hold in holds:
+                answer = self.run_log.reserve_spend(self.run_id, hold)
                 if answer != "reserved":
                     break
-                held.append(scope)
+                done.append(hold)
             else:
-                return held
-            for scope in held:
-                self.run_log.settle_spend(self.run_id, scope, hold, 0)
+                return
+            for placed in done:
+                self.run_log.settle_spend(self.run_id, placed, 0)
             if answer == "over" or time.monotonic() + BUSY_POLL_S >= deadline_m:
+                limit = Decimal(hold.limit_nano_usd) * NANO_USD
                 raise BudgetExceededError(
-                    f"budget ${limit} of the {scope.replace(':', ' ')} reached: a call "
-                    f"estimated at ${Decimal(nano) * NANO_USD:.6f} was not made",
-                    scope=scope,
+                    f"budget ${limit.normalize():f} of the {hold.scope.replace(':', ' ')} reached: "
+                    f"a call estimated at ${Decimal(hold.nano_usd) * NANO_USD:.6f} was not made",
+                    scope=hold.scope,
                 )
             time.sleep(BUSY_POLL_S)
 

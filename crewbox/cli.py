@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from crewbox.budget import unpriced_models
 from crewbox.config import Settings
 from crewbox.dlq import dead_letters
 from crewbox.egress import LISTEN_PORT
@@ -31,7 +32,6 @@ from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
 from crewbox.llm.factory import make_client
 from crewbox.llm.limiter import ChangeSink, describe
-from crewbox.llm.pricing import price_for
 from crewbox.local import LocalWorkers
 from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
@@ -424,7 +424,7 @@ def model_price_note(cfg: Settings, persona: Persona) -> tuple[str, str]:
     model = persona.model_or(cfg.default_model())
     if cfg.resolved_provider() == "openai":
         return model, "local"
-    return model, "yes" if price_for(model) else "NO"
+    return model, "NO" if unpriced_models(cfg, [model]) else "yes"
 
 
 @cli.command()
@@ -781,9 +781,8 @@ def egress(host: str, port: int) -> None:
     from crewbox.egress import EgressProxy, allowed_destinations
 
     setup_logging()
-    allowed = allowed_destinations(
-        os.environ.get("ANTHROPIC_BASE_URL"), os.environ.get("CREWBOX_EGRESS_ALLOW")
-    )
+    cfg = settings()
+    allowed = allowed_destinations(cfg.anthropic_base_url, cfg.egress_allow)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(EgressProxy(allowed).serve(host, port))
 

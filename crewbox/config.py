@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     run_as: str | None = None
     """Cluster workers: ``uid:gid`` to become after reading the secrets as root (see
     crewbox.privileges); None: stay as started."""
+    egress_allow: str = ""
+    """The egress proxy: ``host:port`` destinations allowed besides the Anthropic API and
+    ANTHROPIC_BASE_URL's host, comma separated."""
     workspace_mount: Path | None = None
     """Where the persona's workspace is in a container (``/workspace``); None: workspaces_dir."""
     work_dir: Path | None = None

@@ -15,10 +15,15 @@ JSON files are written to a temporary name and renamed, so a reader never sees h
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from crewbox.errors import ArtifactError, RunNotFoundError
 from crewbox.models import Artifact, Event, Plan, Request, Result, RunSummary
@@ -32,6 +37,22 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked_json(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON object in ``path`` (``{}`` when there is none), held under an exclusive
+    ``flock`` on ``<path>.lock`` for the block, so processes update it one at a time; it is
+    written back (atomically) only when the block changed it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = path.read_text(encoding="utf-8") if path.exists() else ""
+        data: dict[str, Any] = json.loads(before) if before else {}
+        yield data
+        after = json.dumps(data)
+        if after != before:
+            write_atomic(path, after)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from crewbox.budget import budgeted
+from crewbox.budget import budgeted, unpriced_models
 from crewbox.config import Settings
 from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
 from crewbox.llm.base import LLMClient
-from crewbox.llm.pricing import price_for
 from crewbox.models import (
     END_KIND,
     AttemptInfo,
@@ -489,8 +488,6 @@ class Orchestrator:
             UserError: a budget is set and some model is not in pricing.json (the run
                 fails before any call; nothing is spent).
         """
-        if self.settings.resolved_provider() == "openai":
-            return  # an OpenAI-compatible server here is a local model: its calls cost $0
         default = self.settings.default_model()
         plan = run.plan or run.request.plan
         names = {t.persona for t in plan.tasks} if plan else set(self.personas)
@@ -500,7 +497,7 @@ class Orchestrator:
             models |= {p.model_or(default) for p in personas}
         else:  # only the personas with a budget of their own
             models = {p.model_or(default) for p in personas if p.budget_usd is not None}
-        unpriced = sorted(m for m in models if price_for(m) is None)
+        unpriced = unpriced_models(self.settings, models)
         if unpriced:
             raise UserError(
                 f"a budget cannot be held: no price for {', '.join(unpriced)} in "

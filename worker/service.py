@@ -24,7 +24,17 @@ from crewbox.config import Settings
 from crewbox.errors import CrewboxError, LLMAPIError, UserError
 from crewbox.llm.base import LLMClient
 from crewbox.llm.limiter import ChangeSink, describe
-from crewbox.models import AttemptInfo, ConcurrencyChange, Event, LLMCall, Result, Task, Usage
+from crewbox.models import (
+    AttemptInfo,
+    ConcurrencyChange,
+    Event,
+    EventKind,
+    LLMCall,
+    Payload,
+    Result,
+    Task,
+    Usage,
+)
 from crewbox.periodic import Periodic
 from crewbox.personas import Persona
 from crewbox.queue.base import Emit, default_worker_id
@@ -79,16 +89,8 @@ class TaskRunner:
             )
             return None
         started = time.time()
-        emit(
-            Event.of(
-                "task_started",
-                task.run_id,
-                AttemptInfo(attempt=task.attempt, worker=self.worker_id),
-                task_id=task.task_id,
-                persona=task.persona,
-                message=f"{self.worker_id} started {task.task_id}",
-            )
-        )
+        info = AttemptInfo(attempt=task.attempt, worker=self.worker_id)
+        emit(task_event(task, "task_started", info, f"{self.worker_id} started {task.task_id}"))
         log.info("run %s task %s: started (attempt %d)", task.run_id, task.task_id, task.attempt)
         stop = threading.Event()
         with run_watch(self, task.run_id, stop), self._limit_events(task, emit):
@@ -109,16 +111,7 @@ class TaskRunner:
 
         def on_change(change: ConcurrencyChange) -> None:
             log.warning("run %s task %s: %s", task.run_id, task.task_id, describe(change))
-            emit(
-                Event.of(
-                    "concurrency_changed",
-                    task.run_id,
-                    change,
-                    task_id=task.task_id,
-                    persona=task.persona,
-                    message=describe(change),
-                )
-            )
+            emit(task_event(task, "concurrency_changed", change, describe(change)))
 
         sink.target = on_change
         try:
@@ -139,16 +132,7 @@ class TaskRunner:
     def _attempt(self, task: Task, emit: Emit, stop: threading.Event, started: float) -> Result:
         def on_call(usage: Usage) -> None:
             payload = LLMCall(stage="tasks", usage=usage, attempt=task.attempt)
-            emit(
-                Event.of(
-                    "llm_call",
-                    task.run_id,
-                    payload,
-                    task_id=task.task_id,
-                    persona=task.persona,
-                    message="tasks",
-                )
-            )
+            emit(task_event(task, "llm_call", payload, "tasks"))
 
         outcome = AgentOutcome()
         out_dir = self.output_dir(task)
@@ -253,6 +237,13 @@ class TaskRunner:
             attempt=task.attempt,
             token=task.token,
         )
+
+
+def task_event(task: Task, kind: EventKind, payload: Payload, message: str) -> Event:
+    """An event of ``task``'s run about ``task`` (its id and persona set)."""
+    return Event.of(
+        kind, task.run_id, payload, task_id=task.task_id, persona=task.persona, message=message
+    )
 
 
 def run_watch(runner: TaskRunner, run_id: str, stop: threading.Event) -> Periodic:

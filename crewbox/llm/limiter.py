@@ -15,13 +15,12 @@ a file under ``tasks/_limits/`` (flock) embedded, a Redis key (WATCH/MULTI) in t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
+import json
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, Unpack
@@ -32,6 +31,7 @@ from pydantic import BaseModel, Field
 from crewbox.errors import LLMAPIError
 from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
 from crewbox.models import ConcurrencyChange
+from crewbox.store import locked_json
 
 T = TypeVar("T")
 
@@ -121,30 +121,20 @@ class LimitStore(Protocol):
 
 
 class FileLimitStore:
-    """Limiter states as ``<folder>/<key>.json``, each updated under an flock."""
+    """Limiter states as ``<folder>/<key>.json``, each updated under an flock
+    (crewbox.store.locked_json)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
     def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
         """See LimitStore."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{key}.json"
-        with self._locked(key):
-            raw = path.read_text() if path.exists() else None
-            state = _state(raw, initial)
+        with locked_json(self.folder / f"{key}.json") as data:
+            state = _state(json.dumps(data) if data else None, initial)
             result = fn(state)
-            if state.model_dump_json() != raw:  # a wait that admitted nothing writes nothing
-                tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-                tmp.write_text(state.model_dump_json())
-                tmp.replace(path)
+            data.clear()
+            data.update(state.model_dump(mode="json"))
         return result
-
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        with open(self.folder / f"{key}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
 
 
 class RedisLimitStore:

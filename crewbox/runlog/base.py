@@ -10,12 +10,30 @@ owner, so nothing of an ended or abandoned run is ever executed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from crewbox.models import Event, Request, RunSummary
 
 Reservation = Literal["reserved", "busy", "over"]
 """What :meth:`RunLog.reserve_spend` made of a request to hold money."""
+
+
+@dataclass(frozen=True)
+class SpendHold:
+    """Money one LLM call holds in a budget scope of a run until it is settled.
+
+    ``scope``: ``run`` or ``persona:<name>``; ``hold_id``: the call's (random); ``nano_usd``:
+    the call's estimate; ``limit_nano_usd``: the scope's budget; ``ttl_s``: after this the
+    hold expires (its process died mid-call). Amounts in whole nano-dollars.
+    """
+
+    scope: str
+    hold_id: str
+    nano_usd: int
+    limit_nano_usd: int
+    ttl_s: float
+
 
 LEASE_TTL_S = 10.0
 """A run's owner lease lasts this long unless renewed."""
@@ -97,24 +115,15 @@ class RunLog(Protocol):
         """Forget a cancel request (``crewbox resume`` of a cancelled run)."""
         ...
 
-    def reserve_spend(
-        self,
-        run_id: str,
-        scope: str,
-        reservation: str,
-        nano_usd: int,
-        limit_nano_usd: int,
-        ttl_s: float,
-    ) -> Reservation:
-        """Hold ``nano_usd`` under ``reservation`` in the ledger of ``scope`` (``run``,
-        ``persona:<name>``) of the run, atomically, unless spent and held together would
-        pass ``limit_nano_usd``. A hold expires after ``ttl_s`` (its process died).
+    def reserve_spend(self, run_id: str, hold: SpendHold) -> Reservation:
+        """Put ``hold`` in the run's spend ledger, atomically, unless what its scope spent
+        and holds would then pass the hold's limit.
 
         Returns ``reserved``; ``busy`` when only other holds are in the way (they may
         settle for less); ``over`` when what was spent already leaves too little."""
         ...
 
-    def settle_spend(self, run_id: str, scope: str, reservation: str, actual_nano_usd: int) -> None:
-        """Replace the hold ``reservation`` of ``scope`` by what the call really cost; a
-        second settle of the same hold (a retried command) changes nothing."""
+    def settle_spend(self, run_id: str, hold: SpendHold, actual_nano_usd: int) -> None:
+        """Replace ``hold`` by what the call really cost; a second settle of the same hold
+        (a retried command) changes nothing."""
         ...

@@ -5,7 +5,7 @@ Besides RunStore's layout it keeps, per run folder::
     owner.json     {"owner": "<host>:<pid>", "expires_at_s": <Unix s>}: the lease
     cancel         present once a cancel was requested
     spend.json     {"<scope>": {"spent": <nano-USD>, "held": {...}}}: per budget scope
-    spend.lock     its lock (flock), so parallel workers reserve one at a time
+    spend.json.lock  its lock (flock), so parallel workers hold money one at a time
 
 A lease held by a process of this host that no longer runs has expired at once, so
 ``crewbox resume`` after a kill does not wait for LEASE_TTL_S.
@@ -19,18 +19,16 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from crewbox.models import Event, Request, RunSummary
 from crewbox.procs import is_dead_local
 from crewbox.queue.watch import DirWatcher
-from crewbox.runlog.base import LEASE_TTL_S, Reservation
-from crewbox.store import RunStore, write_atomic
+from crewbox.runlog.base import LEASE_TTL_S, Reservation, SpendHold
+from crewbox.store import RunStore, locked_json, write_atomic
 
 OWNER_FILE = "owner.json"
 CANCEL_FILE = "cancel"
 SPEND_FILE = "spend.json"
-SPEND_LOCK = "spend.lock"
 
 
 class FileRunLog:
@@ -143,48 +141,26 @@ class FileRunLog:
         store = RunStore.open(self.results_dir, run_id)
         (store.folder / CANCEL_FILE).touch()
 
-    def reserve_spend(
-        self,
-        run_id: str,
-        scope: str,
-        reservation: str,
-        nano_usd: int,
-        limit_nano_usd: int,
-        ttl_s: float,
-    ) -> Reservation:
-        """Hold in ``spend.json`` of the run under its lock (see RunLog.reserve_spend)."""
-        with self._spend(run_id) as ledger:
-            entry = ledger.setdefault(scope, {"spent": 0, "held": {}})
+    def reserve_spend(self, run_id: str, hold: SpendHold) -> Reservation:
+        """Put the hold in the run's ``spend.json`` under its lock (RunLog.reserve_spend)."""
+        with locked_json(self.results_dir / run_id / SPEND_FILE) as ledger:
+            entry = ledger.setdefault(hold.scope, {"spent": 0, "held": {}})
             now = time.time()
             entry["held"] = {k: v for k, v in entry["held"].items() if v[1] > now}
             held = sum(v[0] for v in entry["held"].values())
-            if entry["spent"] + nano_usd > limit_nano_usd:
+            if entry["spent"] + hold.nano_usd > hold.limit_nano_usd:
                 return "over"
-            if entry["spent"] + held + nano_usd > limit_nano_usd:
+            if entry["spent"] + held + hold.nano_usd > hold.limit_nano_usd:
                 return "busy"
-            entry["held"][reservation] = [nano_usd, now + ttl_s]
+            entry["held"][hold.hold_id] = [hold.nano_usd, now + hold.ttl_s]
             return "reserved"
 
-    def settle_spend(self, run_id: str, scope: str, reservation: str, actual_nano_usd: int) -> None:
+    def settle_spend(self, run_id: str, hold: SpendHold, actual_nano_usd: int) -> None:
         """Drop the hold and add the actual cost in ``spend.json`` (once per hold)."""
-        with self._spend(run_id) as ledger:
-            entry = ledger.setdefault(scope, {"spent": 0, "held": {}})
-            if entry["held"].pop(reservation, None) is not None:
+        with locked_json(self.results_dir / run_id / SPEND_FILE) as ledger:
+            entry = ledger.setdefault(hold.scope, {"spent": 0, "held": {}})
+            if entry["held"].pop(hold.hold_id, None) is not None:
                 entry["spent"] += actual_nano_usd
-
-    @contextlib.contextmanager
-    def _spend(self, run_id: str) -> Iterator[dict[str, Any]]:
-        """The run's spend ledger (scope -> {"spent": nano-USD, "held": {id: [nano-USD,
-        expiry Unix s]}}), locked against every other process
-        (``flock`` on ``spend.lock``) and written back when the block ends."""
-        folder = self.results_dir / run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / SPEND_FILE
-        with open(folder / SPEND_LOCK, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            ledger: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-            yield ledger
-            write_atomic(path, json.dumps(ledger))
 
     def cancel_requested(self, run_id: str) -> bool:
         """True when the cancel marker exists."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from crewbox.models import Event, Request, RunSummary
-from crewbox.runlog.base import LEASE_TTL_S, Reservation, RunLog
+from crewbox.runlog.base import LEASE_TTL_S, Reservation, RunLog, SpendHold
 
 
 class MirroredRunLog:
@@ -80,23 +80,13 @@ class MirroredRunLog:
         """On the primary."""
         return self.primary.cancel_requested(run_id)
 
-    def reserve_spend(
-        self,
-        run_id: str,
-        scope: str,
-        reservation: str,
-        nano_usd: int,
-        limit_nano_usd: int,
-        ttl_s: float,
-    ) -> Reservation:
+    def reserve_spend(self, run_id: str, hold: SpendHold) -> Reservation:
         """The primary's ledger (Redis: shared by every host)."""
-        return self.primary.reserve_spend(
-            run_id, scope, reservation, nano_usd, limit_nano_usd, ttl_s
-        )
+        return self.primary.reserve_spend(run_id, hold)
 
-    def settle_spend(self, run_id: str, scope: str, reservation: str, actual_nano_usd: int) -> None:
+    def settle_spend(self, run_id: str, hold: SpendHold, actual_nano_usd: int) -> None:
         """The primary's ledger."""
-        self.primary.settle_spend(run_id, scope, reservation, actual_nano_usd)
+        self.primary.settle_spend(run_id, hold, actual_nano_usd)
 
     def clear_cancel(self, run_id: str) -> None:
         """On the primary."""

@@ -24,7 +24,7 @@ import redis
 from crewbox.errors import RunNotFoundError
 from crewbox.models import Event, Request, RunSummary
 from crewbox.redis_client import call, text
-from crewbox.runlog.base import LEASE_TTL_S, Reservation
+from crewbox.runlog.base import LEASE_TTL_S, Reservation, SpendHold
 
 RUN_TTL_S = 7 * 24 * 3600
 """How long a run's keys stay in Redis after its last write (7 days)."""
@@ -190,27 +190,19 @@ class RedisRunLog:
         self.request(run_id)
         call(lambda: self.redis.set(run_key(run_id, "cancel"), "1", ex=RUN_TTL_S))
 
-    def reserve_spend(
-        self,
-        run_id: str,
-        scope: str,
-        reservation: str,
-        nano_usd: int,
-        limit_nano_usd: int,
-        ttl_s: float,
-    ) -> Reservation:
+    def reserve_spend(self, run_id: str, hold: SpendHold) -> Reservation:
         """RESERVE_SCRIPT on the run's spend hash: expire, check and hold in one step."""
         key = run_key(run_id, "spend")
         args: list[str | int | float] = [
-            scope, reservation, nano_usd, limit_nano_usd, time.time(), ttl_s, RUN_TTL_S
+            hold.scope, hold.hold_id, hold.nano_usd, hold.limit_nano_usd, time.time(),
+            hold.ttl_s, RUN_TTL_S,
         ]  # fmt: skip
-        reply = text(call(lambda: self._reserve(keys=[key], args=args)))
-        return cast(Reservation, reply)
+        return cast(Reservation, text(call(lambda: self._reserve(keys=[key], args=args))))
 
-    def settle_spend(self, run_id: str, scope: str, reservation: str, actual_nano_usd: int) -> None:
+    def settle_spend(self, run_id: str, hold: SpendHold, actual_nano_usd: int) -> None:
         """SETTLE_SCRIPT: drop the hold and add the actual cost, once."""
         key = run_key(run_id, "spend")
-        args: list[str | int] = [scope, reservation, actual_nano_usd]
+        args: list[str | int] = [hold.scope, hold.hold_id, actual_nano_usd]
         call(lambda: self._settle(keys=[key], args=args))
 
     def cancel_requested(self, run_id: str) -> bool:

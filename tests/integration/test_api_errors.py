@@ -84,6 +84,24 @@ FAULTS = {
 }
 
 
+def run_through_the_sdk(
+    tmp_path: Path, server: FakeLLMServer, ids: list[str], **env: str
+) -> tuple[EmbeddedRun, int, str]:
+    """`crewbox run --plan --workers 2` of one task per id (personas in turn) on the real
+    Anthropic SDK against ``server``, with ``env`` set; the run, its exit code and stderr."""
+    plan = [spec(t, ("marie", "anga", "fabien")[i % 3]) for i, t in enumerate(ids)]
+    run = EmbeddedRun(tmp_path, plan, [])
+    run.env.update(
+        CREWBOX_PROVIDER="anthropic",
+        ANTHROPIC_API_KEY="sk-storm",
+        ANTHROPIC_BASE_URL=server.url,
+        **env,
+    )
+    run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2")
+    code, _, err = run.finish()
+    return run, code, err
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_fault_on_every_third_call_through_the_sdk_loses_no_task(
     tmp_path: Path, fault: str
@@ -100,16 +118,7 @@ def test_a_fault_on_every_third_call_through_the_sdk_loses_no_task(
     ids = [f"t{i}" for i in range(STORM_TASKS)]
     with FakeLLMServer() as server:
         server.reply(*replies)
-        run = EmbeddedRun(tmp_path, [spec(t, ("marie", "anga", "fabien")[i % 3])
-                                     for i, t in enumerate(ids)], [])  # fmt: skip
-        run.env.update(
-            CREWBOX_PROVIDER="anthropic",
-            ANTHROPIC_API_KEY="sk-storm",
-            ANTHROPIC_BASE_URL=server.url,
-            CREWBOX_LLM_MAX_RETRIES="5",
-        )
-        run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2")
-        code, _, err = run.finish()
+        run, code, err = run_through_the_sdk(tmp_path, server, ids, CREWBOX_LLM_MAX_RETRIES="5")
         served = [r for r in server.requests]
     assert code == 0, err[-2000:]
     summary = run.summary()
@@ -169,19 +178,15 @@ def test_a_429_storm_lowers_the_concurrency_limit_and_it_recovers(tmp_path: Path
     storm = [FAULTS["429 with retry-after"]] * 4
     with FakeLLMServer() as server:
         server.reply(*storm, *[ok] * (len(ids) + 1))
-        run = EmbeddedRun(tmp_path, [spec(t, ("marie", "anga", "fabien")[i % 3])
-                                     for i, t in enumerate(ids)], [])  # fmt: skip
-        run.env.update(
-            CREWBOX_PROVIDER="anthropic",
-            ANTHROPIC_API_KEY="sk-storm",
-            ANTHROPIC_BASE_URL=server.url,
+        run, code, err = run_through_the_sdk(
+            tmp_path,
+            server,
+            ids,
             CREWBOX_LLM_MAX_RETRIES="6",
             CREWBOX_LLM_MAX_CONCURRENCY="4",
             CREWBOX_LLM_CIRCUIT_FAILURES="3",
             CREWBOX_LLM_CIRCUIT_COOLDOWN_S="1",
         )
-        run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2")
-        code, _, err = run.finish()
     assert code == 0, err[-2000:]
     summary = run.summary()
     assert all(r.status == "succeeded" for r in summary.tasks)

@@ -280,3 +280,9 @@ def test_the_clients_redis_user_cannot_enqueue_tasks(redis_url: str, acl_users: 
         Queue("marie", connection=client, serializer=JSONSerializer).enqueue("os.getcwd")
     request = Request(text="hello", run_id="r2")
     RQQueue(client).submit(request)  # what `crewbox submit` does
+
+
+def test_spend_holds_in_redis_keep_the_same_contract(redis_client: redis.Redis) -> None:
+    from tests.unit.test_run_log import spend_holds_behave
+
+    spend_holds_behave(RedisRunLog(redis_client))

@@ -22,6 +22,7 @@ from crewbox.models import (
     Usage,
 )
 from crewbox.procs import process_id
+from crewbox.runlog.base import RunLog, SpendHold
 from crewbox.runlog.files import FileRunLog
 from crewbox.store import RunStore
 from orchestrator.run import pending_work, replay
@@ -140,15 +141,21 @@ def test_a_lease_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
     assert log.acquire("r1", me)
 
 
-def test_spend_holds_settle_once_and_a_dead_callers_hold_expires(tmp_path: Path) -> None:
-    from crewbox.runlog.files import FileRunLog
+def spend_holds_behave(log: RunLog) -> None:
+    """The contract of RunLog.reserve_spend/settle_spend, on any implementation."""
 
-    log = FileRunLog(tmp_path)
-    assert log.reserve_spend("r", "run", "h1", 60, 100, ttl_s=60) == "reserved"
-    assert log.reserve_spend("r", "run", "h2", 60, 100, ttl_s=60) == "busy"  # h1 in the way
-    log.settle_spend("r", "run", "h1", 30)
-    log.settle_spend("r", "run", "h1", 30)  # a retried settle changes nothing
-    assert log.reserve_spend("r", "run", "h2", 80, 100, ttl_s=60) == "over"  # 30 spent
-    assert log.reserve_spend("r", "run", "h3", 60, 100, ttl_s=0.01) == "reserved"
+    def hold(hold_id: str, nano: int, ttl_s: float = 60) -> SpendHold:
+        return SpendHold("run", hold_id, nano, 100, ttl_s)
+
+    assert log.reserve_spend("r", hold("h1", 60)) == "reserved"
+    assert log.reserve_spend("r", hold("h2", 60)) == "busy"  # h1 in the way
+    log.settle_spend("r", hold("h1", 60), 30)
+    log.settle_spend("r", hold("h1", 60), 30)  # a retried settle changes nothing
+    assert log.reserve_spend("r", hold("h2", 80)) == "over"  # 30 spent
+    assert log.reserve_spend("r", hold("h3", 60, ttl_s=0.01)) == "reserved"
     time.sleep(0.05)  # h3's caller died: its hold expires
-    assert log.reserve_spend("r", "run", "h4", 60, 100, ttl_s=60) == "reserved"
+    assert log.reserve_spend("r", hold("h4", 60)) == "reserved"
+
+
+def test_spend_holds_settle_once_and_a_dead_callers_hold_expires(tmp_path: Path) -> None:
+    spend_holds_behave(FileRunLog(tmp_path))
