@@ -302,7 +302,8 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
         chars = sum(len(b.text) for b in system_blocks(persona, task.context))
         chars += len(task_message(task, Path(spec.persona) / spec.id, None))
         chars += len(json.dumps([t.definition.model_dump() for t in tools]))
-        model, limits = persona.model_or(default), (cfg.output_tokens(), cfg.max_turns)
+        model = persona.model_or(default)
+        limits = (cfg.output_tokens(), persona.turns_or(cfg.max_turns))
         rows.append(task_estimate(spec.id, spec.persona, model, chars, *limits))
     synth = load_role_prompt(cfg.prompts_dir, "synthesizer").model_or(default)
     rows.append(synthesis_estimate(synth, cfg.synthesis_tokens(), cfg.output_tokens()))
@@ -399,23 +400,52 @@ def display_path(path: Path) -> str:
 @cli.command()
 def personas() -> None:
     """List the personas of prompts/: name, description, tools, model (and whether it has a
-    price), workspace, budget; warn about models without a price."""
+    price), workspace, budget and max turns; then each persona's warnings, and the files that
+    cannot be used with the reason; models without a price are warned about."""
     cfg = settings()
-    table = Table("name", "description", "tools", "model", "priced", "workspace", "budget")
-    unpriced = []
-    for p in load_personas(cfg.prompts_dir).values():
-        tools = ", ".join(p.tools) if p.tools is not None else "all"
+    loaded = load_personas(cfg.prompts_dir)
+    table = Table("name", "description", "tools", "model", "priced", "workspace", "budget",
+                  "turns")  # fmt: skip
+    unpriced, notes = [], []
+    for p in loaded.values():
         model, priced = model_price_note(cfg, p)
         if priced == "NO":
             unpriced.append(p.name)
-        budget = money(p.budget_usd) if p.budget_usd is not None else "-"
-        table.add_row(p.name, p.description, tools, model, priced, p.workspace or "-", budget)
+        table.add_row(*persona_row(cfg, p, model, priced))
+        notes += [f"{p.name}: {note}" for note in persona_warnings(cfg, p)]
     out.print(table)
+    for note in notes:
+        out.print(f"[yellow]warning[/] {note}", soft_wrap=True)
+    for bad in loaded.invalid:
+        out.print(f"[red]invalid[/] {bad.name}: {bad.reason}", soft_wrap=True)
     if unpriced:
         err.print(
             f"[yellow]warning[/]: no price in crewbox/llm/pricing.json for the model of "
             f"{', '.join(unpriced)}: their calls count as $0 and a budget cannot be held"
         )
+
+
+DESCRIPTION_CHARS = 60
+"""How much of a description `crewbox personas` shows (real ones run to pages)."""
+
+
+def persona_row(cfg: Settings, p: Persona, model: str, priced: str) -> list[str]:
+    """The `crewbox personas` table row of a usable persona."""
+    tools = ", ".join(p.tools) if p.tools is not None else "all"
+    description = p.description
+    if len(description) > DESCRIPTION_CHARS:
+        description = description[: DESCRIPTION_CHARS - 1] + "…"
+    budget = money(p.budget_usd) if p.budget_usd is not None else "-"
+    turns = str(p.turns_or(cfg.max_turns))
+    return [p.name, description, tools, model, priced, p.workspace or "-", budget, turns]
+
+
+def persona_warnings(cfg: Settings, p: Persona) -> list[str]:
+    """What loading ``p`` overlooked, and a workspace folder that is missing."""
+    notes = list(p.warnings)
+    if p.workspace and not (cfg.workspaces_dir / p.workspace).is_dir():
+        notes.append(f"no folder workspaces/{p.workspace}: it works without a workspace")
+    return notes
 
 
 def model_price_note(cfg: Settings, persona: Persona) -> tuple[str, str]:

@@ -1,24 +1,36 @@
-"""Load and validate personas: ``prompts/<name>.md`` in Claude Code subagent format.
+"""Load personas: ``prompts/<name>.md`` in Claude Code's subagent format, read as leniently.
 
-Format (https://docs.claude.com/en/docs/claude-code/sub-agents): YAML front matter with
-``name`` and ``description`` (required), ``tools`` (comma list or YAML list; absent = all
-tools), ``model`` (``inherit`` or a model id); crewbox adds ``workspace`` (a folder under
-workspaces/). Unknown keys are kept in ``extra`` and otherwise ignored, so real Claude Code
-subagent files load unmodified. The Markdown body is the system prompt.
+Format (https://docs.claude.com/en/docs/claude-code/sub-agents): front matter with ``name``
+and ``description`` (required), ``tools`` (comma list or YAML list; absent = every tool),
+``disallowedTools`` (taken away from ``tools``), ``model`` (``inherit``, an alias of
+:data:`MODEL_ALIASES` or a model id) and ``maxTurns``; crewbox adds ``workspace`` (a folder
+under workspaces/) and ``budget_usd``. Other keys (``color``, ``hooks``...) are kept in
+``extra`` and otherwise ignored. The Markdown body is the system prompt.
+
+Lenient as Claude Code is: front matter that is not valid YAML is read line by line
+(:mod:`crewbox.persona_file`) with a warning; tools crewbox does not have are dropped with a
+warning. A file that still cannot be used (no name, no description, a bad budget) is one
+:class:`InvalidPersona` in :attr:`Personas.invalid`: listed by ``crewbox personas``, and an
+error only for a run or plan that names it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import frontmatter
 import yaml
 from pydantic import BaseModel, Field
 
 from crewbox.errors import PersonaError
+from crewbox.persona_file import FrontMatterError, lenient_fields, split_front_matter
+
+log = logging.getLogger("crewbox.personas")
 
 ROLE_PROMPTS = frozenset({"orchestrator", "synthesizer"})
 """Files in prompts/ that are the orchestrator's own prompts, not personas to plan for."""
@@ -26,12 +38,31 @@ ROLE_PROMPTS = frozenset({"orchestrator", "synthesizer"})
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 """Claude Code subagent names: lowercase letters, digits and hyphens."""
 
+TOOL_NAMES = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "Task")
+"""The Claude Code tools crewbox has (worker/tools; ``Task`` runs a persona's sub-agents).
+A unit test keeps this equal to the worker's tool table."""
+
+MODEL_ALIASES = {
+    "sonnet": "claude-sonnet-4-6",
+    "opus": "claude-opus-4-6",
+    "haiku": "claude-haiku-4-5",
+}
+"""Claude Code's model aliases and the model id each means here: one generation, that of
+crewbox's default ``CREWBOX_MODEL`` (claude-sonnet-4-6), every one priced in
+crewbox/llm/pricing.json. ``inherit`` (or no ``model``) means the configured default."""
+
+MAX_TURNS_LIMIT = 200
+"""The largest ``maxTurns`` accepted (as ``CREWBOX_MAX_TURNS``)."""
+
 
 class Persona(BaseModel):
     """A named specialist.
 
-    ``tools``: tool names the persona may use, None for all. ``model``: None or ``inherit``
-    means the configured default model. ``workspace``: folder name under workspaces/ or None.
+    ``tools``: the Claude Code tools it may use, after ``disallowedTools`` and after dropping
+    names crewbox does not have; None for every tool. ``model``: a model id (aliases
+    resolved) or None for the configured default. ``max_turns``: its ``maxTurns``, None for
+    ``CREWBOX_MAX_TURNS``. ``workspace``: folder name under workspaces/ or None.
+    ``warnings``: one line each, what loading it leniently had to overlook.
     """
 
     name: str
@@ -39,18 +70,62 @@ class Persona(BaseModel):
     prompt: str
     tools: list[str] | None = None
     model: str | None = None
+    max_turns: int | None = None
     workspace: str | None = None
     budget_usd: Decimal | None = None
     path: Path | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
 
     def model_or(self, default: str) -> str:
         """The persona's model id, or ``default`` when it has none or says ``inherit``."""
         return default if self.model in (None, "", "inherit") else str(self.model)
 
+    def turns_or(self, default: int) -> int:
+        """The persona's ``maxTurns``, or ``default`` (``CREWBOX_MAX_TURNS``) when unset."""
+        return default if self.max_turns is None else self.max_turns
+
+
+@dataclass(frozen=True)
+class InvalidPersona:
+    """A persona file that cannot be used: ``name`` (its ``name`` key, else the file's stem),
+    the file, and ``reason``, one line that says what to fix."""
+
+    name: str
+    path: Path
+    reason: str
+
+
+class Personas(dict[str, Persona]):
+    """The usable personas of a prompts folder by name, and :attr:`invalid`: the files that
+    could not be used, in file order."""
+
+    def __init__(self, valid: dict[str, Persona], invalid: Iterable[InvalidPersona] = ()) -> None:
+        super().__init__(valid)
+        self.invalid: list[InvalidPersona] = list(invalid)
+
+    def invalid_reason(self, name: str) -> str | None:
+        """Why the file of persona ``name`` cannot be used; None when no invalid file has
+        that name (or a valid one does)."""
+        if name in self:
+            return None
+        return next((bad.reason for bad in self.invalid if bad.name == name), None)
+
+
+def unknown_persona(name: str, known: Iterable[str]) -> str:
+    """The one-line problem of a plan or command naming persona ``name`` that is not among
+    ``known``: its file's reason when ``known`` is :class:`Personas` and the file is invalid,
+    else the list of known personas."""
+    names = list(known)
+    reason = known.invalid_reason(name) if isinstance(known, Personas) else None
+    if reason is not None:
+        return f"persona {name!r} cannot be used: {reason}"
+    return f"unknown persona {name!r} (known: {', '.join(sorted(names)) or 'none'})"
+
 
 def parse_tools(value: Any, source: str) -> list[str] | None:
-    """Read the ``tools`` key: a comma-separated string or a YAML list; None when absent.
+    """Read a ``tools`` or ``disallowedTools`` value: a comma list or a YAML list; None when
+    absent.
 
     Raises:
         PersonaError: when the value is neither a string nor a list of strings.
@@ -64,47 +139,109 @@ def parse_tools(value: Any, source: str) -> list[str] | None:
     raise PersonaError(f"{source}: 'tools' must be a comma list or a YAML list of tool names")
 
 
-def parse_persona(text: str, source: str) -> Persona:
-    """Parse one persona file's text; ``source`` names it in error messages.
+def read_front_matter(text: str, source: str) -> tuple[dict[str, Any], str, list[str]]:
+    """The front matter keys, the body and the warnings of a persona file's text.
+
+    YAML first; where the block is not valid YAML (or not a mapping), the line reader of
+    :func:`crewbox.persona_file.lenient_fields`, with a warning saying so.
 
     Raises:
-        PersonaError: no front matter, bad YAML, or a missing/invalid ``name``/``description``.
+        PersonaError: the text has no (closed) front matter block.
     """
     try:
-        post = frontmatter.loads(text)
+        block, body = split_front_matter(text)
+    except FrontMatterError as exc:
+        raise PersonaError(f"{source}: {exc}") from exc
+    try:
+        meta = yaml.safe_load(block) if block.strip() else {}
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
-        raise PersonaError(f"{source}: front matter is not valid YAML ({first})") from exc
-    meta = dict(post.metadata)
-    name, description = meta.pop("name", None), meta.pop("description", None)
-    if not isinstance(name, str) or not name.strip():
-        raise PersonaError(f"{source}: front matter has no 'name'; add 'name: <persona>' to it")
-    if not NAME_PATTERN.match(name.strip()):
+        note = f"front matter is not strict YAML ({first}); read line by line as Claude Code does"
+        return dict(lenient_fields(block)), body, [note]
+    if not isinstance(meta, dict):
+        note = "front matter is not a YAML mapping; read line by line as Claude Code does"
+        return dict(lenient_fields(block)), body, [note]
+    return {str(k): v for k, v in meta.items()}, body, []
+
+
+def parse_persona(text: str, source: str) -> Persona:
+    """Parse one persona file's text; ``source`` names it in messages.
+
+    Raises:
+        PersonaError: no front matter, a missing or invalid ``name``/``description``, a
+            ``tools`` value of the wrong shape, or a bad ``budget_usd``.
+    """
+    meta, body, warnings = read_front_matter(text, source)
+    name = _required(meta.pop("name", None), "name", source, "add 'name: <persona>' to it")
+    if not NAME_PATTERN.match(name):
         raise PersonaError(f"{source}: name {name!r} must be lowercase letters, digits, hyphens")
-    if not isinstance(description, str) or not description.strip():
-        raise PersonaError(f"{source}: front matter has no 'description'; add one line of it")
+    description = _required(meta.pop("description", None), "description", source, "add one")
+    tools = _tools(meta, source, warnings)
     return Persona(
-        name=name.strip(),
+        name=name,
         description=" ".join(description.split()),
-        prompt=post.content.strip(),
-        tools=parse_tools(meta.pop("tools", None), source),
-        model=_optional_str(meta.pop("model", None)),
+        prompt=body.strip(),
+        tools=tools,
+        model=_model(meta.pop("model", None)),
+        max_turns=_max_turns(meta.pop("maxTurns", None), warnings),
         workspace=_optional_str(meta.pop("workspace", None)),
         budget_usd=_budget(meta.pop("budget_usd", None), source),
         extra=meta,
+        warnings=warnings,
     )
+
+
+def _required(value: Any, key: str, source: str, hint: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PersonaError(f"{source}: front matter has no '{key}'; {hint}")
+    return value.strip()
+
+
+def _tools(meta: dict[str, Any], source: str, warnings: list[str]) -> list[str] | None:
+    """The tools after ``disallowedTools``, names crewbox does not have dropped (warned)."""
+    listed = parse_tools(meta.pop("tools", None), source)
+    denied = set(parse_tools(meta.pop("disallowedTools", None), source) or [])
+    tools = list(TOOL_NAMES) if listed is None and denied else listed
+    if tools is None:
+        return None
+    unknown = [t for t in dict.fromkeys(tools) if t not in TOOL_NAMES]
+    if unknown:
+        warnings.append(f"tools crewbox does not have, dropped: {', '.join(unknown)}")
+    return [t for t in dict.fromkeys(tools) if t in TOOL_NAMES and t not in denied]
+
+
+def _model(value: Any) -> str | None:
+    model = _optional_str(value)
+    if model is None or model == "inherit":
+        return None
+    return MODEL_ALIASES.get(model.strip().lower(), model.strip())
+
+
+def _max_turns(value: Any, warnings: list[str]) -> int | None:
+    """``maxTurns``: a whole number from 1 to MAX_TURNS_LIMIT; anything else is ignored
+    with a warning (the default then applies)."""
+    if value is None or value == "":
+        return None
+    try:
+        turns = int(str(value).strip())
+    except ValueError:
+        turns = 0
+    if isinstance(value, bool) or not 1 <= turns <= MAX_TURNS_LIMIT:
+        warnings.append(f"maxTurns {value!r} ignored: give a whole number 1-{MAX_TURNS_LIMIT}")
+        return None
+    return turns
 
 
 def _budget(value: Any, source: str) -> Decimal | None:
     """The ``budget_usd`` key: a positive number of dollars, or None when absent.
 
     Raises:
-        PersonaError: anything else.
+        PersonaError: anything else (a budget that cannot be read is never ignored).
     """
-    if value is None:
+    if value is None or value == "":
         return None
     try:
-        budget = Decimal(str(value))
+        budget = Decimal(str(value).strip())
     except InvalidOperation:
         budget = Decimal(-1)
     if not budget.is_finite() or budget <= 0:
@@ -124,29 +261,55 @@ def load_persona(path: Path) -> Persona:
     """
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PersonaError(f"{path}: cannot read persona file ({exc.strerror})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise PersonaError(f"{path}: cannot read persona file ({why})") from exc
     persona = parse_persona(text, str(path))
     return persona.model_copy(update={"path": path})
 
 
-def load_personas(prompts_dir: Path) -> dict[str, Persona]:
+def load_personas(prompts_dir: Path) -> Personas:
     """Every persona under ``prompts_dir`` by name, the role prompts excluded.
 
+    A file that cannot be used is logged as one warning and kept in ``invalid`` (so is the
+    second file of a name already taken); the others load.
+
     Raises:
-        PersonaError: the folder has no persona, a file is invalid, or two share a name.
+        PersonaError: the folder has no persona file at all.
     """
-    personas: dict[str, Persona] = {}
+    valid: dict[str, Persona] = {}
+    invalid: list[InvalidPersona] = []
     for path in sorted(prompts_dir.glob("*.md")):
-        persona = load_persona(path)
+        try:
+            persona = load_persona(path)
+        except PersonaError as exc:
+            invalid.append(InvalidPersona(_name_of(path), path, str(exc)))
+            continue
         if persona.name in ROLE_PROMPTS:
             continue
-        if persona.name in personas:
-            raise PersonaError(f"{path}: persona name {persona.name!r} is used twice")
-        personas[persona.name] = persona
-    if not personas:
+        if persona.name in valid:
+            first = valid[persona.name].path
+            reason = f"{path}: persona name {persona.name!r} is used twice (also in {first})"
+            invalid.append(InvalidPersona(persona.name, path, reason))
+            continue
+        valid[persona.name] = persona
+    invalid = [bad for bad in invalid if bad.name not in ROLE_PROMPTS]
+    for bad in invalid:
+        log.warning("skipping persona file %s: %s", bad.path.name, bad.reason)
+    if not valid and not invalid:
         raise PersonaError(f"{prompts_dir}: no persona files (*.md); run from the project root")
-    return personas
+    return Personas(valid, invalid)
+
+
+def _name_of(path: Path) -> str:
+    """The name an unusable file would have had: its ``name`` key when the line reader finds
+    one, else the file's stem."""
+    try:
+        block, _ = split_front_matter(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, FrontMatterError):
+        return path.stem
+    name = lenient_fields(block).get("name")
+    return name.strip() if isinstance(name, str) and name.strip() else path.stem
 
 
 def load_role_prompt(prompts_dir: Path, role: str) -> Persona:

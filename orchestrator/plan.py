@@ -32,7 +32,7 @@ from crewbox.models import (
     Request,
     Usage,
 )
-from crewbox.personas import Persona
+from crewbox.personas import Persona, Personas, unknown_persona
 
 MAX_PLANNED_TASKS = 24
 """Upper bound on tasks in a plan the LLM planner makes: a bound on cost, and on what a
@@ -138,8 +138,12 @@ def find_cycle(plan: Plan) -> list[str] | None:
 def validate_plan(plan: Plan, persona_names: Iterable[str]) -> list[str]:
     """Every problem of a structurally valid plan; an empty list when it can be dispatched.
 
-    Checks: personas exist, ids unique, dependencies known, not on itself, acyclic.
+    Checks: personas exist, ids unique, dependencies known, not on itself, acyclic. A
+    persona whose file is invalid (``persona_names`` a :class:`~crewbox.personas.Personas`)
+    is named with that file's reason.
     """
+    if not isinstance(persona_names, Personas):
+        persona_names = list(persona_names)
     known = set(persona_names)
     problems: list[str] = []
     ids = [t.id for t in plan.tasks]
@@ -147,10 +151,7 @@ def validate_plan(plan: Plan, persona_names: Iterable[str]) -> list[str]:
         problems.append(f"task id {dup!r} is used more than once")
     for task in plan.tasks:
         if task.persona not in known:
-            problems.append(
-                f"task {task.id!r} names unknown persona {task.persona!r} "
-                f"(known: {', '.join(sorted(known))})"
-            )
+            problems.append(f"task {task.id!r}: {unknown_persona(task.persona, persona_names)}")
         for dep in task.depends_on:
             if dep == task.id:
                 problems.append(f"task {task.id!r} depends on itself")

@@ -36,7 +36,7 @@ from crewbox.models import (
     Usage,
 )
 from crewbox.periodic import Periodic
-from crewbox.personas import Persona
+from crewbox.personas import Persona, unknown_persona
 from crewbox.queue.base import Emit, default_worker_id
 from crewbox.runlog.base import RunLog
 from crewbox.store import RunStore, list_artifacts, write_atomic
@@ -198,7 +198,7 @@ class TaskRunner:
             tools=select_tools(self.persona.tools, allow_bash),
             sandbox=Sandbox(cwd=out_dir.resolve(), roots=[r.resolve() for r in roots]),
             workspace=workspace.resolve() if workspace else None,
-            max_turns=self.settings.max_turns,
+            max_turns=self.persona.turns_or(self.settings.max_turns),
             max_tokens=self.settings.output_tokens(),
         )
         deadline = time.monotonic() + task.spec.timeout_s - (time.time() - started)
@@ -276,9 +276,9 @@ def check_persona(personas: dict[str, Persona], name: str) -> Persona:
     """The persona called ``name``.
 
     Raises:
-        UserError: no such persona; the message lists the known ones.
+        UserError: no such persona (the message lists the known ones), or its file is
+            invalid (the message says why).
     """
     if name not in personas:
-        known = ", ".join(sorted(personas))
-        raise UserError(f"unknown persona {name!r}; known personas: {known} (see prompts/)")
+        raise UserError(f"{unknown_persona(name, personas)}; see prompts/")
     return personas[name]

@@ -75,16 +75,42 @@ def test_plan_file_with_a_missing_field(tmp_path: Path) -> None:
     assert "tasks[0].instructions: Field required" in lines[0]
 
 
-def test_persona_file_without_name(tmp_path: Path) -> None:
+def with_ghost(tmp_path: Path) -> dict[str, str]:
+    """The project's prompts plus ghost.md, a persona file with no name; the env using it."""
     prompts = tmp_path / "prompts"
     shutil.copytree(ROOT / "prompts", prompts)
     (prompts / "ghost.md").write_text("---\ndescription: Has no name.\n---\nYou are a ghost.\n")
-    env = crewbox_env(tmp_path, CREWBOX_PROMPTS_DIR=str(prompts))
-    proc = run_crewbox(["personas"], env, cwd=tmp_path)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1
-    assert "ghost.md: front matter has no 'name'" in lines[0]
-    assert proc.stdout == ""
+    return crewbox_env(tmp_path, CREWBOX_PROMPTS_DIR=str(prompts))
+
+
+def test_a_persona_file_without_name_is_listed_as_invalid_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    proc = run_crewbox(["personas"], with_ghost(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip() for line in proc.stdout.splitlines() if "│" in line}
+    assert {"marie", "anga", "fabien"} <= rows and "ghost" not in rows
+    invalid = [line for line in proc.stdout.splitlines() if line.startswith("invalid ")]
+    assert len(invalid) == 1 and invalid[0].startswith("invalid ghost: ")
+    assert "ghost.md: front matter has no 'name'" in invalid[0]
+    warnings = [line for line in proc.stderr.splitlines() if "ghost.md" in line]
+    assert len(warnings) == 1, proc.stderr
+
+
+def test_a_broken_persona_file_fails_only_the_plan_that_names_it(tmp_path: Path) -> None:
+    env = with_ghost(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"request": "A request", "tasks": [task("a", "ghost")]}))
+    proc = run_crewbox(["run", "--plan", str(plan)], env, cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("crewbox: error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "persona 'ghost' cannot be used:" in errors[0]
+    assert "ghost.md: front matter has no 'name'" in errors[0]
+    assert_nothing_written(tmp_path)
+    plan.write_text(yaml.safe_dump({"request": "A request", "tasks": [task("a", "marie")]}))
+    estimate = run_crewbox(["run", "--estimate", "--plan", str(plan)], env, cwd=tmp_path)
+    assert estimate.returncode == 0, estimate.stderr
+    assert "marie" in estimate.stdout
 
 
 def test_missing_request_text(tmp_path: Path) -> None:

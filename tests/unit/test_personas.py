@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from crewbox.errors import PersonaError
-from crewbox.personas import load_personas, parse_persona
+from crewbox.personas import (
+    TOOL_NAMES,
+    load_persona,
+    load_personas,
+    parse_persona,
+    unknown_persona,
+)
 from tests.conftest import ROOT
 
 CLAUDE_CODE_SUBAGENT = """---
@@ -26,12 +32,12 @@ def test_real_claude_code_subagent_loads_unmodified() -> None:
     assert (p.name, p.tools, p.model, p.workspace) == (
         "code-reviewer",
         ["Read", "Grep", "Glob", "Bash"],
-        "sonnet",
+        "claude-sonnet-4-6",
         None,
     )
     assert p.extra == {"color": "purple"}
     assert p.prompt == "You are a senior code reviewer."
-    assert p.model_or("claude-sonnet-4-5") == "sonnet"
+    assert p.model_or("claude-sonnet-4-5") == "claude-sonnet-4-6"
 
 
 def test_tools_as_yaml_list_and_absent() -> None:
@@ -48,7 +54,7 @@ def test_tools_as_yaml_list_and_absent() -> None:
         ("---\ndescription: d\n---\nx", "front matter has no 'name'"),
         ("---\nname: a\n---\nx", "front matter has no 'description'"),
         ("---\nname: Bad Name\ndescription: d\n---\nx", "must be lowercase"),
-        ("---\nname: [a\n---\nx", "not valid YAML"),
+        ("---\nname: [a\n---\nx", "must be lowercase"),
         ("---\nname: a\ndescription: d\ntools: 3\n---\nx", "'tools' must be"),
     ],
 )
@@ -65,8 +71,137 @@ def test_project_personas_and_role_prompts() -> None:
         assert (ROOT / "workspaces" / str(p.workspace)).is_dir()
 
 
-def test_duplicate_names_are_refused(tmp_path: Path) -> None:
+def test_a_second_file_with_a_taken_name_is_invalid_and_the_first_loads(tmp_path: Path) -> None:
     for f in ("one.md", "two.md"):
         (tmp_path / f).write_text("---\nname: same\ndescription: d\n---\nx")
-    with pytest.raises(PersonaError, match="'same' is used twice"):
-        load_personas(tmp_path)
+    personas = load_personas(tmp_path)
+    assert list(personas) == ["same"] and personas["same"].path == tmp_path / "one.md"
+    assert [(bad.name, bad.path.name) for bad in personas.invalid] == [("same", "two.md")]
+    assert "'same' is used twice" in personas.invalid[0].reason
+
+
+# Shapes of subagent files from public collections: Claude Code loads them all.
+ONE_LINE_EXAMPLES = (
+    "Use this agent when designing APIs. Examples: <example>Context: The user is building a "
+    "service. user: 'Design the API' assistant: 'I will use the backend-architect agent.' "
+    "<commentary>APIs are its job.</commentary></example>"
+)
+UNQUOTED_WITH_EXAMPLES = f"""---
+name: backend-architect
+description: {ONE_LINE_EXAMPLES}
+tools: Read, Write, mcp__context7__resolve-library-id, WebFetch, LS
+model: sonnet
+color: blue
+---
+You design backends.
+"""
+
+LITERAL_NEWLINES = r"""---
+name: doc-writer
+description: Writes docs.\n\n<example>\nuser: "Document it"\nassistant: "On it"\n</example>
+tools: Read, Grep
+model: haiku
+---
+Écris la doc — en français, s'il le faut. 日本語も。
+"""
+
+YAML_LIST_AND_HOOKS = """---
+name: tester
+description: "Runs the tests: all of them."
+tools:
+  - Read
+  - Bash
+  - Glob
+disallowedTools: Bash
+maxTurns: 7
+model: opus
+hooks:
+  PreToolUse:
+    - matcher: Bash
+      hooks: [{type: command, command: echo hi}]
+---
+You test.
+"""
+
+
+def test_unquoted_description_with_colons_and_examples_loads_with_a_warning() -> None:
+    p = parse_persona(UNQUOTED_WITH_EXAMPLES, "backend-architect.md")
+    assert p.name == "backend-architect"
+    assert p.description.startswith("Use this agent when designing APIs. Examples: <example>")
+    assert "<commentary>APIs are its job.</commentary></example>" in p.description
+    assert p.tools == ["Read", "Write"]
+    assert p.model == "claude-sonnet-4-6"
+    assert p.extra == {"color": "blue"}
+    assert any("not strict YAML" in w for w in p.warnings)
+    dropped = [w for w in p.warnings if "dropped" in w]
+    assert dropped == [
+        "tools crewbox does not have, dropped: mcp__context7__resolve-library-id, WebFetch, LS"
+    ]
+
+
+def test_literal_newline_escapes_stay_text_and_non_ascii_prompts_load(tmp_path: Path) -> None:
+    path = tmp_path / "doc-writer.md"
+    path.write_text(LITERAL_NEWLINES, encoding="utf-8")
+    p = load_persona(path)
+    assert p.description.startswith("Writes docs.\\n\\n<example>")
+    assert (p.tools, p.model) == (["Read", "Grep"], "claude-haiku-4-5")
+    assert p.prompt == "Écris la doc — en français, s'il le faut. 日本語も。"
+
+
+def test_yaml_list_tools_disallowed_tools_max_turns_and_extra_keys() -> None:
+    p = parse_persona(YAML_LIST_AND_HOOKS, "tester.md")
+    assert p.description == "Runs the tests: all of them."
+    assert p.tools == ["Read", "Glob"]
+    assert (p.max_turns, p.turns_or(20), p.model) == (7, 7, "claude-opus-4-6")
+    assert set(p.extra) == {"hooks"} and p.warnings == []
+
+
+def test_disallowed_tools_without_tools_take_from_every_tool() -> None:
+    p = parse_persona("---\nname: a\ndescription: d\ndisallowedTools: Bash, Write\n---\nx", "a")
+    assert p.tools == [t for t in TOOL_NAMES if t not in ("Bash", "Write")]
+
+
+@pytest.mark.parametrize("value", ["0", "many", "500", "true"])
+def test_a_bad_max_turns_is_ignored_with_a_warning(value: str) -> None:
+    p = parse_persona(f"---\nname: a\ndescription: d\nmaxTurns: {value}\n---\nx", "a.md")
+    assert p.max_turns is None and p.turns_or(20) == 20
+    assert len(p.warnings) == 1 and "maxTurns" in p.warnings[0]
+
+
+def test_inherit_and_model_ids_are_kept() -> None:
+    inherit = parse_persona("---\nname: a\ndescription: d\nmodel: inherit\n---\nx", "a.md")
+    assert inherit.model is None and inherit.model_or("claude-x") == "claude-x"
+    own = parse_persona("---\nname: a\ndescription: d\nmodel: claude-3-haiku\n---\nx", "a.md")
+    assert own.model_or("claude-x") == "claude-3-haiku"
+
+
+def test_one_broken_file_is_invalid_and_the_others_load(tmp_path: Path) -> None:
+    (tmp_path / "good.md").write_text(UNQUOTED_WITH_EXAMPLES)
+    (tmp_path / "nofront.md").write_text("Just a prompt, no front matter.\n")
+    (tmp_path / "unclosed.md").write_text("---\nname: open\ndescription: d\n")
+    (tmp_path / "nodesc.md").write_text("---\nname: quiet\n---\nx")
+    (tmp_path / "latin1.md").write_bytes(
+        "---\nname: l\ndescription: caf\xe9\n---\n".encode("latin-1")
+    )
+    (tmp_path / "budget.md").write_text(
+        "---\nname: spender\ndescription: d\nbudget_usd: lots\n---\n"
+    )
+    personas = load_personas(tmp_path)
+    assert list(personas) == ["backend-architect"]
+    reasons = {bad.name: bad.reason for bad in personas.invalid}
+    assert set(reasons) == {"nofront", "unclosed", "quiet", "latin1", "spender"}
+    assert "must start with a '---' line" in reasons["nofront"]
+    assert "not closed" in reasons["unclosed"]
+    assert "no 'description'" in reasons["quiet"]
+    assert "not UTF-8" in reasons["latin1"]
+    assert "budget_usd must be a positive number" in reasons["spender"]
+    assert "cannot be used" in unknown_persona("quiet", personas)
+    assert (
+        unknown_persona("nobody", personas) == "unknown persona 'nobody' (known: backend-architect)"
+    )
+
+
+def test_the_persona_tool_names_are_the_workers_tools() -> None:
+    from worker.tools import ALL_TOOLS
+
+    assert set(TOOL_NAMES) - {"Task"} == set(ALL_TOOLS)
