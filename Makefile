@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PERSONAS := marie anga fabien
+# The personas are the files of prompts/ (python3 -m crewbox.cluster reads them; `make up`
+# generates their services into docker-compose.override.yml).
+PERSONAS = $(shell python3 -m crewbox.cluster names)
 COMPOSE ?= docker compose
 # The CLI runs in a one-off container of the `client` service (no TTY: -T, for CI), so a
 # restarted orchestrator never takes the client down with it.
@@ -18,20 +20,23 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
+.PHONY: personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
 	@for w in $(WORKFLOWS); do printf "  %-22s %s\n" "workflow-$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done
 
-secrets: ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
+personas-compose: ## Generate docker-compose.override.yml: a worker service per prompts/*.md
+	@python3 -m crewbox.cluster compose
+
+secrets: personas-compose ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
 	@scripts/resolve-secrets.sh $(PERSONAS) >/dev/null
 
-up: ## Start the cluster (the local model too when a service has no Anthropic key)
+up: personas-compose ## Start the cluster (the local model too when a service has no Anthropic key)
 	@profile=$$(scripts/resolve-secrets.sh $(PERSONAS)); \
 	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
-	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait
+	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client down --remove-orphans

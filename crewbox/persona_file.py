@@ -20,6 +20,13 @@ from __future__ import annotations
 
 import re
 
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+"""Claude Code subagent names: lowercase letters, digits and hyphens (also a compose service,
+network and Redis user name in the cluster)."""
+
+ROLE_PROMPTS = frozenset({"orchestrator", "synthesizer"})
+"""Files in prompts/ that are the orchestrator's own prompts, not personas to plan for."""
+
 KEY_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*):(?:[ \t]+(.*))?$")
 """A line that opens a key: the key at column 0, ``:``, then a space and the value (or
 nothing)."""

@@ -17,7 +17,6 @@ error only for a run or plan that names it.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -28,15 +27,15 @@ import yaml
 from pydantic import BaseModel, Field
 
 from crewbox.errors import PersonaError
-from crewbox.persona_file import FrontMatterError, lenient_fields, split_front_matter
+from crewbox.persona_file import (
+    NAME_PATTERN,
+    ROLE_PROMPTS,
+    FrontMatterError,
+    lenient_fields,
+    split_front_matter,
+)
 
 log = logging.getLogger("crewbox.personas")
-
-ROLE_PROMPTS = frozenset({"orchestrator", "synthesizer"})
-"""Files in prompts/ that are the orchestrator's own prompts, not personas to plan for."""
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-"""Claude Code subagent names: lowercase letters, digits and hyphens."""
 
 TOOL_NAMES = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "Task")
 """The Claude Code tools crewbox has (worker/tools; ``Task`` runs a persona's sub-agents).

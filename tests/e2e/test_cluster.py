@@ -60,10 +60,37 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if not compose_answers():
         pytest.skip("needs a Docker engine with Compose v2 (.ci/run starts one)")
     copy = copy_project(tmp_path_factory.mktemp("cluster"))
+    add_fourth_persona(copy)
     up = make(copy, "up")
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     yield copy
     make(copy, "clean")
+
+
+FOURTH = """---
+name: odile
+description: Odile, the studio's lighting designer. Pick her for stage lighting cues.
+tools: Read, Write, Glob
+model: inherit
+workspace: lighting
+---
+You are Odile, a lighting designer. Write short, practical cue sheets.
+"""
+
+
+def add_fourth_persona(project: Path) -> None:
+    """What README's "Add a persona" asks of a user: one file in prompts/, its material in
+    workspaces/<folder>/ (then `make up`); and a one-task workflow for her."""
+    (project / "prompts" / "odile.md").write_text(FOURTH)
+    (project / "workspaces" / "lighting").mkdir()
+    (project / "workspaces" / "lighting" / "rig.md").write_text("12 PAR cans, 2 follow spots.\n")
+    plan = {
+        "description": "A cue sheet for the recital",
+        "request": "Light the kids' recital piece",
+        "tasks": [{"id": "cues", "persona": "odile", "title": "Cue sheet",
+                   "instructions": "Write cues.md: three lighting cues.", "depends_on": []}],
+    }  # fmt: skip
+    (project / "workflows" / "odile-cues.yaml").write_text(json.dumps(plan))
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +237,35 @@ def test_redis_refuses_a_client_without_its_user_and_password(project: Path) -> 
     assert out.stdout.split()[0] == "REFUSED", out.stdout + out.stderr
     assert out.stdout.strip().endswith("True")
     assert compose(project, "port", "redis", "6379").stdout.strip() in ("", ":0")
+
+
+def test_a_persona_added_by_one_file_runs_in_its_own_hardened_container(project: Path) -> None:
+    proc = make(project, "workflow-odile-cues", timeout_s=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    match = re.search(r"submitted run (\S+)", proc.stderr)
+    assert match, proc.stderr
+    summary = RunSummary.model_validate_json(
+        (project / "results" / match.group(1) / "summary.json").read_text()
+    )
+    (task,) = summary.tasks
+    assert (task.persona, task.status) == ("odile", "succeeded"), task.error
+    (container,) = compose(project, "ps", "-q", "odile").stdout.split()
+    assert task.worker.split(":")[0] in (container[:12], f"{PROJECT}-odile-1"), task.worker
+    (info,) = json.loads(Cluster(project, PROJECT).docker("inspect", container))
+    host = info["HostConfig"]
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+    assert sorted(host["CapAdd"]) == ["CAP_DAC_READ_SEARCH", "CAP_SETGID", "CAP_SETUID"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    workspace = [m for m in info["Mounts"] if m["Destination"] == "/workspace"]
+    assert [m["Source"].endswith("/workspaces/lighting") and not m["RW"] for m in workspace] == [
+        True
+    ]
+    networks = set(info["NetworkSettings"]["Networks"])
+    assert networks == {f"{PROJECT}_odile-net"}, networks
+    secrets = compose(project, "exec", "-T", "odile", "ls", "/run/secrets")
+    assert sorted(secrets.stdout.split()) == ["odile_key", "redis_password"]
+    worker = compose(project, "exec", "-T", "odile", "python", "-c", WORKER_PROCESS)
+    assert worker.stdout.split() == ["10001", "0000000000000000"], worker.stdout + worker.stderr
 
 
 def test_make_down_leaves_no_container(project: Path, run: dict[str, Any]) -> None:
