@@ -478,9 +478,9 @@ def test_run_tool_bad_input(
 
 def test_bad_input_error_lists_the_expected_parameters(sandbox: Sandbox) -> None:
     message = refused(call(sandbox, "Grep", pattern=1))
-    assert message.endswith(
-        "parameters: pattern (required), path, glob, output_mode, -i, -n"
-    ), message
+    assert message.endswith("parameters: pattern (required), path, glob, output_mode, -i, -n"), (
+        message
+    )
 
 
 def test_several_bad_parameters_are_counted_in_one_line(sandbox: Sandbox) -> None:

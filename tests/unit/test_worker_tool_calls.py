@@ -117,8 +117,14 @@ def test_write_and_edit_into_the_workspace_are_refused(
     workspace = tmp_path / "workspaces" / "code"
     calls = [
         tool_use("write", "Write", file_path=str(workspace / "NEW.md"), content="x"),
-        tool_use("edit", "Edit", file_path=str(workspace / PRICING), old_string="def ",
-                 new_string="def broken_", replace_all=True),  # fmt: skip
+        tool_use(
+            "edit",
+            "Edit",
+            file_path=str(workspace / PRICING),
+            old_string="def ",
+            new_string="def broken_",
+            replace_all=True,
+        ),
         tool_use("read", "Read", file_path=str(workspace / PRICING), limit=1),
     ]
 
