@@ -35,7 +35,7 @@ from crewbox.llm.limiter import ChangeSink, describe
 from crewbox.local import LocalWorkers
 from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
-from crewbox.privileges import drop_privileges, set_non_dumpable
+from crewbox.privileges import drop_privileges, forget_secret_environment, set_non_dumpable
 from crewbox.procs import is_dead_local
 from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
@@ -851,9 +851,10 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     """Serve one persona's queue (what `crewbox run` and the cluster start per persona).
 
     The worker reads its secrets first, then drops to CREWBOX_RUN_AS (crewbox.privileges),
-    so the tools it runs cannot read them."""
+    so the tools it runs cannot read them; the secret variables leave its environment."""
     setup_logging()
     cfg = settings().with_secrets_loaded()
+    forget_secret_environment()
     drop_privileges(cfg.run_as)
     sink = ChangeSink()
     runner = TaskRunner(

@@ -9,6 +9,11 @@ clears every capability for good. From then on neither the worker nor any tool i
 (Bash included, as the same uid) can open a secret file again. The process is also marked
 non-dumpable, so no other process of that uid can read its memory or environment through
 ``/proc/<pid>/mem``, ``/proc/<pid>/environ`` or ptrace.
+
+A worker, embedded as in the cluster, also deletes the secret variables (``SECRET_ENV``) from
+its own environment once its settings hold them (:func:`forget_secret_environment`), so no
+process it starts later inherits them; its Bash tool passes on only a short allowlist anyway
+(``worker.tools.bash.tool_environment``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,32 @@ log = logging.getLogger("crewbox.privileges")
 PR_SET_DUMPABLE = 4
 """prctl(2) option; value 0: core dumps off, /proc/<pid> files owned by root, no ptrace
 by processes of the same uid (linux/prctl.h)."""
+
+
+SECRET_ENV = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "OPENAI_API_KEY",
+    "CREWBOX_ANTHROPIC_API_KEY",
+    "CREWBOX_ANTHROPIC_API_KEY_FILE",
+    "CREWBOX_LLM_API_KEY",
+    "CREWBOX_REDIS_PASSWORD",
+    "CREWBOX_REDIS_PASSWORD_FILE",
+)
+"""Variables holding a credential or a secret file's path: the ``SecretStr`` settings of
+crewbox.config (with their aliases and ``*_file`` companions) and the SDKs' own keys."""
+
+
+def forget_secret_environment() -> list[str]:
+    """Delete ``SECRET_ENV`` from this process's environment; return the names deleted.
+
+    Call it once the settings are loaded (``Settings.with_secrets_loaded``): the key then
+    lives only in the settings and the LLM client built from them.
+    """
+    present = [name for name in SECRET_ENV if name in os.environ]
+    for name in present:
+        del os.environ[name]
+    return present
 
 
 def parse_run_as(run_as: str) -> tuple[int, int]:

@@ -79,7 +79,7 @@ def task_message(task: Task, cwd: Path, workspace: Path | None) -> str:
     where = f"Your working directory (output folder) is {cwd}. Every file you write there "
     where += "by a relative path is delivered to the user as an artifact."
     if workspace is not None:
-        where += f" Your workspace with reference material is {workspace}."
+        where += f" Your workspace with reference material is {workspace} (read-only)."
     parts.append(
         f"## Where you work\n\n{where}\n\nWhen you are done, reply with a short "
         "summary (3-6 sentences) of what you produced."

@@ -189,14 +189,14 @@ class TaskRunner:
     ) -> AgentOutcome:
         out_dir.mkdir(parents=True, exist_ok=True)
         workspace = self.workspace()
-        roots = [out_dir] + ([workspace] if workspace and workspace.is_dir() else [])
+        read_only = [workspace] if workspace and workspace.is_dir() else []
         allow_bash = self.settings.allow_bash or task.allow_bash
         setup = AgentSetup(
             persona=self.persona,
             llm=self._budgeted(task),
             model=self.persona.model_or(self.settings.default_model()),
             tools=select_tools(self.persona.tools, allow_bash),
-            sandbox=Sandbox(cwd=out_dir.resolve(), roots=[r.resolve() for r in roots]),
+            sandbox=Sandbox(cwd=out_dir, read_only=read_only),
             workspace=workspace.resolve() if workspace else None,
             max_turns=self.persona.turns_or(self.settings.max_turns),
             max_tokens=self.settings.output_tokens(),

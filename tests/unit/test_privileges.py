@@ -12,7 +12,12 @@ import pytest
 
 from crewbox.config import Settings
 from crewbox.errors import UserError
-from crewbox.privileges import drop_privileges, parse_run_as
+from crewbox.privileges import (
+    SECRET_ENV,
+    drop_privileges,
+    forget_secret_environment,
+    parse_run_as,
+)
 from worker.tools.bash import tool_environment
 
 
@@ -72,3 +77,35 @@ def test_after_the_drop_a_secret_file_cannot_be_read_again(tmp_path: Path) -> No
         [sys.executable, "-c", probe, str(secret)], capture_output=True, text=True, check=False
     )
     assert done.stdout.split() == ["10001", "10001", "DENIED"], done.stderr
+
+
+def secret_variables_of_settings() -> set[str]:
+    """Every environment name a SecretStr setting (or its ``_file`` companion) is read from."""
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        if "SecretStr" not in str(field.annotation):
+            continue
+        for setting in (name, f"{name}_file"):
+            if setting not in Settings.model_fields:
+                continue
+            names.add(f"CREWBOX_{setting.upper()}")
+            alias = Settings.model_fields[setting].validation_alias
+            names.update(getattr(alias, "choices", []))
+    return names
+
+
+def test_every_secret_setting_is_forgotten() -> None:
+    assert secret_variables_of_settings() <= set(SECRET_ENV)
+    assert "ANTHROPIC_API_KEY" in secret_variables_of_settings()
+
+
+def test_forget_secret_environment_keeps_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
+    monkeypatch.setenv("CREWBOX_REDIS_PASSWORD_FILE", "/run/secrets/redis_password")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("CREWBOX_MODEL", "claude-sonnet-4-6")
+    cfg = Settings().with_secrets_loaded()
+    forgotten = forget_secret_environment()
+    assert sorted(forgotten) == ["ANTHROPIC_API_KEY", "CREWBOX_REDIS_PASSWORD_FILE"]
+    assert "ANTHROPIC_API_KEY" not in os.environ and os.environ["CREWBOX_MODEL"]
+    assert cfg.anthropic_key() == "sk-secret"

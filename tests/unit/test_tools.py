@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
 from worker.tools import ALL_TOOLS, Sandbox, run_tool, select_tools
+from worker.tools.base import input_schema
 from worker.tools.glob import compile_glob
 
 SECRET = "top secret outside text"
@@ -42,7 +44,7 @@ def outside(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def sandbox(out: Path, workspace: Path) -> Sandbox:
-    return Sandbox(cwd=out, roots=[out, workspace])
+    return Sandbox(cwd=out, read_only=[workspace])
 
 
 def call(sandbox: Sandbox, name: str, **input: Any) -> ToolResultBlock:
@@ -154,6 +156,25 @@ def test_write_refuses_escapes_and_leaves_outside_unchanged(
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
 
 
+def test_write_into_the_read_only_workspace_is_refused(
+    sandbox: Sandbox, out: Path, workspace: Path
+) -> None:
+    (workspace / "notes.md").write_text("original\n")
+    (out / "ws").symlink_to(workspace)
+    for path in (str(workspace / "notes.md"), str(workspace / "new" / "x.md"), "ws/new.md"):
+        message = refused(call(sandbox, "Write", file_path=path, content="x"))
+        assert "read-only workspace" in message
+        assert f"deliverables go in the working directory {out.resolve()}" in message
+    assert (workspace / "notes.md").read_text() == "original\n"
+    assert sorted(p.name for p in workspace.iterdir()) == ["notes.md"]
+
+
+def test_the_workspace_stays_readable(sandbox: Sandbox, workspace: Path) -> None:
+    (workspace / "notes.md").write_text("original\n")
+    assert ok(call(sandbox, "Read", file_path=str(workspace / "notes.md"))) == "     1\toriginal"
+    assert ok(call(sandbox, "Glob", pattern="*.md", path=str(workspace))).endswith("notes.md")
+
+
 # --- Edit ----------------------------------------------------------------------------------
 
 
@@ -193,6 +214,15 @@ def test_edit_refuses_symlink_out(sandbox: Sandbox, out: Path, outside: Path) ->
     edit = {"file_path": "link.txt", "old_string": "secret", "new_string": "public"}
     assert "outside the sandbox" in refused(call(sandbox, "Edit", **edit))
     assert (outside / "secret.txt").read_text() == SECRET + "\n"
+
+
+def test_edit_in_the_read_only_workspace_is_refused(sandbox: Sandbox, workspace: Path) -> None:
+    (workspace / "notes.md").write_text("original\n")
+    for path, old in ((str(workspace / "notes.md"), "original"), (str(workspace / "n.md"), "")):
+        edit = {"file_path": path, "old_string": old, "new_string": "changed"}
+        assert "read-only workspace" in refused(call(sandbox, "Edit", **edit))
+    assert (workspace / "notes.md").read_text() == "original\n"
+    assert not (workspace / "n.md").exists()
 
 
 def test_edit_missing_file(sandbox: Sandbox) -> None:
@@ -248,6 +278,53 @@ def test_glob_refuses_escaping_pattern_and_path(sandbox: Sandbox, outside: Path)
     assert "'..'" in refused(call(sandbox, "Glob", pattern="../outside/*"))
     refused(call(sandbox, "Glob", pattern="*", path=str(outside)))
     refused(call(sandbox, "Glob", pattern="*", path=".."))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("**/*.md", "a.md", True),  # ** spans no folder too
+        ("**/*.md", "x/y/z/a.md", True),
+        ("**/*.md", "x/y/z/a.mdx", False),
+        ("docs/**/*.md", "docs/a.md", True),
+        ("*.md", "x/a.md", False),  # * stays within one segment
+        ("*.{md,txt}", "a.txt", True),
+        ("src/**/*.{py,txt}", "src/p/q.py", True),
+        ("{a,b{c,d}}.md", "bd.md", True),
+        ("[!a]?.{c,h}", "bx.h", True),
+        ("[!a]?.{c,h}", "ax.h", False),
+        ("file[0-9].txt", "file7.txt", True),
+        ("file[0-9].txt", "fileA.txt", False),
+        ("*", ".env", True),  # dotfiles are matched (Claude Code's Glob finds hidden files)
+        ("**/*.md", ".hidden/a.md", True),
+        ("+(a|b).md", "a.md", False),  # no extended globs
+        ("!a.md", "b.md", False),  # a leading ! is not a negation
+    ],
+)
+def test_glob_matching(pattern: str, path: str, matches: bool) -> None:
+    assert bool(compile_glob(pattern).match(path)) is matches
+
+
+def test_glob_finds_md_at_depth_0_and_3(sandbox: Sandbox, out: Path) -> None:
+    top = _touch(out / "top.md", 1000)
+    deep = _touch(out / "a" / "b" / "c" / "deep.md", 2000)
+    _touch(out / "a" / "b" / "c" / "deep.txt", 3000)
+    hidden = _touch(out / ".notes" / "h.md", 500)
+    lines = ok(call(sandbox, "Glob", pattern="**/*.md")).splitlines()
+    assert lines == [str(deep.resolve()), str(top.resolve()), str(hidden.resolve())]
+
+
+def test_glob_brace_explosion_is_refused(sandbox: Sandbox) -> None:
+    pattern = "{a,b}" * 9  # 512 alternatives
+    assert "more than 256 alternatives" in refused(call(sandbox, "Glob", pattern=pattern))
+    assert "more than 256" in refused(call(sandbox, "Grep", pattern="x", glob=pattern))
+
+
+def test_grep_glob_filter_uses_the_same_matcher(sandbox: Sandbox, corpus: Path) -> None:
+    text = ok(call(sandbox, "Grep", pattern="hello", glob="*.{py,txt}"))
+    assert text.splitlines()[0] == "Found 2 files"
+    assert ok(call(sandbox, "Grep", pattern="hello", glob="sub/*.txt")).endswith("b.txt")
+    assert ok(call(sandbox, "Grep", pattern="hello", glob="[!a]*.py")) == "No files found"
 
 
 def test_compile_glob_semantics() -> None:
@@ -322,7 +399,8 @@ def test_grep_never_reads_outside(sandbox: Sandbox, out: Path, outside: Path) ->
 
 def test_grep_bad_regex_and_bad_mode(sandbox: Sandbox) -> None:
     assert "invalid regular expression" in refused(call(sandbox, "Grep", pattern="(unclosed"))
-    assert "must be one of" in refused(call(sandbox, "Grep", pattern="x", output_mode="lines"))
+    message = refused(call(sandbox, "Grep", pattern="x", output_mode="lines"))
+    assert "parameter 'output_mode': input should be 'content', 'files_with_matches'" in message
 
 
 # --- Bash ----------------------------------------------------------------------------------
@@ -375,21 +453,39 @@ def test_run_tool_tool_not_enabled(sandbox: Sandbox) -> None:
     [
         ("Read", {}, "missing parameter 'file_path'"),
         ("Write", {"file_path": "a.txt"}, "missing parameter 'content'"),
-        ("Read", {"file_path": 3}, "'file_path' must be a string"),
-        ("Read", {"file_path": "a", "limit": True}, "'limit' must be a number"),
+        ("Read", {"file_path": 3}, "parameter 'file_path': input should be a valid string"),
+        ("Read", {"file_path": "a", "limit": True}, "'limit': input should be a valid integer"),
         (
             "Edit",
             {"file_path": "a", "old_string": "", "new_string": "", "replace_all": "y"},
-            "'replace_all' must be a boolean",
+            "'replace_all': input should be a valid boolean, got 'y'",
         ),
         ("Read", {"file_path": "a", "color": "red"}, "unknown parameter 'color'"),
-        ("Read", {"file_path": "a", "offset": 1.5}, "whole number"),
+        ("Read", {"file_path": "a", "offset": 1.5}, "'offset': input should be a valid integer"),
+        ("Read", {"file_path": "a", "offset": 0}, "'offset': input should be greater than"),
+        ("Grep", {"pattern": "x", "ignore_case": True}, "unknown parameter 'ignore_case'"),
+        ("Grep", {"pattern": "x", "-i": "yes"}, "parameter '-i': input should be a valid"),
+        ("Bash", {"command": "true", "timeout": "5"}, "'timeout': input should be a valid"),
     ],
 )
 def test_run_tool_bad_input(
     sandbox: Sandbox, name: str, input: dict[str, Any], expected: str
 ) -> None:
-    assert expected in refused(call(sandbox, name, **input))
+    message = refused(call(sandbox, name, **input))
+    assert message.startswith(f"{name}: ") and expected in message
+    assert "; parameters: " in message and "(required)" in message
+
+
+def test_bad_input_error_lists_the_expected_parameters(sandbox: Sandbox) -> None:
+    message = refused(call(sandbox, "Grep", pattern=1))
+    assert message.endswith("parameters: pattern (required), path, glob, output_mode, -i, -n"), (
+        message
+    )
+
+
+def test_several_bad_parameters_are_counted_in_one_line(sandbox: Sandbox) -> None:
+    message = refused(call(sandbox, "Edit", file_path=1, color="red"))
+    assert "(and 3 more)" in message  # file_path, color, old_string, new_string
 
 
 def test_select_tools() -> None:
@@ -418,3 +514,41 @@ def test_definitions_match_names() -> None:
     for name, tool in ALL_TOOLS.items():
         assert tool.definition.name == name == tool.name
         assert tool.definition.input_schema["type"] == "object"
+
+
+CLAUDE_CODE_PARAMETERS = {
+    "Read": (["file_path"], ["file_path", "offset", "limit"]),
+    "Write": (["file_path", "content"], ["file_path", "content"]),
+    "Edit": (
+        ["file_path", "old_string", "new_string"],
+        ["file_path", "old_string", "new_string", "replace_all"],
+    ),
+    "Glob": (["pattern"], ["pattern", "path"]),
+    "Grep": (["pattern"], ["pattern", "path", "glob", "output_mode", "-i", "-n"]),
+    "Bash": (["command"], ["command", "timeout", "description"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CLAUDE_CODE_PARAMETERS))
+def test_schema_is_the_input_models_with_claude_codes_names(name: str) -> None:
+    tool = ALL_TOOLS[name]
+    schema = tool.definition.input_schema
+    assert schema == input_schema(tool.input_model)
+    required, properties = CLAUDE_CODE_PARAMETERS[name]
+    assert schema["required"] == required and list(schema["properties"]) == properties
+    assert schema["additionalProperties"] is False
+    assert "title" not in json.dumps(schema) and "anyOf" not in json.dumps(schema)
+    for prop in schema["properties"].values():
+        assert prop["description"] and prop["type"] in {"string", "integer", "boolean"}
+
+
+def test_schema_types_follow_the_model() -> None:
+    grep = ALL_TOOLS["Grep"].definition.input_schema["properties"]
+    assert grep["output_mode"]["enum"] == ["content", "files_with_matches", "count"]
+    assert grep["-n"] == {
+        "default": True,
+        "description": grep["-n"]["description"],
+        "type": "boolean",
+    }
+    read = ALL_TOOLS["Read"].definition.input_schema["properties"]
+    assert read["offset"]["type"] == "integer" and read["offset"]["minimum"] == 1

@@ -12,7 +12,7 @@ import logging
 
 from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
-from worker.tools.base import Tool, validate_input
+from worker.tools.base import Tool
 from worker.tools.bash import BashTool
 from worker.tools.edit import EditTool
 from worker.tools.glob import GlobTool
@@ -55,8 +55,9 @@ def select_tools(names: list[str] | None, allow_bash: bool) -> list[Tool]:
 def run_tool(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> ToolResultBlock:
     """Run one tool call and return its result block (same ``tool_use_id``).
 
+    The input is validated by the tool's input model (the one its schema comes from).
     Never raises for an unknown or not-enabled tool name, input that does not fit the tool's
-    schema, a :class:`ToolError` or an ``OSError`` from the tool: those become a result with
+    model, a :class:`ToolError` or an ``OSError`` from the tool: those become a result with
     ``is_error=True`` and one line saying what went wrong. Other exceptions are bugs and
     propagate.
     """
@@ -74,5 +75,4 @@ def _run(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> str:
     if tool is None:
         available = ", ".join(by_name) or "none"
         raise ToolError(f"tool {call.name!r} is not available; available tools: {available}")
-    validate_input(tool.definition, call.input)
-    return tool.run(call.input, sandbox)
+    return tool.run(tool.parse(call.input), sandbox)

@@ -18,11 +18,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from pydantic import Field
 
 from crewbox.errors import ToolError
-from crewbox.llm.base import ToolDef
-from worker.tools.base import int_input
+from worker.tools.base import BaseTool, ToolInput
 from worker.tools.sandbox import Sandbox
 
 DEFAULT_TIMEOUT_MS = 120_000
@@ -45,7 +46,22 @@ _READ_CHUNK_BYTES = 65_536
 _REAP_TIMEOUT_S = 5.0
 
 
-class BashTool:
+class BashInput(ToolInput):
+    """Bash's parameters (Claude Code's names)."""
+
+    command: str = Field(description="The command to execute")
+    timeout: int = Field(
+        default=DEFAULT_TIMEOUT_MS,
+        ge=1,
+        description=f"Optional timeout in milliseconds (max {MAX_TIMEOUT_MS})",
+    )
+    description: str | None = Field(
+        default=None,
+        description="Clear, concise description of what this command does in 5-10 words",
+    )
+
+
+class BashTool(BaseTool[BashInput]):
     """Bash(command, timeout?, description?): run ``bash -c command`` in ``sandbox.cwd``.
 
     ``timeout`` is in milliseconds (default ``DEFAULT_TIMEOUT_MS``, capped at
@@ -57,43 +73,22 @@ class BashTool:
     output (``server > log 2>&1 &``) or it counts toward the timeout.
 
     Raises ToolError when the command runs past its timeout (its whole process group is
-    killed), when ``timeout`` is not a positive whole number, or when bash cannot start.
+    killed) or when bash cannot start.
     Not a filesystem sandbox: see the module docstring.
     """
 
     name = "Bash"
-    definition = ToolDef(
-        name="Bash",
-        description=(
-            "Executes a bash command in the working directory (your output folder) and "
-            "returns its output and exit code. Optional timeout in milliseconds "
-            f"(default {DEFAULT_TIMEOUT_MS}, max {MAX_TIMEOUT_MS})."
-        ),
-        input_schema={
-            "type": "object",
-            "properties": {
-                "command": {"type": "string", "description": "The command to execute"},
-                "timeout": {
-                    "type": "number",
-                    "description": f"Optional timeout in milliseconds (max {MAX_TIMEOUT_MS})",
-                },
-                "description": {
-                    "type": "string",
-                    "description": "Clear, concise description of what this command does in "
-                    "5-10 words",
-                },
-            },
-            "required": ["command"],
-            "additionalProperties": False,
-        },
+    description = (
+        "Executes a bash command in the working directory (your output folder) and "
+        "returns its output and exit code. Optional timeout in milliseconds "
+        f"(default {DEFAULT_TIMEOUT_MS}, max {MAX_TIMEOUT_MS})."
     )
+    input_model = BashInput
 
-    def run(self, input: dict[str, Any], sandbox: Sandbox) -> str:
+    def run(self, input: BashInput, sandbox: Sandbox) -> str:
         """Run the command; see the class docstring."""
-        timeout_ms = min(int_input(input, "timeout", DEFAULT_TIMEOUT_MS), MAX_TIMEOUT_MS)
-        if timeout_ms < 1:
-            raise ToolError("timeout must be a positive number of milliseconds")
-        output, exit_code = run_command(input["command"], sandbox.cwd, timeout_ms)
+        timeout_ms = min(input.timeout, MAX_TIMEOUT_MS)
+        output, exit_code = run_command(input.command, sandbox.cwd, timeout_ms)
         text = output if output.strip() else "(no output)"
         return text if exit_code == 0 else f"{text.rstrip()}\nExit code: {exit_code}"
 

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field
 
 from crewbox.errors import ToolError
-from crewbox.llm.base import ToolDef
+from worker.tools.base import BaseTool, ToolInput
 from worker.tools.sandbox import Sandbox
 
 
-class EditTool:
+class EditInput(ToolInput):
+    """Edit's parameters (Claude Code's names)."""
+
+    file_path: str = Field(
+        description="The path to the file to modify (absolute, or relative to the working "
+        "directory)"
+    )
+    old_string: str = Field(description="The text to replace")
+    new_string: str = Field(
+        description="The text to replace it with (must be different from old_string)"
+    )
+    replace_all: bool = Field(
+        default=False, description="Replace all occurrences of old_string (default false)"
+    )
+
+
+class EditTool(BaseTool[EditInput]):
     """Edit(file_path, old_string, new_string, replace_all?=false): exact string replacement.
 
     ``old_string`` must occur exactly once, or at least once with ``replace_all``. An empty
@@ -18,52 +35,27 @@ class EditTool:
     ``new_string``. Line endings and encoding (UTF-8) are kept. Returns
     ``"Edited <path>: replaced <n> occurrence(s)"``.
 
-    Raises ToolError when the path is outside the sandbox, the file is missing or not UTF-8
-    text, ``old_string`` equals ``new_string``, is not found, or is found more than once
-    without ``replace_all``; the file is then left unchanged.
+    Raises ToolError when the path is outside the sandbox or in the read-only workspace,
+    the file is missing or not UTF-8 text, ``old_string`` equals ``new_string``, is not
+    found, or is found more than once without ``replace_all``; the file is then left
+    unchanged.
     """
 
     name = "Edit"
-    definition = ToolDef(
-        name="Edit",
-        description=(
-            "Performs an exact string replacement in a file. old_string must match the file "
-            "exactly (whitespace included) and occur once, unless replace_all is true."
-        ),
-        input_schema={
-            "type": "object",
-            "properties": {
-                "file_path": {
-                    "type": "string",
-                    "description": "The path to the file to modify (absolute, or relative to "
-                    "the working directory)",
-                },
-                "old_string": {"type": "string", "description": "The text to replace"},
-                "new_string": {
-                    "type": "string",
-                    "description": "The text to replace it with (must be different from "
-                    "old_string)",
-                },
-                "replace_all": {
-                    "type": "boolean",
-                    "default": False,
-                    "description": "Replace all occurrences of old_string (default false)",
-                },
-            },
-            "required": ["file_path", "old_string", "new_string"],
-            "additionalProperties": False,
-        },
+    description = (
+        "Performs an exact string replacement in a file. old_string must match the file "
+        "exactly (whitespace included) and occur once, unless replace_all is true."
     )
+    input_model = EditInput
 
-    def run(self, input: dict[str, Any], sandbox: Sandbox) -> str:
+    def run(self, input: EditInput, sandbox: Sandbox) -> str:
         """Apply the replacement; see the class docstring."""
-        path = sandbox.resolve(input["file_path"])
-        old: str = input["old_string"]
-        new: str = input["new_string"]
+        path = sandbox.resolve_writable(input.file_path)
+        old, new = input.old_string, input.new_string
         if old == new:
             raise ToolError("old_string and new_string are the same; nothing to change")
         text = _read_text(path, sandbox) if path.exists() or old else ""
-        updated, count = _replace(text, old, new, bool(input.get("replace_all", False)))
+        updated, count = _replace(text, old, new, input.replace_all)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(updated, encoding="utf-8", newline="")
         return f"Edited {sandbox.display(path)}: replaced {count} occurrence(s)"

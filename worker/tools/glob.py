@@ -1,72 +1,75 @@
 """Glob: find files by name pattern (Claude Code's Glob tool), and the glob matcher.
 
-Patterns use ``/`` as separator; ``*`` and ``?`` match within one path segment, ``**`` as a
-whole segment matches any number of folders (also none), ``[abc]``/``[!abc]`` match one
-character of a set, ``{a,b}`` expands to alternatives. Grep's ``glob`` filter uses
-:func:`compile_glob` too.
+Matching is wcmatch's (:func:`compile_glob`), on ``/``-separated paths relative to the
+search folder, with the flags in ``GLOB_FLAGS``: ``*`` and ``?`` match within one path
+segment, ``**`` as a whole segment matches any number of folders (none too, so
+``**/*.md`` finds ``a.md`` at the top), ``[abc]``/``[!abc]`` match one character of a set,
+``{a,b}`` expands to alternatives; ``*`` matches a leading dot too (hidden files are found,
+as Claude Code's Glob and ripgrep's globs do). Extended globs (``+(a|b)``) and a leading
+``!`` (negation) are not special. Grep's ``glob`` filter uses :func:`compile_glob` too.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field
+from wcmatch import glob as wcglob
+from wcmatch._wcparse import PatternLimitException  # raised past `limit`, not re-exported
+from wcmatch.glob import WcMatcher
 
 from crewbox.errors import ToolError
-from crewbox.llm.base import ToolDef
+from worker.tools.base import BaseTool, ToolInput
 from worker.tools.sandbox import Sandbox
 
 MAX_RESULTS = 100
 """At most this many paths are listed (newest first); a note says when more matched."""
 
 MAX_BRACE_ALTERNATIVES = 256
-"""A pattern whose ``{a,b}`` groups expand to more alternatives than this is refused."""
+"""A pattern whose ``{a,b}`` groups expand to more alternatives than this is refused
+(wcmatch's ``limit``)."""
+
+GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB | wcglob.FORCEUNIX
+"""wcmatch flags: ``**`` spans folders, ``{a,b}`` expands, ``*`` matches dotfiles, ``/``
+is the separator on every OS."""
 
 
-class GlobTool:
+class GlobInput(ToolInput):
+    """Glob's parameters (Claude Code's names)."""
+
+    pattern: str = Field(description="The glob pattern to match files against")
+    path: str | None = Field(
+        default=None,
+        description="The directory to search in. If not specified, the current working "
+        "directory will be used. Omit this field to use the default directory. Must be a "
+        "valid directory path if provided.",
+    )
+
+
+class GlobTool(BaseTool[GlobInput]):
     """Glob(pattern, path?): files under ``path`` (default: the working directory).
 
     Returns absolute paths, one a line, newest modification time first (at most
     ``MAX_RESULTS``), or ``"No files found"``. Only files whose real path is inside the
     sandbox are listed; symlinked folders are not entered.
-    Raises ToolError for an absolute pattern, a ``..`` segment, or a ``path`` outside the
-    sandbox or not a folder.
+    Raises ToolError for an absolute pattern, a ``..`` segment, a pattern expanding to more
+    than ``MAX_BRACE_ALTERNATIVES``, or a ``path`` outside the sandbox or not a folder.
     """
 
     name = "Glob"
-    definition = ToolDef(
-        name="Glob",
-        description=(
-            'Fast file pattern matching. Supports glob patterns like "**/*.md" or '
-            '"src/**/*.{py,txt}". Returns matching file paths sorted by modification time, '
-            "newest first."
-        ),
-        input_schema={
-            "type": "object",
-            "properties": {
-                "pattern": {
-                    "type": "string",
-                    "description": "The glob pattern to match files against, relative to path",
-                },
-                "path": {
-                    "type": "string",
-                    "description": "The directory to search in. If not specified, the current "
-                    "working directory will be used. Omit this field to use the default "
-                    "directory. Must be a valid directory path if provided.",
-                },
-            },
-            "required": ["pattern"],
-            "additionalProperties": False,
-        },
+    description = (
+        'Fast file pattern matching. Supports glob patterns like "**/*.md" or '
+        '"src/**/*.{py,txt}". Returns matching file paths sorted by modification time, '
+        "newest first."
     )
+    input_model = GlobInput
 
-    def run(self, input: dict[str, Any], sandbox: Sandbox) -> str:
+    def run(self, input: GlobInput, sandbox: Sandbox) -> str:
         """List the matching files; see the class docstring."""
-        pattern: str = input["pattern"]
-        top = resolve_folder_or_file(input.get("path"), sandbox)
+        top = resolve_folder_or_file(input.path, sandbox)
         if not top.is_dir():
             raise ToolError(f"{sandbox.display(top)} is not a directory")
-        matcher = compile_glob(_relative_pattern(pattern))
+        matcher = compile_glob(_relative_pattern(input.pattern))
         found = [p for p in sandbox.walk_files(top) if matcher.match(p.relative_to(top).as_posix())]
         return _listing(found, sandbox)
 
@@ -83,18 +86,20 @@ def resolve_folder_or_file(path: str | None, sandbox: Sandbox) -> Path:
     return top
 
 
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Compile a glob pattern (see the module docstring) to a regex matching whole paths.
-
-    Match it against ``/``-separated paths relative to the search folder.
+def compile_glob(pattern: str) -> WcMatcher[str]:
+    """Compile a glob pattern (see the module docstring); ``.match(path)`` is True for a
+    matching ``/``-separated path relative to the search folder.
 
     Raises:
         ToolError: the pattern expands to more than ``MAX_BRACE_ALTERNATIVES`` alternatives.
     """
-    alternatives = _expand_braces(pattern)
-    if len(alternatives) > MAX_BRACE_ALTERNATIVES:
-        raise ToolError(f"glob {pattern!r} expands to too many alternatives; simplify it")
-    return re.compile("(?:" + "|".join(_translate(alt) for alt in alternatives) + r")\Z")
+    try:
+        return wcglob.compile(pattern, flags=GLOB_FLAGS, limit=MAX_BRACE_ALTERNATIVES)
+    except PatternLimitException as exc:
+        raise ToolError(
+            f"glob {pattern!r} expands to more than {MAX_BRACE_ALTERNATIVES} alternatives; "
+            "simplify it"
+        ) from exc
 
 
 def _relative_pattern(pattern: str) -> str:
@@ -126,80 +131,3 @@ def _listing(found: list[Path], sandbox: Sandbox) -> str:
             "Use a more specific path or pattern.)"
         )
     return "\n".join(shown)
-
-
-def _expand_braces(pattern: str) -> list[str]:
-    start, end = _brace_group(pattern)
-    if start < 0:
-        return [pattern]
-    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
-    expanded: list[str] = []
-    for option in _split_top_level(body):
-        expanded.extend(_expand_braces(head + option + tail))
-        if len(expanded) > MAX_BRACE_ALTERNATIVES:
-            break
-    return expanded
-
-
-def _brace_group(pattern: str) -> tuple[int, int]:
-    """Index of the first ``{`` and its matching ``}`` when the group has a comma."""
-    depth, start = 0, -1
-    for index, char in enumerate(pattern):
-        if char == "{":
-            start = index if depth == 0 else start
-            depth += 1
-        elif char == "}" and depth > 0:
-            depth -= 1
-            if depth == 0 and len(_split_top_level(pattern[start + 1 : index])) > 1:
-                return start, index
-    return -1, -1
-
-
-def _split_top_level(body: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in body:
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        depth += (char == "{") - (char == "}")
-        current += char
-    parts.append(current)
-    return parts
-
-
-def _translate(pattern: str) -> str:
-    segments = pattern.split("/")
-    regex = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            regex.append(".*" if last else "(?:[^/]+/)*")
-        else:
-            regex.append(_translate_segment(segment) + ("" if last else "/"))
-    return "".join(regex)
-
-
-def _translate_segment(segment: str) -> str:
-    regex, index = [], 0
-    while index < len(segment):
-        char = segment[index]
-        index += 1
-        if char == "*":
-            regex.append("[^/]*")
-        elif char == "?":
-            regex.append("[^/]")
-        elif char == "[" and "]" in segment[index + 1 :]:
-            close = segment.index("]", index + 1)
-            regex.append(_char_class(segment[index:close]))
-            index = close + 1
-        else:
-            regex.append(re.escape(char))
-    return "".join(regex)
-
-
-def _char_class(body: str) -> str:
-    negate = body.startswith("!")
-    body = body[1:] if negate else body
-    escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
-    return "[" + ("^/" if negate else "") + escaped + "]"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from pydantic import Field
 
 from crewbox.errors import ToolError
-from crewbox.llm.base import ToolDef
-from worker.tools.base import is_binary
+from worker.tools.base import BaseTool, ToolInput, is_binary
 from worker.tools.glob import compile_glob, resolve_folder_or_file
 from worker.tools.sandbox import Sandbox
 
@@ -24,10 +25,37 @@ MAX_OUTPUT_CHARS = 30_000
 MAX_LINE_CHARS = 500
 """Matching lines are shown cut to this many characters in ``content`` mode."""
 
-OUTPUT_MODES = ("content", "files_with_matches", "count")
+OutputMode = Literal["content", "files_with_matches", "count"]
 
 
-class GrepTool:
+class GrepInput(ToolInput):
+    """Grep's parameters (Claude Code's names; ``-i`` and ``-n`` are aliases)."""
+
+    pattern: str = Field(
+        description="The regular expression pattern to search for in file contents"
+    )
+    path: str | None = Field(
+        default=None,
+        description="File or directory to search in. Defaults to the current working directory.",
+    )
+    glob: str | None = Field(
+        default=None, description='Glob pattern to filter files (e.g. "*.js", "*.{ts,tsx}")'
+    )
+    output_mode: OutputMode = Field(
+        default="files_with_matches",
+        description='Output mode: "content" shows matching lines, "files_with_matches" shows '
+        'file paths (default), "count" shows match counts per file',
+    )
+    ignore_case: bool = Field(default=False, alias="-i", description="Case insensitive search")
+    line_numbers: bool = Field(
+        default=True,
+        alias="-n",
+        description='Show line numbers in output. Requires output_mode: "content", ignored '
+        "otherwise. Defaults to true.",
+    )
+
+
+class GrepTool(BaseTool[GrepInput]):
     """Grep(pattern, path?, glob?, output_mode?, -i?, -n?): regex search in the sandbox.
 
     ``path`` is a file or folder (default: the working directory); ``glob`` filters files
@@ -45,57 +73,21 @@ class GrepTool:
     """
 
     name = "Grep"
-    definition = ToolDef(
-        name="Grep",
-        description=(
-            "Searches file contents with a regular expression (Python re syntax). Filter "
-            'files with glob (e.g. "*.py", "*.{ts,tsx}"). output_mode "files_with_matches" '
-            '(default) lists files, "content" shows matching lines, "count" counts them.'
-        ),
-        input_schema={
-            "type": "object",
-            "properties": {
-                "pattern": {
-                    "type": "string",
-                    "description": "The regular expression pattern to search for in file contents",
-                },
-                "path": {
-                    "type": "string",
-                    "description": "File or directory to search in. Defaults to the current "
-                    "working directory.",
-                },
-                "glob": {
-                    "type": "string",
-                    "description": 'Glob pattern to filter files (e.g. "*.js", "*.{ts,tsx}")',
-                },
-                "output_mode": {
-                    "type": "string",
-                    "enum": list(OUTPUT_MODES),
-                    "description": 'Output mode: "content" shows matching lines, '
-                    '"files_with_matches" shows file paths (default), "count" shows match '
-                    "counts per file",
-                },
-                "-i": {"type": "boolean", "description": "Case insensitive search"},
-                "-n": {
-                    "type": "boolean",
-                    "description": 'Show line numbers in output. Requires output_mode: "content", '
-                    "ignored otherwise. Defaults to true.",
-                },
-            },
-            "required": ["pattern"],
-            "additionalProperties": False,
-        },
+    description = (
+        "Searches file contents with a regular expression (Python re syntax). Filter "
+        'files with glob (e.g. "*.py", "*.{ts,tsx}"). output_mode "files_with_matches" '
+        '(default) lists files, "content" shows matching lines, "count" counts them.'
     )
+    input_model = GrepInput
 
-    def run(self, input: dict[str, Any], sandbox: Sandbox) -> str:
+    def run(self, input: GrepInput, sandbox: Sandbox) -> str:
         """Search and format the result; see the class docstring."""
-        regex = _compile(input["pattern"], bool(input.get("-i", False)))
-        top = resolve_folder_or_file(input.get("path"), sandbox)
-        files = [f for f in _candidates(top, input.get("glob"), sandbox) if _is_text(f)]
-        mode = input.get("output_mode", "files_with_matches")
-        if mode == "content":
-            return _content(files, regex, bool(input.get("-n", True)), sandbox)
-        if mode == "count":
+        regex = _compile(input.pattern, input.ignore_case)
+        top = resolve_folder_or_file(input.path, sandbox)
+        files = [f for f in _candidates(top, input.glob, sandbox) if _is_text(f)]
+        if input.output_mode == "content":
+            return _content(files, regex, input.line_numbers, sandbox)
+        if input.output_mode == "count":
             return _counts(files, regex, sandbox)
         return _files_with_matches(files, regex, sandbox)
 

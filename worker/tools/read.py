@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field
 
 from crewbox.errors import ToolError
-from crewbox.llm.base import ToolDef
-from worker.tools.base import int_input, is_binary
+from worker.tools.base import BaseTool, ToolInput, is_binary
 from worker.tools.sandbox import Sandbox
 
 DEFAULT_LIMIT_LINES = 2000
@@ -19,7 +19,27 @@ MAX_LINE_CHARS = 2000
 """Longer lines are cut to this many characters."""
 
 
-class ReadTool:
+class ReadInput(ToolInput):
+    """Read's parameters (Claude Code's names)."""
+
+    file_path: str = Field(
+        description="The path to the file to read (absolute, or relative to the working directory)"
+    )
+    offset: int = Field(
+        default=1,
+        ge=1,
+        description="The line number to start reading from (1-based). Only provide if the "
+        "file is too large to read at once",
+    )
+    limit: int = Field(
+        default=DEFAULT_LIMIT_LINES,
+        ge=1,
+        description="The number of lines to read. Only provide if the file is too large to "
+        "read at once.",
+    )
+
+
+class ReadTool(BaseTool[ReadInput]):
     """Read(file_path, offset?, limit?): numbered lines of a text file in the sandbox.
 
     Output: one line per file line, ``f"{number:>6}\\t{text}"`` (``number`` 1-based), then a
@@ -30,46 +50,18 @@ class ReadTool:
     """
 
     name = "Read"
-    definition = ToolDef(
-        name="Read",
-        description=(
-            "Reads a text file from the sandbox. Returns its lines numbered like cat -n "
-            f"(up to {DEFAULT_LIMIT_LINES} lines by default; use offset and limit for long "
-            "files). Relative paths resolve against the working directory."
-        ),
-        input_schema={
-            "type": "object",
-            "properties": {
-                "file_path": {
-                    "type": "string",
-                    "description": "The path to the file to read (absolute, or relative to "
-                    "the working directory)",
-                },
-                "offset": {
-                    "type": "number",
-                    "description": "The line number to start reading from (1-based). Only "
-                    "provide if the file is too large to read at once",
-                },
-                "limit": {
-                    "type": "number",
-                    "description": "The number of lines to read. Only provide if the file is "
-                    "too large to read at once.",
-                },
-            },
-            "required": ["file_path"],
-            "additionalProperties": False,
-        },
+    description = (
+        "Reads a text file from the sandbox. Returns its lines numbered like cat -n "
+        f"(up to {DEFAULT_LIMIT_LINES} lines by default; use offset and limit for long "
+        "files). Relative paths resolve against the working directory."
     )
+    input_model = ReadInput
 
-    def run(self, input: dict[str, Any], sandbox: Sandbox) -> str:
+    def run(self, input: ReadInput, sandbox: Sandbox) -> str:
         """Return the numbered lines; see the class docstring. Raises ToolError."""
-        path = sandbox.resolve(input["file_path"])
-        offset = int_input(input, "offset", 1)
-        limit = int_input(input, "limit", DEFAULT_LIMIT_LINES)
-        if offset < 1 or limit < 1:
-            raise ToolError("offset and limit must be at least 1 (offset is a 1-based line)")
+        path = sandbox.resolve(input.file_path)
         _check_readable(path, sandbox)
-        return _numbered(path, offset, limit)
+        return _numbered(path, input.offset, input.limit)
 
 
 def _check_readable(path: Path, sandbox: Sandbox) -> None:

@@ -1,8 +1,10 @@
 """The path sandbox of a task: which files its tools may touch.
 
-A task's tools may use paths inside its output folder (the working directory, where
-relative paths resolve) and inside its persona's workspace. Every path is resolved, symlinks
-included, before the check, so ``..`` and links that point out are refused alike.
+A task's tools may read paths inside its output folder (the working directory, where
+relative paths resolve) and inside its persona's workspace, and write only inside the output
+folder: the workspace is read-only to them, in embedded mode as in the cluster (where it is
+mounted read-only), because a task's deliverables are its artifacts. Every path is resolved,
+symlinks included, before the check, so ``..`` and links that point out are refused alike.
 
 This is a path check, not an operating-system boundary: a path is checked, then opened, so a
 process swapping a symlink in between could win the race. In the cluster the container is the
@@ -22,27 +24,29 @@ SKIPPED_DIRS = frozenset({".git", ".hg", ".svn"})
 
 
 class Sandbox:
-    """The folders a task's tools may read and write.
+    """The folders a task's tools may read, and the one they may write.
 
     Attributes:
-        cwd: the task's output folder, resolved; relative paths resolve against it.
-        roots: resolved folders every path must stay inside; always includes ``cwd``.
+        cwd: the task's output folder, resolved; relative paths resolve against it, and it
+            is the only folder the tools write in.
+        roots: resolved folders every path must stay inside: ``cwd``, then the read-only ones.
+        read_only: resolved folders the tools may read but not write (the workspace).
     """
 
-    def __init__(self, cwd: Path, roots: list[Path]) -> None:
+    def __init__(self, cwd: Path, read_only: list[Path] | None = None) -> None:
         """Build a sandbox.
 
         Args:
             cwd: the task's output folder (need not exist yet).
-            roots: allowed folders, usually ``[cwd, workspace]``; ``cwd`` is added if missing.
+            read_only: folders the tools may read too, usually ``[workspace]``.
         """
         self.cwd = cwd.resolve()
-        resolved = [self.cwd, *(root.resolve() for root in roots)]
-        self.roots = list(dict.fromkeys(resolved))
+        self.read_only = [root.resolve() for root in read_only or []]
+        self.roots = list(dict.fromkeys([self.cwd, *self.read_only]))
 
     def contains(self, real: Path) -> bool:
         """True when the already-resolved absolute path ``real`` is inside one of the roots."""
-        return any(real == root or real.is_relative_to(root) for root in self.roots)
+        return any(_inside(real, root) for root in self.roots)
 
     def resolve(self, path: str) -> Path:
         """Turn a path the model gave into a resolved absolute path inside the sandbox.
@@ -63,8 +67,22 @@ class Sandbox:
         except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
             raise ToolError(f"cannot resolve path {path}: {exc}") from exc
         if not self.contains(real):
-            shown = path if str(real) == path else f"{path} (resolves to {real})"
-            raise ToolError(f"path {shown} is outside the sandbox; {self._hint()}")
+            raise ToolError(f"path {_shown(path, real)} is outside the sandbox; {self._hint()}")
+        return real
+
+    def resolve_writable(self, path: str) -> Path:
+        """As :meth:`resolve`, for a file the tool will write: it must be inside ``cwd``.
+
+        Raises:
+            ToolError: as :meth:`resolve`, or the path is in a read-only folder (the
+                message says deliverables go in the working directory).
+        """
+        real = self.resolve(path)
+        if not _inside(real, self.cwd):
+            raise ToolError(
+                f"path {_shown(path, real)} is in the read-only workspace; deliverables go "
+                f"in the working directory {self.cwd} (write them by a relative path)"
+            )
         return real
 
     def display(self, path: Path | str) -> str:
@@ -96,3 +114,11 @@ class Sandbox:
     def _hint(self) -> str:
         places = " or ".join(str(root) for root in self.roots)
         return f"use paths under {places}"
+
+
+def _inside(real: Path, root: Path) -> bool:
+    return real == root or real.is_relative_to(root)
+
+
+def _shown(path: str, real: Path) -> str:
+    return path if str(real) == path else f"{path} (resolves to {real})"
