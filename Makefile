@@ -20,7 +20,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
+.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -108,6 +108,9 @@ chaos: venv ## Chaos scenarios on a cluster of its own (kills, Redis restart), a
 
 probe: venv ## What marie can reach from inside her container, on a cluster of its own, as a table
 	$(PY) -m tests.e2e.probe
+
+bench-caching: venv ## What prompt caching saves on the recital request (a fake endpoint's cache)
+	$(PY) bench/caching.py
 
 bench: venv ## Benchmarks (print figures)
 	$(PY) bench/queue_latency.py

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -65,14 +66,19 @@ def _as_error_reply(reply: Reply) -> ErrorReply:
     return ErrorReply(200, reply)
 
 
+Responder = Callable[[RecordedRequest], Reply]
+"""Computes the reply to a request (a fake that answers by what it is asked)."""
+
+
 class FakeLLMServer:
     """A ThreadingHTTPServer on 127.0.0.1 (free port) replaying queued replies in order.
 
-    A request that finds the queue empty gets HTTP 500 (with ``x-should-retry: false`` so
-    SDKs do not retry) and is counted in ``unexpected``.
+    A request that finds the queue empty gets ``responder``'s reply when there is one, else
+    HTTP 500 (with ``x-should-retry: false`` so SDKs do not retry), counted in ``unexpected``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, responder: Responder | None = None) -> None:
+        self.responder = responder
         self.requests: list[RecordedRequest] = []
         self.unexpected = 0
         self._replies: deque[ErrorReply] = deque()
@@ -103,7 +109,10 @@ class FakeLLMServer:
             self.requests.append(request)
             if self._replies:
                 return self._replies.popleft()
-            self.unexpected += 1
+            if self.responder is None:
+                self.unexpected += 1
+        if self.responder is not None:
+            return _as_error_reply(self.responder(request))
         message = f"fake server: no reply queued for {request.method} {request.path}"
         body = {"type": "error", "error": {"type": "api_error", "message": message}}
         return ErrorReply(500, body, {"x-should-retry": "false"})
