@@ -72,14 +72,22 @@ def estimate_call_usd(
     price = price_for(model)
     if price is None:
         return Decimal(0)
-    chars = sum(len(b.text) for b in system)
-    chars += len(json.dumps([m.model_dump(mode="json") for m in messages]))
-    chars += len(json.dumps([t.model_dump(mode="json") for t in tools or []]))
-    input_tokens = math.ceil(Decimal(chars) / CHARS_PER_TOKEN * INPUT_MARGIN)
+    input_tokens = estimate_input_tokens(system, messages, tools)
     price = price.for_prompt(input_tokens)  # long-context prices above their threshold
     per_input = max(price.input_usd_per_mtok, price.cache_write_usd_per_mtok)
     total = input_tokens * per_input + max_tokens * price.output_usd_per_mtok
     return total / 1_000_000
+
+
+def estimate_input_tokens(
+    system: list[SystemBlock], messages: list[Message], tools: list[ToolDef] | None
+) -> int:
+    """An upper estimate of a call's prompt tokens: its characters (system text, messages
+    and tools as JSON) over CHARS_PER_TOKEN, times INPUT_MARGIN."""
+    chars = sum(len(b.text) for b in system)
+    chars += len(json.dumps([m.model_dump(mode="json") for m in messages]))
+    chars += len(json.dumps([t.model_dump(mode="json") for t in tools or []]))
+    return math.ceil(Decimal(chars) / CHARS_PER_TOKEN * INPUT_MARGIN)
 
 
 def unpriced_models(settings: Settings, models: Iterable[str]) -> list[str]:

@@ -30,8 +30,10 @@ from crewbox.dlq import dead_letters
 from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
+from crewbox.llm.base import LLMClient
 from crewbox.llm.factory import make_client
 from crewbox.llm.limiter import ChangeSink, describe
+from crewbox.llm.ratelimit import RateLimits, rate_limited
 from crewbox.local import LocalWorkers
 from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
@@ -857,10 +859,11 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     forget_secret_environment()
     drop_privileges(cfg.run_as)
     sink = ChangeSink()
+    own = check_persona(load_personas(cfg.prompts_dir), persona)
     runner = TaskRunner(
         cfg,
-        check_persona(load_personas(cfg.prompts_dir), persona),
-        make_client(cfg, sink),
+        own,
+        worker_llm(cfg, own, sink),
         default_worker_id(),
         run_log=make_run_log(cfg, service=True),
         limit_sink=sink,
@@ -871,6 +874,23 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     logging.getLogger("crewbox.worker").info("worker %s serving %s", runner.worker_id, persona)
     queue = make_queue(cfg, service=True)
     queue.serve(persona, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
+
+
+def worker_llm(cfg: Settings, persona: Persona, sink: ChangeSink) -> LLMClient:
+    """The worker's LLM: the configured client behind the persona's rate limits (its front
+    matter, else CREWBOX_REQUESTS_PER_MINUTE / CREWBOX_INPUT_TOKENS_PER_MINUTE), shared
+    through Redis in the cluster, split among the persona's processes embedded."""
+    limits = RateLimits(
+        persona.requests_per_minute or cfg.requests_per_minute,
+        persona.input_tokens_per_minute or cfg.input_tokens_per_minute,
+    )
+    connection = None
+    if limits.active() and cfg.queue == "rq":
+        from crewbox.redis_client import SERVICE_RETRIES, connect
+
+        connection = connect(cfg, SERVICE_RETRIES)
+    share = 1 if connection is not None else cfg.rate_limit_share
+    return rate_limited(make_client(cfg, sink), limits.shared_by(share), persona.name, connection)
 
 
 PARENT_CHECK_S = 0.5

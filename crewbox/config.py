@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     redis_password_file: Path | None = None
 
     max_turns: int = Field(default=20, ge=1, le=200)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """Each persona's LLM requests per minute, unless its front matter says otherwise;
+    None: no limit (crewbox.llm.ratelimit)."""
+    input_tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Each persona's estimated input tokens per minute, unless its front matter says
+    otherwise; None: no limit."""
+    rate_limit_share: int = Field(default=1, ge=1)
+    """Embedded: how many worker processes of a persona split its rate limits (set by
+    ``crewbox run --workers N``); the cluster shares them through Redis instead."""
     max_tokens: int = Field(default=4096, ge=16)
     plan_repairs: int = Field(default=2, ge=0, le=5)
     task_retries: int = Field(default=2, ge=0, le=5)

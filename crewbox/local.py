@@ -40,6 +40,7 @@ class LocalWorkers:
         per_persona: int = 1,
     ) -> None:
         self.slots = [(p, i) for p in sorted(set(personas)) for i in range(per_persona)]
+        self.per_persona = per_persona
         self.log_dir = log_dir
         self.env = env
         self.processes: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
@@ -58,7 +59,8 @@ class LocalWorkers:
     def _start(self, persona: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "crewbox", "worker", "--persona", persona]
         cmd += ["--parent-pid", str(os.getpid())]
-        env = {**os.environ, **(self.env or {})}
+        share = {"CREWBOX_RATE_LIMIT_SHARE": str(self.per_persona)}  # its rate limits split
+        env = {**os.environ, **(self.env or {}), **share}
         with open(self.log_dir / f"{persona}.log", "ab") as out:
             return subprocess.Popen(
                 cmd,

@@ -4,7 +4,8 @@ Format (https://docs.claude.com/en/docs/claude-code/sub-agents): front matter wi
 and ``description`` (required), ``tools`` (comma list or YAML list; absent = every tool),
 ``disallowedTools`` (taken away from ``tools``), ``model`` (``inherit``, an alias of
 :data:`MODEL_ALIASES` or a model id) and ``maxTurns``; crewbox adds ``workspace`` (a folder
-under workspaces/) and ``budget_usd``. Other keys (``color``, ``hooks``...) are kept in
+under workspaces/), ``budget_usd``, ``requests_per_minute`` and ``input_tokens_per_minute``
+(crewbox.llm.ratelimit). Other keys (``color``, ``hooks``...) are kept in
 ``extra`` and otherwise ignored. The Markdown body is the system prompt.
 
 Lenient as Claude Code is: front matter that is not valid YAML is read line by line
@@ -72,6 +73,8 @@ class Persona(BaseModel):
     max_turns: int | None = None
     workspace: str | None = None
     budget_usd: Decimal | None = None
+    requests_per_minute: int | None = None
+    input_tokens_per_minute: int | None = None
     path: Path | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
@@ -185,6 +188,8 @@ def parse_persona(text: str, source: str) -> Persona:
         max_turns=_max_turns(meta.pop("maxTurns", None), warnings),
         workspace=_optional_str(meta.pop("workspace", None)),
         budget_usd=_budget(meta.pop("budget_usd", None), source),
+        requests_per_minute=_rate(meta, "requests_per_minute", source),
+        input_tokens_per_minute=_rate(meta, "input_tokens_per_minute", source),
         extra=meta,
         warnings=warnings,
     )
@@ -246,6 +251,25 @@ def _budget(value: Any, source: str) -> Decimal | None:
     if not budget.is_finite() or budget <= 0:
         raise PersonaError(f"{source}: budget_usd must be a positive number of dollars")
     return budget
+
+
+def _rate(meta: dict[str, Any], key: str, source: str) -> int | None:
+    """A rate limit key (``requests_per_minute``, ``input_tokens_per_minute``): a positive
+    whole number, or None when absent.
+
+    Raises:
+        PersonaError: anything else (a limit that cannot be read is never ignored).
+    """
+    value = meta.pop(key, None)
+    if value is None or value == "":
+        return None
+    try:
+        rate = int(str(value).strip())
+    except ValueError:
+        rate = 0
+    if isinstance(value, bool) or rate < 1:
+        raise PersonaError(f"{source}: {key} must be a positive whole number")
+    return rate
 
 
 def _optional_str(value: Any) -> str | None:

@@ -1,0 +1,157 @@
+"""Per-persona rate limits: requests per minute and input tokens per minute.
+
+A persona's limits come from its front matter (``requests_per_minute``,
+``input_tokens_per_minute``), else from ``CREWBOX_REQUESTS_PER_MINUTE`` and
+``CREWBOX_INPUT_TOKENS_PER_MINUTE`` (unset: no limit). Before each call,
+:class:`RateLimitedLLM` takes one request and the call's estimated input tokens
+(:func:`crewbox.budget.estimate_input_tokens`) from moving one-minute windows (the ``limits``
+library's MovingWindowRateLimiter); when a window is full the call waits for room, within its
+``timeout_s``, and logs that it waits. A call whose estimate alone exceeds the token limit
+takes the whole window.
+
+Windows are shared by every worker of the persona: in Redis in the cluster (keys
+``crewbox:limit:rate:*``, which each persona's Redis user may use); embedded, each of the
+persona's N worker processes keeps its own window with 1/N of each limit
+(``CREWBOX_RATE_LIMIT_SHARE``, set by ``crewbox run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Unpack
+
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.storage import MemoryStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+
+from crewbox.budget import estimate_input_tokens
+from crewbox.errors import LLMAPIError
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
+
+if TYPE_CHECKING:
+    import redis
+
+log = logging.getLogger("crewbox.llm")
+
+KEY_PREFIX = "crewbox:limit:rate"
+"""Where the windows live in Redis (inside the personas' ``crewbox:limit:*`` ACL pattern)."""
+
+WAIT_STEP_S = 1.0
+"""A waiting call looks for room at least this often."""
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """``requests_per_minute`` and ``input_tokens_per_minute``; None means no limit."""
+
+    requests_per_minute: int | None = None
+    input_tokens_per_minute: int | None = None
+
+    def active(self) -> bool:
+        """True when there is a limit at all."""
+        return bool(self.requests_per_minute or self.input_tokens_per_minute)
+
+    def shared_by(self, processes: int) -> RateLimits:
+        """Each limit split evenly among ``processes`` (at least 1 each)."""
+        share = max(1, processes)
+
+        def part(value: int | None) -> int | None:
+            return None if value is None else max(1, value // share)
+
+        return RateLimits(part(self.requests_per_minute), part(self.input_tokens_per_minute))
+
+
+Cost = Callable[[CallArgs], int]
+
+
+WINDOW_S = 60
+"""The limits are per minute: moving windows of 60 s."""
+
+
+class RateLimitedLLM:
+    """An LLMClient that makes each call only once ``persona``'s windows have room for it;
+    ``window_s`` is the length of the windows (60: per minute)."""
+
+    def __init__(
+        self,
+        inner: LLMClient,
+        limits: RateLimits,
+        storage: Storage,
+        persona: str,
+        window_s: int = WINDOW_S,
+    ) -> None:
+        self.inner = inner
+        self.model = inner.model
+        self.persona = persona
+        self.limiter = MovingWindowRateLimiter(storage)
+        self.windows: list[tuple[str, RateLimitItem, Cost]] = []
+        if limits.requests_per_minute:
+            item = RateLimitItemPerSecond(limits.requests_per_minute, window_s)
+            self.windows.append(("requests", item, lambda call: 1))
+        if limits.input_tokens_per_minute:
+            item = RateLimitItemPerSecond(limits.input_tokens_per_minute, window_s)
+            self.windows.append(("input tokens", item, _input_tokens))
+
+    def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
+        """``inner.complete`` once every window has room for the call.
+
+        Raises:
+            LLMAPIError: (retryable, no status) no room before the call's ``timeout_s``;
+                or the provider failed.
+        """
+        timeout_s = call.get("timeout_s")
+        deadline_m = None if timeout_s is None else time.monotonic() + timeout_s
+        for name, item, cost in self.windows:
+            self._take(name, item, min(cost(call), item.amount), deadline_m)
+        if deadline_m is not None:
+            call["timeout_s"] = max(0.001, deadline_m - time.monotonic())
+        return self.inner.complete(**call)
+
+    def _take(self, name: str, item: RateLimitItem, amount: int, deadline_m: float | None) -> None:
+        """Take ``amount`` from the window, waiting for room until ``deadline_m``."""
+        waited = False
+        while not self.limiter.hit(item, self.persona, name, cost=amount):
+            reset_s = self.limiter.get_window_stats(item, self.persona, name).reset_time
+            wait_s = min(WAIT_STEP_S, max(0.05, reset_s - time.time()))
+            if deadline_m is not None and time.monotonic() + wait_s > deadline_m:
+                raise LLMAPIError(
+                    f"rate limit of {self.persona} ({item.amount} {name} per {item.multiples} s) "
+                    "left no room before the call's timeout; raise it in the persona's front "
+                    "matter (requests_per_minute, input_tokens_per_minute)"
+                )
+            if not waited:
+                log.warning(
+                    "%s: %d %s per %d s reached; waiting", self.persona, item.amount, name,
+                    item.multiples,
+                )  # fmt: skip
+                waited = True
+            time.sleep(wait_s)
+
+
+def _input_tokens(call: CallArgs) -> int:
+    return estimate_input_tokens(call["system"], call["messages"], call.get("tools"))
+
+
+def rate_storage(connection: redis.Redis | None) -> Storage:
+    """The windows' storage: Redis through ``connection`` (the cluster), else this
+    process's memory."""
+    if connection is None:
+        return MemoryStorage()
+    from limits.storage import RedisStorage
+
+    host = connection.connection_pool.connection_kwargs.get("host", "redis")
+    return RedisStorage(
+        f"redis://{host}", connection_pool=connection.connection_pool, key_prefix=KEY_PREFIX
+    )
+
+
+def rate_limited(
+    llm: LLMClient, limits: RateLimits, persona: str, connection: redis.Redis | None
+) -> LLMClient:
+    """``llm`` behind ``persona``'s rate limits, or ``llm`` itself when it has none."""
+    if not limits.active():
+        return llm
+    return RateLimitedLLM(llm, limits, rate_storage(connection), persona)
