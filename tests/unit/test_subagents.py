@@ -195,6 +195,7 @@ def test_two_task_calls_overlap_a_sub_agent_cannot_use_a_tool_its_persona_lacks_
     tmp_path: Path,
 ) -> None:
     draft = "choreo.md"
+    edit = {"file_path": draft, "old_string": "a", "new_string": "b"}
     steps = [
         {
             "match": "Task id: t1",
@@ -207,9 +208,7 @@ def test_two_task_calls_overlap_a_sub_agent_cannot_use_a_tool_its_persona_lacks_
             "barrier": "subs",
             "parties": 2,
             "usage": usage(120, 15),
-            "tool_uses": [
-                {"name": "Edit", "input": {"file_path": draft, "old_string": "a", "new_string": "b"}}
-            ],
+            "tool_uses": [{"name": "Edit", "input": edit}],
         },
         {"match": "tool 'Edit' is not available", "usage": usage(140, 25), "text": "2 problems"},
         {
@@ -281,12 +280,9 @@ def test_unknown_sub_agent_max_turns_and_api_error_come_back_as_errors_the_model
     ran.llm.assert_all_used()
     unknown, looping, failing = ran.calls("LEAD-PROMPT")[1].messages[-1]["content"]
     assert unknown["is_error"] and "available: checker, counter" in unknown["content"]
-    assert looping["is_error"] and "sub-agent checker did not finish: stopped after 2 turns" in (
-        looping["content"]
-    )
-    assert failing["is_error"] and "sub-agent counter failed: scripted HTTP 400" in (
-        failing["content"]
-    )
+    assert looping["is_error"] and failing["is_error"]
+    assert "sub-agent checker did not finish: stopped after 2 turns" in looping["content"]
+    assert "sub-agent counter failed: scripted HTTP 400" in failing["content"]
     assert result.usage == Usage.total(c.usage for c in ran.llm.calls)  # the 400 cost nothing
     assert set(result.usage_by_subagent) == {"checker"}
 
@@ -304,7 +300,10 @@ def test_a_cancel_stops_the_sub_agents_at_their_next_turn_and_what_they_spent_co
     read = {"name": "Read", "input": {"file_path": "x.md"}}
     slow = {"delay_s": 2.5, "tool_uses": [read]}
     steps = [
-        {"match": "Task id: t1", "tool_uses": [task_call("checker", "A"), task_call("counter", "B")]},
+        {
+            "match": "Task id: t1",
+            "tool_uses": [task_call("checker", "A"), task_call("counter", "B")],
+        },
         {"match": "CHECKER-PROMPT", **slow},
         {"match": "COUNTER-PROMPT", **slow},
         {"match": "CHECKER-PROMPT", "text": "never"},
