@@ -94,6 +94,11 @@ def subagent_message(prompt: str, cwd: Path, workspace: Path | None) -> str:
     )
 
 
+def sub_agents(subagents: dict[str, Persona], parent_tools: list[Tool]) -> dict[str, SubAgent]:
+    """Each of ``subagents`` with its tools (:func:`subagent_tools` of ``parent_tools``)."""
+    return {name: SubAgent(p, subagent_tools(p, parent_tools)) for name, p in subagents.items()}
+
+
 class TaskTool:
     """The Task tool of one task attempt (see the module docstring).
 
@@ -113,10 +118,7 @@ class TaskTool:
         record: Record,
         claude: bool = True,
     ) -> None:
-        self.subagents = {
-            name: SubAgent(persona=p, tools=subagent_tools(p, parent.tools))
-            for name, p in subagents.items()
-        }
+        self.subagents = sub_agents(subagents, parent.tools)
         self.parent = parent
         self.limits = limits
         self.record = record

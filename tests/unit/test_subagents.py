@@ -20,7 +20,7 @@ from crewbox.subagents import load_subagents, persona_models, subagent_model
 from crewbox.testing import RecordedCall, ScriptedLLM
 from tests.conftest import ROOT
 from worker.service import TaskRunner
-from worker.subagents import subagent_tools, task_tool_definition
+from worker.subagents import sub_agents, subagent_tools, task_tool_definition
 from worker.tools import select_tools
 
 LEAD = """---
@@ -118,13 +118,9 @@ def test_a_sub_agent_gets_only_tools_its_persona_has_and_never_task(tmp_path: Pa
 
 
 def test_the_task_tool_lists_each_sub_agent_with_its_tools(tmp_path: Path) -> None:
-    from worker.subagents import SubAgent
-
     subagents = load_subagents(lead(tmp_path))
     parent = select_tools(["Read", "Write", "Grep"], allow_bash=False)
-    tool = task_tool_definition(
-        {n: SubAgent(p, subagent_tools(p, parent)) for n, p in subagents.items()}
-    )
+    tool = task_tool_definition(sub_agents(subagents, parent))
     assert tool.name == "Task"
     assert "- checker: Checks a draft. (Tools: Read, Grep)" in tool.description
     assert "- counter: Counts dancers. (Tools: Read, Grep)" in tool.description
