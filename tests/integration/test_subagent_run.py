@@ -18,7 +18,7 @@ import yaml
 
 from crewbox.models import Event, LLMCall, RunSummary, Usage
 from crewbox.testing import recorded_calls
-from tests.conftest import ROOT, crewbox_env, run_crewbox, spec
+from tests.conftest import ROOT, run_crewbox, scripted_env, spec
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +74,7 @@ def script() -> list[dict[str, Any]]:
 def test_marie_runs_two_analyzer_checks_at_once_and_summary_counts_them(tmp_path: Path) -> None:
     plan = {"request": "Two recital pieces", "tasks": [spec("choreo", "marie")]}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
-    (tmp_path / "script.yaml").write_text(yaml.safe_dump(script()))
-    env = crewbox_env(
-        tmp_path,
-        CREWBOX_PROVIDER="scripted",
-        CREWBOX_SCRIPT_PATH=str(tmp_path / "script.yaml"),
-        CREWBOX_SCRIPT_RECORD_DIR=str(tmp_path / "record"),
-    )
+    env = scripted_env(tmp_path, script())
 
     proc = run_crewbox(["run", "--plan", str(tmp_path / "plan.yaml")], env, cwd=tmp_path)
 
@@ -123,9 +117,7 @@ def test_a_budget_refuses_to_start_when_a_sub_agent_model_has_no_price(tmp_path:
     (tmp_path / "plan.yaml").write_text(
         yaml.safe_dump({"request": "req", "tasks": [spec("choreo", "marie")]})
     )
-    env = crewbox_env(tmp_path, CREWBOX_PROVIDER="scripted", CREWBOX_PROMPTS_DIR=str(prompts))
-    env["CREWBOX_SCRIPT_PATH"] = str(tmp_path / "script.yaml")
-    (tmp_path / "script.yaml").write_text(yaml.safe_dump([{"text": "never"}]))
+    env = scripted_env(tmp_path, [{"text": "never"}], CREWBOX_PROMPTS_DIR=str(prompts))
 
     args = ["run", "--plan", str(tmp_path / "plan.yaml"), "--budget-usd", "1"]
     proc = run_crewbox(args, env, cwd=tmp_path)
