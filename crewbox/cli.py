@@ -290,7 +290,9 @@ def confirm_estimate(
 
 def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request) -> list[Estimate]:
     """One crewbox.estimate row per task of the request's plan, and one for the synthesis."""
+    from crewbox.subagents import load_subagents
     from worker.agent import system_blocks, task_message
+    from worker.subagents import sub_agents, task_tool_definition
     from worker.tools import select_tools
 
     assert request.plan is not None
@@ -301,9 +303,12 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
         task = Task(run_id=request.run_id, spec=spec, request_text=request.text,
                     context=request.shared_context(), allow_bash=request.allow_bash)  # fmt: skip
         tools = select_tools(persona.tools, cfg.allow_bash or request.allow_bash)
+        defs = [t.definition for t in tools]
+        if subagents := load_subagents(persona):  # the Task tool (sub-agent calls not counted)
+            defs.append(task_tool_definition(sub_agents(subagents, tools)))
         chars = sum(len(b.text) for b in system_blocks(persona, task.context))
         chars += len(task_message(task, Path(spec.persona) / spec.id, None))
-        chars += len(json.dumps([t.definition.model_dump() for t in tools]))
+        chars += len(json.dumps([d.model_dump() for d in defs]))
         model = persona.model_or(default)
         limits = (cfg.output_tokens(), persona.turns_or(cfg.max_turns))
         rows.append(task_estimate(spec.id, spec.persona, model, chars, *limits))

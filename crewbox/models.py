@@ -126,6 +126,11 @@ class Usage(BaseModel):
         return result
 
 
+def add_usage(into: dict[str, Usage], key: str, usage: Usage) -> None:
+    """Add ``usage`` to ``into[key]`` (zero when absent)."""
+    into[key] = into.get(key, Usage()) + usage
+
+
 class ContextFile(BaseModel):
     """A file the user attached to a request (``--context-file``), shared with every task."""
 
@@ -237,9 +242,11 @@ class Artifact(BaseModel):
 class Result(BaseModel):
     """A task's outcome.
 
-    ``usage`` is the sum of ``calls`` (one Usage per LLM call, in call order).
-    ``worker`` names who ran it: ``<hostname>:<pid>``. ``retryable`` marks failures worth
-    another attempt (API errors, a crashed or lost worker), not the model's own failures.
+    ``usage`` is the sum of ``calls`` (one Usage per LLM call, in call order), the calls of
+    the task's sub-agents included; ``usage_by_subagent`` is their part of it, per
+    sub-agent name. ``worker`` names who ran it: ``<hostname>:<pid>``. ``retryable`` marks
+    failures worth another attempt (API errors, a crashed or lost worker), not the model's
+    own failures.
     """
 
     run_id: str
@@ -251,6 +258,7 @@ class Result(BaseModel):
     artifacts: list[Artifact] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     calls: list[Usage] = Field(default_factory=list)
+    usage_by_subagent: dict[str, Usage] = Field(default_factory=dict)
     started_at_s: float = 0.0
     ended_at_s: float = 0.0
     duration_ms: int = 0
@@ -394,11 +402,13 @@ class TaskEnded(Payload):
 
 class LLMCall(Payload):
     """``llm_call``: one call's usage; ``stage`` is planner, tasks or synthesizer;
-    ``attempt`` is the task attempt that made it (tasks only)."""
+    ``attempt`` is the task attempt that made it (tasks only); ``subagent`` the sub-agent
+    of the task's persona that made it (None: the persona itself)."""
 
     stage: Stage
     usage: Usage
     attempt: int | None = None
+    subagent: str | None = None
 
 
 class BudgetInfo(Payload):
@@ -464,12 +474,15 @@ class Event(BaseModel):
 
 
 class AttemptRecord(BaseModel):
-    """One attempt of a task in ``summary.json``: who ran it, how it ended, what it cost."""
+    """One attempt of a task in ``summary.json``: who ran it, how it ended, what it cost
+    (``usage``, every call of it; ``usage_by_subagent``, the part of it each sub-agent
+    spent)."""
 
     attempt: int
     status: AttemptStatus
     worker: str = ""
     usage: Usage = Field(default_factory=Usage)
+    usage_by_subagent: dict[str, Usage] = Field(default_factory=dict)
     error: str | None = None
 
 

@@ -27,6 +27,7 @@ from crewbox.models import (
     Task,
     TaskEnded,
     Usage,
+    add_usage,
 )
 from crewbox.store import RunStore
 from orchestrator.dispatch import DependencyGraph
@@ -45,7 +46,14 @@ class AttemptState:
     status: AttemptStatus | None = None
     worker: str = ""
     usage: Usage = field(default_factory=Usage)
+    usage_by_subagent: dict[str, Usage] = field(default_factory=dict)
     error: str | None = None
+
+    def add_call(self, call: LLMCall) -> None:
+        """Count one ``llm_call`` of this attempt (under its sub-agent, if it has one)."""
+        self.usage = self.usage + call.usage
+        if call.subagent:
+            add_usage(self.usage_by_subagent, call.subagent, call.usage)
 
     def record(self) -> AttemptRecord:
         """The attempt as summary.json lists it (an attempt still in flight: ``lost``)."""
@@ -54,6 +62,7 @@ class AttemptState:
             status=self.status or "lost",
             worker=self.worker,
             usage=self.usage,
+            usage_by_subagent=self.usage_by_subagent,
             error=self.error,
         )
 
@@ -131,9 +140,9 @@ class ActiveRun:
 
     def count_call(self, stage: Stage, usage: Usage, persona: str | None) -> None:
         """Add one LLM call's usage to its stage (and its persona's, for tasks)."""
-        self.stage_usage[stage] = self.stage_usage.get(stage, Usage()) + usage
+        add_usage(self.stage_usage, stage, usage)
         if persona:
-            self.persona_usage[persona] = self.persona_usage.get(persona, Usage()) + usage
+            add_usage(self.persona_usage, persona, usage)
 
     def ordered_results(self) -> list[Result]:
         """Results in plan order."""
@@ -198,7 +207,7 @@ def _apply_call(run: ActiveRun, event: Event) -> None:
     run.count_call(call.stage, call.usage, event.persona if call.stage == "tasks" else None)
     state = run.attempt(event.task_id, call.attempt)
     if state is not None:
-        state.usage = state.usage + call.usage
+        state.add_call(call)
 
 
 def _apply_dispatch(run: ActiveRun, event: Event) -> None:

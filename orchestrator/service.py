@@ -55,6 +55,7 @@ from crewbox.procs import process_id
 from crewbox.queue.base import Message, TaskQueue
 from crewbox.runlog.base import LEASE_RENEW_S, RunLog
 from crewbox.store import RunStore
+from crewbox.subagents import persona_models
 from orchestrator.dispatch import DependencyGraph
 from orchestrator.plan import Planner
 from orchestrator.run import ActiveRun, AttemptState, pending_work, replay
@@ -308,7 +309,7 @@ class Orchestrator:
                 message="usage of an attempt this run never dispatched",
             )
             return
-        state.usage = state.usage + call.usage
+        state.add_call(call)
         run.count_call("tasks", call.usage, state.task.persona)
         self._publish(event)
 
@@ -492,11 +493,13 @@ class Orchestrator:
         plan = run.plan or run.request.plan
         names = {t.persona for t in plan.tasks} if plan else set(self.personas)
         personas = [self.personas[n] for n in sorted(names) if n in self.personas]
-        if run.request.budget_usd is not None:
+        models: set[str] = set()
+        if run.request.budget_usd is None:  # only the personas with a budget of their own
+            personas = [p for p in personas if p.budget_usd is not None]
+        else:
             models = {self.planner.model, self.synthesizer.model}
-            models |= {p.model_or(default) for p in personas}
-        else:  # only the personas with a budget of their own
-            models = {p.model_or(default) for p in personas if p.budget_usd is not None}
+        for persona in personas:  # its own model and its sub-agents'
+            models |= persona_models(persona, default)
         unpriced = unpriced_models(self.settings, models)
         if unpriced:
             raise UserError(

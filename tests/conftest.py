@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,19 @@ def crewbox_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+def scripted_env(tmp_path: Path, steps: list[dict[str, Any]], **overrides: str) -> dict[str, str]:
+    """crewbox_env with ScriptedLLM answering: ``steps`` in ``tmp_path/script.yaml``, every
+    call recorded under ``tmp_path/record``."""
+    (tmp_path / "script.yaml").write_text(yaml.safe_dump(steps))
+    return crewbox_env(
+        tmp_path,
+        CREWBOX_PROVIDER="scripted",
+        CREWBOX_SCRIPT_PATH=str(tmp_path / "script.yaml"),
+        CREWBOX_SCRIPT_RECORD_DIR=str(tmp_path / "record"),
+        **overrides,
+    )
 
 
 def run_crewbox(

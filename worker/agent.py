@@ -1,8 +1,9 @@
 """The agent loop: persona prompt + task → model ↔ tools, until the model ends its turn.
 
-One loop per task, as in Claude Code: the model answers; if it asked for tools, each call
-runs in the sandbox and its result (or its error, which the model sees and can act on) goes
-back; this repeats until the model stops asking or ``max_turns`` is reached.
+One loop per task, as in Claude Code: the model answers; if it asked for tools, the calls
+run in the sandbox (in order; consecutive ``Task`` calls at the same time, see
+worker.tools.run_tools) and their results (or errors, which the model sees and can act on)
+go back; this repeats until the model stops asking or ``max_turns`` is reached.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from crewbox.errors import BudgetExceededError, LLMAPIError
 from crewbox.llm.base import LLMClient, Message, SystemBlock
 from crewbox.models import Task, Usage
 from crewbox.personas import Persona
-from worker.tools import Tool, run_tool
+from worker.tools import Tool, run_tools
 from worker.tools.sandbox import Sandbox
 
 
@@ -115,19 +116,49 @@ def run_agent(
     deadline propagate to the caller, which fails the task.
     """
     system = system_blocks(setup.persona, task.context)
-    definitions = [t.definition for t in setup.tools]
-    messages = [
-        Message(role="user", content=task_message(task, setup.sandbox.cwd, setup.workspace))
-    ]
-    outcome = AgentOutcome()
+    first = task_message(task, setup.sandbox.cwd, setup.workspace)
+    return run_loop(system, first, setup, task_limits(task, deadline_s, stop), on_call)
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    """When a loop stops besides ``max_turns``: ``deadline_s`` (``time.monotonic()``),
+    with ``timed_out`` as its error line, and ``stop`` once it is set."""
+
+    deadline_s: float
+    timed_out: str
+    stop: threading.Event | None = None
+
+
+def task_limits(task: Task, deadline_s: float, stop: threading.Event | None) -> LoopLimits:
+    """The limits of ``task``'s loop, shared by its sub-agents' loops."""
     timed_out = f"timed out after {task.spec.timeout_s}s (timeout_s of the task)"
+    return LoopLimits(deadline_s, timed_out, stop)
+
+
+def run_loop(
+    system: list[SystemBlock],
+    first_message: str,
+    setup: AgentSetup,
+    limits: LoopLimits,
+    on_call: Callable[[Usage], None] | None = None,
+) -> AgentOutcome:
+    """The tool-use loop itself from ``first_message`` (see :func:`run_agent`); a task's
+    sub-agents (worker.subagents) run it too, with their own system prompt and tools.
+
+    A tool that raises BudgetExceededError (a sub-agent whose next call did not fit) ends
+    the loop as a call would."""
+    definitions = [t.definition for t in setup.tools]
+    messages = [Message(role="user", content=first_message)]
+    outcome = AgentOutcome()
+    stop = limits.stop
     while outcome.turns < setup.max_turns:
         if stop is not None and stop.is_set():
             outcome.error, outcome.cancelled = "cancelled: the run was cancelled", True
             return outcome
-        remaining_s = deadline_s - time.monotonic()
+        remaining_s = limits.deadline_s - time.monotonic()
         if remaining_s <= 0:
-            outcome.error = timed_out
+            outcome.error = limits.timed_out
             return outcome
         try:
             response = setup.llm.complete(
@@ -139,13 +170,11 @@ def run_agent(
                 timeout_s=remaining_s,
             )
         except BudgetExceededError as exc:
-            outcome.error, outcome.budget_exceeded = str(exc), True
-            outcome.budget_scope = exc.scope
-            return outcome
+            return _over_budget(outcome, exc)
         except LLMAPIError:
-            if time.monotonic() < deadline_s:
+            if time.monotonic() < limits.deadline_s:
                 raise
-            outcome.error = timed_out + " during an LLM call"
+            outcome.error = limits.timed_out + " during an LLM call"
             return outcome
         outcome.turns += 1
         outcome.calls.append(response.usage)
@@ -155,7 +184,16 @@ def run_agent(
         if response.stop_reason != "tool_use" or not response.tool_uses:
             return outcome
         messages.append(Message(role="assistant", content=list(response.content)))
-        results = [run_tool(call, setup.tools, setup.sandbox) for call in response.tool_uses]
+        try:
+            results = run_tools(response.tool_uses, setup.tools, setup.sandbox)
+        except BudgetExceededError as exc:
+            return _over_budget(outcome, exc)
         messages.append(Message(role="user", content=list(results)))
     outcome.error = f"stopped after {setup.max_turns} turns (CREWBOX_MAX_TURNS) without finishing"
+    return outcome
+
+
+def _over_budget(outcome: AgentOutcome, exc: BudgetExceededError) -> AgentOutcome:
+    outcome.error, outcome.budget_exceeded = str(exc), True
+    outcome.budget_scope = exc.scope
     return outcome

@@ -34,13 +34,16 @@ from crewbox.models import (
     Result,
     Task,
     Usage,
+    add_usage,
 )
 from crewbox.periodic import Periodic
 from crewbox.personas import Persona, unknown_persona
 from crewbox.queue.base import Emit, default_worker_id
 from crewbox.runlog.base import RunLog
 from crewbox.store import RunStore, list_artifacts, write_atomic
-from worker.agent import AgentOutcome, AgentSetup, run_agent
+from crewbox.subagents import load_subagents
+from worker.agent import AgentOutcome, AgentSetup, run_agent, task_limits
+from worker.subagents import TaskTool
 from worker.tools import select_tools
 from worker.tools.sandbox import Sandbox
 
@@ -58,7 +61,8 @@ class TaskRunner:
     """The queue handler of a worker: ``runner(task, emit) -> Result | None``, never raising.
 
     ``run_log``: where run ownership and cancel requests are read; None runs every task
-    (unit tests).
+    (unit tests). ``subagents``: the persona's sub-agents (None: read from
+    ``prompts/<persona>/agents/``); with any, the model gets the Task tool (worker.subagents).
     """
 
     def __init__(
@@ -69,9 +73,11 @@ class TaskRunner:
         worker_id: str = "",
         run_log: RunLog | None = None,
         limit_sink: ChangeSink | None = None,
+        subagents: dict[str, Persona] | None = None,
     ) -> None:
         self.settings = settings
         self.persona = persona
+        self.subagents = load_subagents(persona) if subagents is None else subagents
         self.llm = llm
         self.worker_id = worker_id or default_worker_id()
         self.run_log = run_log
@@ -130,20 +136,22 @@ class TaskRunner:
         return self.run_log.cancel_requested(run_id) or self.run_log.owner(run_id) is None
 
     def _attempt(self, task: Task, emit: Emit, stop: threading.Event, started: float) -> Result:
-        def on_call(usage: Usage) -> None:
-            payload = LLMCall(stage="tasks", usage=usage, attempt=task.attempt)
-            emit(task_event(task, "llm_call", payload, "tasks"))
+        def on_call(usage: Usage, subagent: str | None) -> None:
+            payload = LLMCall(stage="tasks", usage=usage, attempt=task.attempt, subagent=subagent)
+            where = f"tasks/{subagent}" if subagent else "tasks"
+            emit(task_event(task, "llm_call", payload, where))
 
+        calls = AttemptCalls(on_call)
         outcome = AgentOutcome()
         out_dir = self.output_dir(task)
         retryable = False
         try:
-            outcome = self._run(task, out_dir, started, on_call, stop)
+            outcome = self._run(task, out_dir, started, calls, stop)
             error = outcome.error
         except CrewboxError as exc:
             error = str(exc)
             retryable = isinstance(exc, LLMAPIError) and exc.retryable
-        result = self._result(task, out_dir, outcome, error, started)
+        result = self._result(task, out_dir, outcome, error, started, calls)
         result.retryable = retryable
         if outcome.cancelled:
             result.status = "cancelled"
@@ -184,7 +192,7 @@ class TaskRunner:
         task: Task,
         out_dir: Path,
         started: float,
-        on_call: Callable[[Usage], None],
+        calls: AttemptCalls,
         stop: threading.Event,
     ) -> AgentOutcome:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,12 +210,22 @@ class TaskRunner:
             max_tokens=self.settings.output_tokens(),
         )
         deadline = time.monotonic() + task.spec.timeout_s - (time.time() - started)
-        outcome = run_agent(task, setup, deadline, on_call, stop)
+        if self.subagents:
+            limits = task_limits(task, deadline, stop)
+            claude = self.settings.resolved_provider() != "openai"
+            setup.tools.append(TaskTool(self.subagents, setup, limits, calls.add, claude))
+        outcome = run_agent(task, setup, deadline, calls.add, stop)
         deliver_text(out_dir, outcome.text)
         return outcome
 
     def _result(
-        self, task: Task, out_dir: Path, outcome: AgentOutcome, error: str | None, started: float
+        self,
+        task: Task,
+        out_dir: Path,
+        outcome: AgentOutcome,
+        error: str | None,
+        started: float,
+        calls: AttemptCalls,
     ) -> Result:
         carry = self.settings.work_dir is not None
         try:
@@ -227,8 +245,9 @@ class TaskRunner:
             status="failed" if error else "succeeded",
             summary=outcome.text,
             artifacts=artifacts,
-            calls=outcome.calls,
-            usage=Usage.total(outcome.calls),
+            calls=list(calls.calls),
+            usage=Usage.total(calls.calls),
+            usage_by_subagent=dict(calls.by_subagent),
             started_at_s=started,
             ended_at_s=ended,
             duration_ms=round((ended - started) * 1000),
@@ -237,6 +256,30 @@ class TaskRunner:
             attempt=task.attempt,
             token=task.token,
         )
+
+
+class AttemptCalls:
+    """Every LLM call of one attempt, the persona's and its sub-agents' (which make them
+    from several threads at once): ``add(usage, subagent=None)`` records one and passes it
+    on to ``on_call(usage, subagent)``.
+
+    ``calls``: each call's usage, in the order they returned; ``by_subagent``: the sum per
+    sub-agent name of the calls its sub-agents made.
+    """
+
+    def __init__(self, on_call: Callable[[Usage, str | None], None]) -> None:
+        self.on_call = on_call
+        self.calls: list[Usage] = []
+        self.by_subagent: dict[str, Usage] = {}
+        self._lock = threading.Lock()
+
+    def add(self, usage: Usage, subagent: str | None = None) -> None:
+        """Record one call (see the class docstring)."""
+        with self._lock:
+            self.calls.append(usage)
+            if subagent:
+                add_usage(self.by_subagent, subagent, usage)
+        self.on_call(usage, subagent)
 
 
 def task_event(task: Task, kind: EventKind, payload: Payload, message: str) -> Event:

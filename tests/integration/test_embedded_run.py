@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from crewbox.models import Event, Result, RunSummary, Usage
 from crewbox.testing import RecordedCall, recorded_calls
-from tests.conftest import ROOT, crewbox_env, run_crewbox
+from tests.conftest import ROOT, crewbox_env, run_crewbox, scripted_env
 
 REQUEST = (
     "Plan a spring recital: choreography for the kids class, a ticket page, "
@@ -154,13 +153,7 @@ def script() -> list[dict[str, Any]]:
 def recital(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the recital request once; the tests below read what it left behind."""
     tmp = tmp_path_factory.mktemp("recital")
-    (tmp / "script.yaml").write_text(yaml.safe_dump(script()))
-    env = crewbox_env(
-        tmp,
-        CREWBOX_PROVIDER="scripted",
-        CREWBOX_SCRIPT_PATH=str(tmp / "script.yaml"),
-        CREWBOX_SCRIPT_RECORD_DIR=str(tmp / "record"),
-    )
+    env = scripted_env(tmp, script())
     proc = run_crewbox(["run", REQUEST], env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = [p for p in (tmp / "results").iterdir() if p.is_dir()]

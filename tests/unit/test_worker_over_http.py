@@ -81,7 +81,9 @@ def test_task_writes_its_artifact_refuses_an_escape_and_sums_usage(
     first, second = (r.body for r in server.requests)
     assert first["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert marie.prompt in first["system"][0]["text"]
-    assert {t["name"] for t in first["tools"]} == {"Read", "Write", "Edit", "Glob", "Grep"}
+    tools = {t["name"]: t for t in first["tools"]}
+    assert set(tools) == {"Read", "Write", "Edit", "Glob", "Grep", "Task"}  # Task: sub-agents
+    assert "- choreography-analyzer: " in tools["Task"]["description"]
     results = {b["tool_use_id"]: b for b in second["messages"][-1]["content"]}
     assert results["toolu_w"]["is_error"] is False
     assert results["toolu_x"]["is_error"] is True and "outside" in results["toolu_x"]["content"]

@@ -4,11 +4,14 @@
 - :func:`select_tools`: the tools a persona gets (its ``tools`` list, Bash only if allowed).
 - :func:`run_tool`: run one ``tool_use`` block; refusals and failures become error results
   the model sees, so the task goes on.
+- :func:`run_tools`: a turn's calls; consecutive calls of ``parallel`` tools (``Task``: a
+  sub-agent each, worker.subagents) run at the same time.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
@@ -21,13 +24,17 @@ from worker.tools.read import ReadTool
 from worker.tools.sandbox import Sandbox
 from worker.tools.write import WriteTool
 
-__all__ = ["ALL_TOOLS", "Sandbox", "Tool", "run_tool", "select_tools"]
+__all__ = ["ALL_TOOLS", "TASK_TOOL", "Sandbox", "Tool", "run_tool", "run_tools", "select_tools"]
 
 ALL_TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (ReadTool(), WriteTool(), EditTool(), GlobTool(), GrepTool(), BashTool())
 }
 """Every tool, by Claude Code name, in a stable order."""
+
+TASK_TOOL = "Task"
+"""Claude Code's tool that hands work to a sub-agent: made per task by worker.subagents for
+a persona with sub-agents, never one of ALL_TOOLS."""
 
 log = logging.getLogger("crewbox.worker")
 
@@ -40,12 +47,12 @@ def select_tools(names: list[str] | None, allow_bash: bool) -> list[Tool]:
             None means all tools.
         allow_bash: when False, Bash is left out even if ``names`` lists it.
 
-    Names crewbox does not have (Claude Code's WebFetch, Task, MCP tools, ``Bash(git:*)``
+    Names crewbox does not have (Claude Code's WebFetch, MCP tools, ``Bash(git:*)``
     permission forms) are skipped with a warning, so real Claude Code subagent files load
-    unmodified.
+    unmodified. ``Task`` is skipped silently: it comes with the persona's sub-agents.
     """
     wanted = list(ALL_TOOLS) if names is None else list(dict.fromkeys(n.strip() for n in names))
-    unknown = [name for name in wanted if name not in ALL_TOOLS]
+    unknown = [name for name in wanted if name not in ALL_TOOLS and name != TASK_TOOL]
     if unknown:
         log.warning("skipping tools crewbox does not have: %s", ", ".join(unknown))
     wanted = [name for name in wanted if name in ALL_TOOLS]
@@ -67,6 +74,41 @@ def run_tool(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> ToolRes
         message = str(exc).strip() or type(exc).__name__
         return ToolResultBlock(tool_use_id=call.id, content=message, is_error=True)
     return ToolResultBlock(tool_use_id=call.id, content=content)
+
+
+def run_tools(
+    calls: list[ToolUseBlock], tools: list[Tool], sandbox: Sandbox
+) -> list[ToolResultBlock]:
+    """Run one turn's calls (see :func:`run_tool`); the results in the order of ``calls``.
+
+    Calls run one after another, except that consecutive calls of tools whose ``parallel``
+    attribute is true (optional, false when absent) run together, one thread each, as
+    Claude Code runs several ``Task`` calls of one turn. Exceptions other than those
+    :func:`run_tool` turns into error results propagate (the first, once its group ended).
+    """
+    by_name = {tool.name: tool for tool in tools}
+    results: list[ToolResultBlock] = []
+    group: list[ToolUseBlock] = []
+    for call in [*calls, None]:
+        tool = by_name.get(call.name) if call is not None else None
+        if call is not None and getattr(tool, "parallel", False):
+            group.append(call)
+            continue
+        results.extend(_run_together(group, tools, sandbox))
+        group = []
+        if call is not None:
+            results.append(run_tool(call, tools, sandbox))
+    return results
+
+
+def _run_together(
+    calls: list[ToolUseBlock], tools: list[Tool], sandbox: Sandbox
+) -> list[ToolResultBlock]:
+    if len(calls) <= 1:
+        return [run_tool(call, tools, sandbox) for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="tool") as pool:
+        futures = [pool.submit(run_tool, call, tools, sandbox) for call in calls]
+        return [future.result() for future in futures]
 
 
 def _run(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> str:

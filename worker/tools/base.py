@@ -86,7 +86,9 @@ class BaseTool(ABC, Generic[InputT]):
     name: ClassVar[str]
     description: ClassVar[str]
     input_model: type[InputT]
-    definition: ClassVar[ToolDef]
+    definition: ToolDef
+    """Set on the class when it is defined; a tool whose description depends on its
+    instance (Task lists the persona's sub-agents) sets its own in ``__init__``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
