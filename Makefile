@@ -104,8 +104,8 @@ chaos: venv ## Chaos scenarios on a cluster of its own (kills, Redis restart), a
 probe: venv ## What marie can reach from inside her container, on a cluster of its own, as a table
 	$(PY) -m tests.e2e.probe
 
-bench: venv ## Benchmarks (print figures)
-	$(PY) bench/queue_latency.py
+bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--help" for flags)
+	$(PY) -m bench $(ARGS)
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
 	-$(COMPOSE) --profile llm --profile client down --remove-orphans --volumes

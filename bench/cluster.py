@@ -2,8 +2,9 @@
 
 In a copy of the committed project (``git archive HEAD``) under its own compose project
 name (COMPOSE_PROJECT_NAME=crewbox-bench), without Anthropic keys, so the local model
-answers. A first ``make up`` and ``make down`` build its images (not timed): ``cluster_up_s`` is ``make up`` (secrets,
-a cached build, ``up --wait`` until every service is healthy), ``submit_s`` is
+answers. A first ``make up`` and ``make down`` build its images (not timed):
+``cluster_up_s`` is ``make up`` (secrets, a cached build, ``up --wait`` until every service
+is healthy), ``submit_s`` is
 ``make workflow-bench-one`` (a one-task plan, from the client container's start to the
 printed answer). ``make down`` (and its Redis volume dropped) afterwards, always.
 """
@@ -53,7 +54,9 @@ def engine_answers() -> str | None:
     return None
 
 
-def step(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 900) -> float:
+def step(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 900
+) -> float:
     """Run ``args`` in ``cwd``; the seconds it took.
 
     Raises:
@@ -83,7 +86,9 @@ def copy_project(target: Path) -> None:
         ["git", "-C", str(ROOT), "archive", "HEAD"], capture_output=True, check=False
     )
     if archive.returncode != 0:
-        raise ClusterError(f"git archive HEAD failed (not a git checkout?): {archive.stderr[-200:]!r}")
+        raise ClusterError(
+            f"git archive HEAD failed (not a git checkout?): {archive.stderr[-200:]!r}"
+        )
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     step(["make", "--no-print-directory", "model"], ROOT)
     (target / MODEL).unlink(missing_ok=True)

@@ -90,7 +90,9 @@ def script_steps(phases: list[Phase]) -> list[dict[str, Any]]:
 def plan_of(phase: Phase, tasks: int) -> Plan:
     """``tasks`` independent tasks of ``phase`` for the bench persona."""
     specs = [
-        TaskSpec(id=f"t{i}", persona=PERSONA, title=f"t{i}", instructions=f"Do t{i}. {phase.marker}")
+        TaskSpec(
+            id=f"t{i}", persona=PERSONA, title=f"t{i}", instructions=f"Do t{i}. {phase.marker}"
+        )
         for i in range(tasks)
     ]
     return Plan(tasks=specs)

@@ -37,7 +37,7 @@ def raw_worker(url: str) -> Iterator[Queue]:
     """A SimpleWorker process on QUEUE (registered before the block starts); the queue."""
     client = redis.Redis.from_url(url)
     queue = Queue(QUEUE, connection=client)
-    queue.empty()
+    queue.empty()  # type: ignore[no-untyped-call]
     proc = subprocess.Popen([sys.executable, "-m", "bench.raw_rq", url], cwd=ROOT)
     try:
         deadline = time.monotonic() + 30
@@ -88,9 +88,7 @@ def throughput_jobs_s(queue: Queue, jobs: int) -> float:
 def main() -> None:
     """Serve QUEUE with a SimpleWorker until SIGTERM."""
     client = redis.Redis.from_url(sys.argv[1])
-    SimpleWorker([Queue(QUEUE, connection=client)], connection=client).work(
-        logging_level="WARNING"
-    )
+    SimpleWorker([Queue(QUEUE, connection=client)], connection=client).work(logging_level="WARNING")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def ideal_makespan_s(tasks: int, workers: int, llm_s: float) -> float:
         ValueError: ``tasks`` or ``workers`` below 1, or a negative ``llm_s``.
     """
     if tasks < 1 or workers < 1 or llm_s < 0:
-        raise ValueError(f"need tasks >= 1, workers >= 1, llm_s >= 0 (got {tasks}, {workers}, {llm_s})")
+        raise ValueError(
+            f"need tasks >= 1, workers >= 1, llm_s >= 0 (got {tasks}, {workers}, {llm_s})"
+        )
     return math.ceil(tasks / workers) * llm_s
 
 
