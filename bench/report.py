@@ -67,7 +67,7 @@ def header(figures: dict[str, Any]) -> str:
     """The lines above the table: the machine, its load at the start, the parameters."""
     m, p = figures["machine"], figures["params"]
     load = figures.get("load_avg_start")
-    return "\n".join(
+    return "\n\n".join(
         [
             f"Machine: {m['cores']} cores, {m['cpu_model']}, Python {m['python']}, {m['os']}; "
             f"load average at the start {load} (1, 5, 15 min).",
