@@ -112,8 +112,8 @@ probe: venv ## What marie can reach from inside her container, on a cluster of i
 bench-caching: venv ## What prompt caching saves on the recital request (a fake endpoint's cache)
 	$(PY) bench/caching.py
 
-bench: venv ## Benchmarks (print figures)
-	$(PY) bench/queue_latency.py
+bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--help" for flags)
+	$(PY) -m bench $(ARGS)
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
 	-$(COMPOSE) --profile llm --profile client down --remove-orphans --volumes

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crewbox.models import MAX_TASKS
+
 MiB = 1024 * 1024
 
 
@@ -80,6 +82,9 @@ class Settings(BaseSettings):
     ``crewbox run --workers N``); the cluster shares them through Redis instead."""
     max_tokens: int = Field(default=4096, ge=16)
     plan_repairs: int = Field(default=2, ge=0, le=5)
+    max_planned_tasks: int = Field(default=24, ge=1, le=MAX_TASKS)
+    """Tasks in a plan the LLM planner makes, at most (and at most what fits its output:
+    orchestrator.plan.PlanLimits); plans given by file may hold up to MAX_TASKS."""
     task_retries: int = Field(default=2, ge=0, le=5)
     """New attempts for a task lost with its worker or failed on a retryable API error."""
     heartbeat_timeout_s: float = Field(default=10.0, gt=0)

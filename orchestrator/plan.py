@@ -35,8 +35,9 @@ from crewbox.models import (
 from crewbox.personas import Persona, Personas, unknown_persona
 
 MAX_PLANNED_TASKS = 24
-"""Upper bound on tasks in a plan the LLM planner makes: a bound on cost, and on what a
-person can review (plans given by file may hold up to crewbox.models.MAX_TASKS)."""
+"""The default upper bound on tasks in a plan the LLM planner makes
+(``CREWBOX_MAX_PLANNED_TASKS``): a bound on cost, and on what a person can review (plans
+given by file may hold up to crewbox.models.MAX_TASKS)."""
 
 PLAN_TOOL = "submit_plan"
 
@@ -66,11 +67,12 @@ class PlanLimits:
     max_instructions_chars: int = MAX_INSTRUCTIONS_CHARS
 
     @classmethod
-    def for_output(cls, max_tokens: int) -> PlanLimits:
-        """Limits for an answer of at most ``max_tokens`` (tasks of ~200 tokens each)."""
+    def for_output(cls, max_tokens: int, max_tasks: int = MAX_PLANNED_TASKS) -> PlanLimits:
+        """Limits for an answer of at most ``max_tokens`` (tasks of ~200 tokens each) and
+        at most ``max_tasks`` tasks (``CREWBOX_MAX_PLANNED_TASKS``)."""
         budget_chars = max_tokens * CHARS_PER_TOKEN
         return cls(
-            max_tasks=max(2, min(MAX_PLANNED_TASKS, max_tokens // 200)),
+            max_tasks=min(max_tasks, max(2, max_tokens // 200)),
             max_instructions_chars=max(200, min(MAX_INSTRUCTIONS_CHARS, budget_chars // 8)),
         )
 
@@ -263,13 +265,14 @@ class Planner:
         model: str,
         max_tokens: int = 4096,
         repairs: int = 2,
+        max_tasks: int = MAX_PLANNED_TASKS,
     ) -> None:
         self.llm = llm
         self.prompt = prompt
         self.personas = personas
         self.model = model
         self.max_tokens = max_tokens
-        self.limits = PlanLimits.for_output(max_tokens)
+        self.limits = PlanLimits.for_output(max_tokens, max_tasks)
         self.repairs = repairs
 
     def plan(

@@ -114,6 +114,7 @@ class Orchestrator:
             model=planner_prompt.model_or(model),
             max_tokens=settings.output_tokens(),
             repairs=settings.plan_repairs,
+            max_tasks=settings.max_planned_tasks,
         )
         self.synthesizer = Synthesizer(
             llm,

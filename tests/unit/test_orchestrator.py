@@ -116,6 +116,42 @@ def test_plan_still_invalid_after_repairs_fails_with_plan_error_and_dispatches_n
     assert cluster.kinds()[-2:] == ["plan_invalid", "run_failed"]
 
 
+def test_the_planner_cap_is_crewbox_max_planned_tasks(settings: Settings, tmp_path: Path) -> None:
+    capped = settings.model_copy(update={"max_planned_tasks": 2})
+    three = {"tasks": [spec("a", "marie"), spec("b", "marie"), spec("c", "marie")]}
+    two = {"tasks": [spec("a", "marie"), spec("b", "marie")]}
+    plan = "submit_plan"
+    llm = ScriptedLLM(
+        [
+            {"match": "Plan at most 2 tasks", "tool_uses": [{"name": plan, "input": three}]},
+            {"match": "at most 2 tasks, not 3", "tool_uses": [{"name": plan, "input": two}]},
+            {"match": "Task id: a", "text": "done a"},
+            {"match": "Task id: b", "text": "done b"},
+            {"match": "## Results", "text": "answer"},
+        ]
+    )
+    cluster = Cluster(capped, llm)
+    for t in cluster.threads:
+        t.start()
+    try:
+        summary = cluster.orchestrator.run(Request(text="req"))
+    finally:
+        cluster.stop.set()
+    assert [r.task_id for r in summary.tasks] == ["a", "b"]
+    assert summary.usage_by_stage["planner"].calls == 2
+    llm.assert_all_used()
+
+
+def test_max_planned_tasks_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CREWBOX_MAX_PLANNED_TASKS", "100")
+    assert Settings().max_planned_tasks == 100
+    monkeypatch.setenv("CREWBOX_MAX_PLANNED_TASKS", "0")
+    with pytest.raises(ValueError, match="max_planned_tasks"):
+        Settings()
+
+
 def test_failed_dependency_skips_its_dependents(cluster_of: Any) -> None:
     plan = Plan.model_validate(
         {"tasks": [spec("a", "marie"), spec("b", "anga", ["a"]), spec("c", "fabien")]}

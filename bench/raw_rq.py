@@ -1,0 +1,95 @@
+"""Raw RQ on the same Redis, the yardstick: a bare ``rq.SimpleWorker`` in its own process
+running no-op jobs (RQ's default serializer, no crewbox code on the path).
+
+``python -m bench.raw_rq REDIS_URL`` is that worker; the functions below measure it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+from rq import Queue, SimpleWorker, Worker, get_current_job
+
+QUEUE = "bench-raw"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def noop() -> None:
+    """A job that does nothing."""
+
+
+def mark(key: str) -> None:
+    """A job that RPUSHes the time it started (Unix s) to list ``key``."""
+    started = time.time()
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(key, repr(started))
+
+
+@contextmanager
+def raw_worker(url: str) -> Iterator[Queue]:
+    """A SimpleWorker process on QUEUE (registered before the block starts); the queue."""
+    client = redis.Redis.from_url(url)
+    queue = Queue(QUEUE, connection=client)
+    queue.empty()  # type: ignore[no-untyped-call]
+    proc = subprocess.Popen([sys.executable, "-m", "bench.raw_rq", url], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while Worker.count(connection=client, queue=queue) < 1:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the raw RQ worker did not register within 30 s")
+            time.sleep(0.05)
+        yield queue
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def dispatch_ms(queue: Queue, samples: int, gap_s: float = 0.02) -> list[float]:
+    """Enqueue to job start, in ms, for ``samples`` jobs sent one at a time to the idle
+    worker (``gap_s`` after the previous job started), as crewbox's are measured."""
+    client = queue.connection
+    key = "bench-raw:started"
+    client.delete(key)
+    latencies = []
+    for _ in range(samples):
+        time.sleep(gap_s)
+        sent = time.time()
+        queue.enqueue(mark, key)
+        reply = client.blpop([key], timeout=10)
+        if reply is None:
+            raise RuntimeError("a raw RQ job did not start within 10 s")
+        latencies.append((float(reply[1]) - sent) * 1000)
+    return latencies
+
+
+def throughput_jobs_s(queue: Queue, jobs: int) -> float:
+    """No-op jobs per second: ``jobs`` enqueued, from the first enqueue until the worker
+    has finished the last one."""
+    start = time.perf_counter()
+    last = None
+    for _ in range(jobs):
+        last = queue.enqueue(noop)
+    assert last is not None
+    deadline = time.monotonic() + 120
+    while last.get_status(refresh=True) != "finished":
+        if time.monotonic() > deadline:
+            raise RuntimeError("raw RQ jobs did not finish within 120 s")
+        time.sleep(0.01)  # a poll, not a busy loop: the worker needs the CPU
+    return jobs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Serve QUEUE with a SimpleWorker until SIGTERM."""
+    client = redis.Redis.from_url(sys.argv[1])
+    SimpleWorker([Queue(QUEUE, connection=client)], connection=client).work(logging_level="WARNING")
+
+
+if __name__ == "__main__":
+    main()
