@@ -226,11 +226,8 @@ def _max_turns(value: Any, warnings: list[str]) -> int | None:
     with a warning (the default then applies)."""
     if value is None or value == "":
         return None
-    try:
-        turns = int(str(value).strip())
-    except ValueError:
-        turns = 0
-    if isinstance(value, bool) or not 1 <= turns <= MAX_TURNS_LIMIT:
+    turns = _whole_number(value)
+    if not 1 <= turns <= MAX_TURNS_LIMIT:
         warnings.append(f"maxTurns {value!r} ignored: give a whole number 1-{MAX_TURNS_LIMIT}")
         return None
     return turns
@@ -263,13 +260,21 @@ def _rate(meta: dict[str, Any], key: str, source: str) -> int | None:
     value = meta.pop(key, None)
     if value is None or value == "":
         return None
-    try:
-        rate = int(str(value).strip())
-    except ValueError:
-        rate = 0
-    if isinstance(value, bool) or rate < 1:
+    rate = _whole_number(value)
+    if rate < 1:
         raise PersonaError(f"{source}: {key} must be a positive whole number")
     return rate
+
+
+def _whole_number(value: Any) -> int:
+    """``value`` (a YAML int or the text of one) as an int; 0 for anything else (a bool,
+    ``2.5``, ``many``)."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return 0
 
 
 def _optional_str(value: Any) -> str | None:
