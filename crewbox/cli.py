@@ -49,6 +49,7 @@ from crewbox.runlog.base import RunLog
 from crewbox.runlog.files import FileRunLog
 from crewbox.runlog.mirror import MirroredRunLog
 from crewbox.store import RunStore
+from crewbox.subagents import read_subagents
 from orchestrator.plan import load_plan_file
 from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
@@ -412,7 +413,7 @@ def personas() -> None:
     cfg = settings()
     loaded = load_personas(cfg.prompts_dir)
     table = Table("name", "description", "tools", "model", "priced", "workspace", "budget",
-                  "turns")  # fmt: skip
+                  "turns", "sub-agents")  # fmt: skip
     unpriced, notes = [], []
     for p in loaded.values():
         model, priced = model_price_note(cfg, p)
@@ -444,12 +445,15 @@ def persona_row(cfg: Settings, p: Persona, model: str, priced: str) -> list[str]
         description = description[: DESCRIPTION_CHARS - 1] + "…"
     budget = money(p.budget_usd) if p.budget_usd is not None else "-"
     turns = str(p.turns_or(cfg.max_turns))
-    return [p.name, description, tools, model, priced, p.workspace or "-", budget, turns]
+    subagents = ", ".join(read_subagents(p)[0]) or "-"
+    row = [p.name, description, tools, model, priced, p.workspace or "-", budget, turns]
+    return [*row, subagents]
 
 
 def persona_warnings(cfg: Settings, p: Persona) -> list[str]:
-    """What loading ``p`` overlooked, and a workspace folder that is missing."""
-    notes = list(p.warnings)
+    """What loading ``p`` overlooked, sub-agent files skipped, and a workspace folder that
+    is missing."""
+    notes = list(p.warnings) + read_subagents(p)[1]
     if p.workspace and not (cfg.workspaces_dir / p.workspace).is_dir():
         notes.append(f"no folder workspaces/{p.workspace}: it works without a workspace")
     return notes

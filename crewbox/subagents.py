@@ -30,26 +30,34 @@ def agents_dir(persona: Persona) -> Path | None:
     return persona.path.parent / persona.name / AGENTS_DIR
 
 
-def load_subagents(persona: Persona) -> dict[str, Persona]:
-    """The persona's sub-agents by name, in file-name order; {} when it has none.
-
-    A file that does not load (bad front matter, no name...) or repeats a name is skipped
-    with a warning naming the file and the fix; it never raises.
-    """
+def read_subagents(persona: Persona) -> tuple[dict[str, Persona], list[str]]:
+    """The persona's sub-agents by name, in file-name order ({} when it has none), and one
+    line per file skipped: one that does not load (bad front matter, no name...) or repeats
+    a name. Never raises."""
     folder = agents_dir(persona)
     if folder is None or not folder.is_dir():
-        return {}
+        return {}, []
     subagents: dict[str, Persona] = {}
+    skipped: list[str] = []
     for path in sorted(folder.glob("*.md")):
         try:
             subagent = load_persona(path)
         except PersonaError as exc:
-            log.warning("sub-agent skipped: %s", exc)
+            skipped.append(f"sub-agent skipped: {exc}")
             continue
         if subagent.name in subagents:
-            log.warning("sub-agent skipped: %s: name %r is used twice", path, subagent.name)
+            skipped.append(f"sub-agent skipped: {path}: name {subagent.name!r} is used twice")
             continue
         subagents[subagent.name] = subagent
+    return subagents, skipped
+
+
+def load_subagents(persona: Persona) -> dict[str, Persona]:
+    """The persona's sub-agents (see :func:`read_subagents`); each file skipped is logged
+    as one warning."""
+    subagents, skipped = read_subagents(persona)
+    for line in skipped:
+        log.warning("%s", line)
     return subagents
 
 

@@ -171,3 +171,14 @@ def test_personas_says_which_models_have_no_price(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "claude-x-9" in proc.stdout and " NO " in proc.stdout
     assert "warning: no price" in proc.stderr and "marie" in proc.stderr
+
+
+def test_personas_lists_sub_agents_and_warns_of_a_sub_agent_file_skipped(tmp_path: Path) -> None:
+    env = with_ghost(tmp_path)
+    (tmp_path / "prompts" / "marie" / "agents" / "broken.md").write_text("---\nname: b\n---\n")
+    proc = run_crewbox(["personas"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    marie = next(line for line in proc.stdout.splitlines() if line.startswith("│ marie"))
+    assert "choreography-analyzer" in marie
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning marie:")]
+    assert len(warnings) == 1 and "broken.md: front matter has no 'description'" in warnings[0]
