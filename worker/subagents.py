@@ -53,6 +53,10 @@ class TaskInput(ToolInput):
     subagent_type: str = Field(description="The type of specialized agent to use for this task")
 
 
+TASK_SCHEMA = input_schema(TaskInput)
+"""The Task tool's input schema, made once (a task's tool list is built per attempt)."""
+
+
 @dataclass
 class SubAgent:
     """One sub-agent as the Task tool runs it: its persona file and its tools."""
@@ -75,7 +79,7 @@ def task_tool_definition(subagents: dict[str, SubAgent]) -> ToolDef:
         tools = ", ".join(t.name for t in sub.tools) or "none"
         lines.append(f"- {name}: {sub.persona.description} (Tools: {tools})")
     description = DESCRIPTION + "\n".join(lines)
-    return ToolDef(name=TASK_TOOL, description=description, input_schema=input_schema(TaskInput))
+    return ToolDef(name=TASK_TOOL, description=description, input_schema=TASK_SCHEMA)
 
 
 def subagent_message(prompt: str, cwd: Path, workspace: Path | None) -> str:

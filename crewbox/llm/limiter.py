@@ -10,7 +10,8 @@ for ``cooldown_s``: calls wait for it to close instead of failing. A slot is a l
 expires after ``lease_s``, so a process killed mid-call never keeps its slot.
 
 The state lives in a LimitStore keyed by a hash of the credential (never the key itself):
-a file under ``tasks/_limits/`` (flock) embedded, a Redis key (WATCH/MULTI) in the cluster.
+a file under ``tasks/_limits/`` (flock) embedded, a Redis key (compare-and-set in one Lua
+call) in the cluster.
 """
 
 from __future__ import annotations
@@ -137,29 +138,47 @@ class FileLimitStore:
         return result
 
 
+COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return {0, current} end
+if ARGV[2] ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return {1, ARGV[2]}
+"""
+"""Write ARGV[2] to KEYS[1] (with a TTL of ARGV[3] s) only if it still holds ARGV[1] (''
+for none); returns ``{1, new}`` or ``{0, what it holds}``. One round trip."""
+
+STATE_TTL_S = 7 * 24 * 3600
+"""A credential's state is dropped a week after its last change."""
+
+
 class RedisLimitStore:
-    """Limiter states as Redis strings ``crewbox:limit:<key>``, updated in a WATCH/MULTI
-    transaction (retried when another process changed the key meanwhile)."""
+    """Limiter states as Redis strings ``crewbox:limit:<key>``, updated by compare-and-set
+    (a Lua script, one round trip): ``fn`` runs on the state this process saw last, and
+    again on the stored one when another process changed it meanwhile. A process that is
+    the only user of a credential makes one round trip per update."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
+        self._cas = connection.register_script(COMPARE_AND_SET)
+        self._seen: dict[str, str] = {}
 
     def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
         """See LimitStore."""
         name = f"crewbox:limit:{key}"
-        out: list[T] = []
-
-        def apply(pipe: redis.client.Pipeline) -> None:
-            raw = pipe.get(name)
-            before = raw.decode() if isinstance(raw, bytes) else raw
-            state = _state(before, initial)
-            out[:] = [fn(state)]
-            if state.model_dump_json() != before:  # nothing changed: nothing written
-                pipe.multi()
-                pipe.set(name, state.model_dump_json(), ex=7 * 24 * 3600)
-
-        self.redis.transaction(apply, name)
-        return out[0]
+        before = self._seen.get(name)
+        if before is None:
+            raw = self.redis.get(name)
+            before = raw.decode() if isinstance(raw, bytes) else (raw or "")
+        while True:
+            state = _state(before or None, initial)
+            result = fn(state)
+            after = state.model_dump_json()
+            done, held = self._cas(keys=[name], args=[before, after, STATE_TTL_S])
+            held = held.decode() if isinstance(held, bytes) else str(held)
+            self._seen[name] = held
+            if done:
+                return result
+            before = held
 
 
 def _state(raw: str | None, initial: LimitState) -> LimitState:
