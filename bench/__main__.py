@@ -27,6 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 ROWS = [
     ("efficiency_files", "ideal ceil(N/W)·L / measured makespan, embedded (files)"),
     ("efficiency_rq", "the same on Redis + RQ (the cluster's backend)"),
+    ("efficiency_raw_rq", "the same with bare RQ jobs (sleep L) on W SimpleWorkers"),
     ("efficiency_files_slow", "the same at the slow parameters"),
     ("efficiency_rq_slow", "the same at the slow parameters"),
     ("overhead_ms_per_task_files", "(makespan − LLM time) / N"),
@@ -128,12 +129,18 @@ def single_worker_figures(
 
 
 def raw_rq_figures(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    """Raw RQ's dispatch latency and no-op throughput."""
+    """Raw RQ's dispatch latency, no-op throughput, and efficiency (N jobs sleeping L on W
+    SimpleWorkers: the ceiling of any RQ-based pipeline on this machine)."""
     with raw_rq.raw_worker(url) as queue:
         latencies = raw_rq.dispatch_ms(queue, args.dispatch_samples)
         jobs_s = raw_rq.throughput_jobs_s(queue, args.throughput_tasks)
     progress(f"raw RQ: dispatch p50 {statistics.median(latencies):.2f}ms, {jobs_s:.0f} jobs/s")
+    n, w, llm_s = args.tasks, args.workers, args.llm_ms / 1000
+    with raw_rq.raw_worker(url, w) as queue:
+        makespan = raw_rq.makespan_s(queue, n, llm_s)
+    progress(f"raw RQ: N={n} W={w} L={args.llm_ms:g}ms makespan {makespan:.3f}s")
     return {
+        "efficiency_raw_rq": efficiency(n, w, llm_s, makespan),
         "dispatch_p50_ms_raw_rq": percentile(latencies, 50),
         "dispatch_p99_ms_raw_rq": percentile(latencies, 99),
         "throughput_jobs_s_raw_rq": jobs_s,

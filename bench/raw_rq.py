@@ -32,23 +32,55 @@ def mark(key: str) -> None:
     job.connection.rpush(key, repr(started))
 
 
+def sleep_then_count(seconds: float, key: str) -> None:
+    """A job that stands in for an LLM call: sleeps ``seconds``, then RPUSHes the time it
+    ended (Unix s) to list ``key``."""
+    time.sleep(seconds)
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(key, repr(time.time()))
+
+
 @contextmanager
-def raw_worker(url: str) -> Iterator[Queue]:
-    """A SimpleWorker process on QUEUE (registered before the block starts); the queue."""
+def raw_worker(url: str, workers: int = 1) -> Iterator[Queue]:
+    """``workers`` SimpleWorker processes on QUEUE (all registered before the block starts);
+    the queue."""
     client = redis.Redis.from_url(url)
     queue = Queue(QUEUE, connection=client)
     queue.empty()  # type: ignore[no-untyped-call]
-    proc = subprocess.Popen([sys.executable, "-m", "bench.raw_rq", url], cwd=ROOT)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "bench.raw_rq", url], cwd=ROOT)
+        for _ in range(workers)
+    ]
     try:
         deadline = time.monotonic() + 30
-        while Worker.count(connection=client, queue=queue) < 1:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the raw RQ worker did not register within 30 s")
+        while Worker.count(connection=client, queue=queue) < workers:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{workers} raw RQ workers did not register within 30 s")
             time.sleep(0.05)
         yield queue
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+def makespan_s(queue: Queue, jobs: int, job_s: float) -> float:
+    """``jobs`` jobs of ``job_s`` seconds each enqueued at once: from the first enqueue until
+    the last one ended (what crewbox's efficiency measures, with bare RQ jobs)."""
+    client = queue.connection
+    key = "bench-raw:ended"
+    client.delete(key)
+    start = time.time()
+    for _ in range(jobs):
+        queue.enqueue(sleep_then_count, job_s, key)
+    deadline = time.monotonic() + 120 + jobs * job_s
+    while client.llen(key) < jobs:
+        if time.monotonic() > deadline:
+            raise RuntimeError("raw RQ jobs did not finish in time")
+        time.sleep(0.01)
+    return max(float(t) for t in client.lrange(key, 0, -1)) - start
 
 
 def dispatch_ms(queue: Queue, samples: int, gap_s: float = 0.02) -> list[float]:
