@@ -89,9 +89,20 @@ class ActiveRun:
     budget_exceeded: bool = False
     cancelling: bool = False
     cancel_deadline_m: float = 0.0
+    next_checks_m: dict[str, float] = field(default_factory=dict)
+    """When (``time.monotonic()``) each periodic check of the run (heartbeats, the cancel
+    flag in the run log) is due next."""
     started_at_s: float = field(default_factory=time.time)
     owner: str = ""
     orphaned: list[AttemptState] = field(default_factory=list)
+
+    def due(self, check: str, every_s: float) -> bool:
+        """True at most once per ``every_s`` for ``check`` (the first time at once)."""
+        now_m = time.monotonic()
+        if now_m < self.next_checks_m.get(check, 0.0):
+            return False
+        self.next_checks_m[check] = now_m + every_s
+        return True
 
     def in_flight_before_resume(self) -> list[AttemptState]:
         """Attempts that were in flight when the previous owner stopped (now lost)."""
