@@ -191,8 +191,9 @@ def write_override(project_dir: Path, personas: list[ClusterPersona]) -> Path:
     path = project_dir / OVERRIDE_FILE
     if path.exists() and not path.read_text(encoding="utf-8").startswith(HEADER):
         raise ClusterError(
-            f"{path} was not written by crewbox; move your settings to another compose file "
-            f"(docker compose -f ...) and delete it, so `make up` can generate it"
+            f"{path} was not written by crewbox; move your settings to a file of your own "
+            f"(COMPOSE_FILE=docker-compose.yml:{OVERRIDE_FILE}:mine.yml) and delete it, so "
+            "`make up` can generate it"
         )
     path.write_text(override_text(personas), encoding="utf-8")
     return path

@@ -76,7 +76,7 @@ class ChaosCluster(Cluster):
             folder,
             project,
             env={
-                "COMPOSE_FILE": "docker-compose.yml:chaos.yml",
+                "COMPOSE_FILE": "docker-compose.yml:docker-compose.override.yml:chaos.yml",
                 # A key, so `make up` does not start the local model: ScriptedLLM answers.
                 "ANTHROPIC_API_KEY": "sk-chaos-unused",
             },
