@@ -297,7 +297,6 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
     from worker.tools import select_tools
 
     assert request.plan is not None
-    default = cfg.default_model()
     rows = []
     for spec in request.plan.tasks:
         persona = personas[spec.persona]
@@ -310,10 +309,10 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
         chars = sum(len(b.text) for b in system_blocks(persona, task.context))
         chars += len(task_message(task, Path(spec.persona) / spec.id, None))
         chars += len(json.dumps([d.model_dump() for d in defs]))
-        model = persona.model_or(default)
+        model = cfg.model_of(persona.model)
         limits = (cfg.output_tokens(), persona.turns_or(cfg.max_turns))
         rows.append(task_estimate(spec.id, spec.persona, model, chars, *limits))
-    synth = load_role_prompt(cfg.prompts_dir, "synthesizer").model_or(default)
+    synth = cfg.model_of(load_role_prompt(cfg.prompts_dir, "synthesizer").model)
     rows.append(synthesis_estimate(synth, cfg.synthesis_tokens(), cfg.output_tokens()))
     return rows
 
@@ -452,9 +451,10 @@ def persona_row(cfg: Settings, p: Persona, model: str, priced: str) -> list[str]
 
 def persona_warnings(cfg: Settings, p: Persona) -> list[str]:
     """What loading ``p`` overlooked, sub-agent files skipped, and a workspace folder that
-    is missing."""
+    is missing from workspaces/ (when there is a workspaces/ here at all)."""
     notes = list(p.warnings) + read_subagents(p)[1]
-    if p.workspace and not (cfg.workspaces_dir / p.workspace).is_dir():
+    workspaces = cfg.workspaces_dir  # absent where crewbox runs without them (orchestrator)
+    if p.workspace and workspaces.is_dir() and not (workspaces / p.workspace).is_dir():
         notes.append(f"no folder workspaces/{p.workspace}: it works without a workspace")
     return notes
 
@@ -462,7 +462,7 @@ def persona_warnings(cfg: Settings, p: Persona) -> list[str]:
 def model_price_note(cfg: Settings, persona: Persona) -> tuple[str, str]:
     """The persona's model id and ``yes`` (priced), ``local`` (an OpenAI-compatible server:
     $0) or ``NO`` (not in pricing.json)."""
-    model = persona.model_or(cfg.default_model())
+    model = cfg.model_of(persona.model)
     if cfg.resolved_provider() == "openai":
         return model, "local"
     return model, "NO" if unpriced_models(cfg, [model]) else "yes"

@@ -113,6 +113,22 @@ class Settings(BaseSettings):
         """The Redis password: ``redis_password``, else the first line of its file."""
         return _secret(self.redis_password, self.redis_password_file)
 
+    def model_of(self, model: str | None) -> str:
+        """The model id the calls of a persona (or role prompt) with ``model`` go to.
+
+        On Claude: ``model``, or :meth:`default_model` for None and ``inherit``. On an
+        OpenAI-compatible server (a local model): ``llm_model`` for None, ``inherit`` and any
+        Claude id (aliases were resolved to Claude ids when the persona loaded), since the
+        server serves its own model and its calls must not be priced as Claude's; any other
+        id as it is.
+        """
+        if model in (None, "", "inherit"):
+            return self.default_model()
+        assert model is not None
+        if self.resolved_provider() == "openai" and model.startswith("claude"):
+            return self.llm_model
+        return model
+
     def with_secrets_loaded(self) -> Settings:
         """A copy holding the key and the Redis password in memory, their file paths
         cleared: a service reads its secret files once, at start, before it drops the

@@ -69,9 +69,8 @@ def subagent_model(subagent: Persona, parent_model: str, claude: bool = True) ->
     return subagent.model_or(parent_model) if claude else parent_model
 
 
-def persona_models(persona: Persona, default: str, claude: bool = True) -> set[str]:
-    """Every model a task of ``persona`` may call: its own (``default`` for inherit) and
+def persona_models(persona: Persona, own: str, claude: bool = True) -> set[str]:
+    """Every model a task of ``persona`` may call: its own (``own``: Settings.model_of) and
     its sub-agents' (see :func:`subagent_model`). Reads the sub-agent files."""
-    own = persona.model_or(default)
     subagents = load_subagents(persona).values()
     return {own} | {subagent_model(s, own, claude) for s in subagents}

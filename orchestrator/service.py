@@ -115,12 +115,11 @@ class Orchestrator:
         self.on_event = on_event
         self.cancel = threading.Event()
         self.shutdown = threading.Event()
-        model = settings.default_model()
         self.planner = Planner(
             llm,
             planner_prompt,
             personas,
-            model=planner_prompt.model_or(model),
+            model=settings.model_of(planner_prompt.model),
             max_tokens=settings.output_tokens(),
             repairs=settings.plan_repairs,
             max_tasks=settings.max_planned_tasks,
@@ -128,7 +127,7 @@ class Orchestrator:
         self.synthesizer = Synthesizer(
             llm,
             synthesizer_prompt,
-            model=synthesizer_prompt.model_or(model),
+            model=settings.model_of(synthesizer_prompt.model),
             max_tokens=settings.output_tokens(),
             budget_tokens=settings.synthesis_tokens(),
         )
@@ -501,7 +500,7 @@ class Orchestrator:
             UserError: a budget is set and some model is not in pricing.json (the run
                 fails before any call; nothing is spent).
         """
-        default = self.settings.default_model()
+        claude = self.settings.resolved_provider() != "openai"
         plan = run.plan or run.request.plan
         names = {t.persona for t in plan.tasks} if plan else set(self.personas)
         personas = [self.personas[n] for n in sorted(names) if n in self.personas]
@@ -511,7 +510,7 @@ class Orchestrator:
         else:
             models = {self.planner.model, self.synthesizer.model}
         for persona in personas:  # its own model and its sub-agents'
-            models |= persona_models(persona, default)
+            models |= persona_models(persona, self.settings.model_of(persona.model), claude)
         unpriced = unpriced_models(self.settings, models)
         if unpriced:
             raise UserError(

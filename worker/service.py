@@ -202,7 +202,7 @@ class TaskRunner:
         setup = AgentSetup(
             persona=self.persona,
             llm=self._budgeted(task),
-            model=self.persona.model_or(self.settings.default_model()),
+            model=self.settings.model_of(self.persona.model),
             tools=select_tools(self.persona.tools, allow_bash),
             sandbox=Sandbox(cwd=out_dir, read_only=read_only),
             workspace=workspace.resolve() if workspace else None,

@@ -205,3 +205,15 @@ def test_the_persona_tool_names_are_the_workers_tools() -> None:
     from worker.tools import ALL_TOOLS
 
     assert set(TOOL_NAMES) - {"Task"} == set(ALL_TOOLS)
+
+
+def test_claude_ids_mean_the_local_model_on_an_openai_compatible_server() -> None:
+    from crewbox.config import Settings
+
+    claude = Settings(provider="anthropic", anthropic_api_key="k", model="claude-sonnet-4-6")
+    local = Settings(provider="openai", llm_model="smollm2")
+    haiku = parse_persona("---\nname: a\ndescription: d\nmodel: haiku\n---\nx", "a.md")
+    assert claude.model_of(haiku.model) == "claude-haiku-4-5"
+    assert local.model_of(haiku.model) == "smollm2"  # never priced as Haiku
+    assert (claude.model_of(None), local.model_of("inherit")) == ("claude-sonnet-4-6", "smollm2")
+    assert local.model_of("qwen2.5-7b") == "qwen2.5-7b"
