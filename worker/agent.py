@@ -189,7 +189,10 @@ def run_loop(
         except BudgetExceededError as exc:
             return _over_budget(outcome, exc)
         messages.append(Message(role="user", content=list(results)))
-    outcome.error = f"stopped after {setup.max_turns} turns (CREWBOX_MAX_TURNS) without finishing"
+    outcome.error = (
+        f"stopped after {setup.max_turns} turns (maxTurns, else CREWBOX_MAX_TURNS) "
+        "without finishing"
+    )
     return outcome
 
 

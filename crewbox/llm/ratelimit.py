@@ -12,7 +12,8 @@ takes the whole window.
 Windows are shared by every worker of the persona: in Redis in the cluster (keys
 ``crewbox:limit:rate:*``, which each persona's Redis user may use); embedded, each of the
 persona's N worker processes keeps its own window with 1/N of each limit
-(``CREWBOX_RATE_LIMIT_SHARE``, set by ``crewbox run``).
+(``CREWBOX_RATE_LIMIT_SHARE``, set by ``crewbox run``). When Redis cannot be reached the
+calls go ahead without the rate limit, with a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Unpack
 
 from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -111,7 +113,17 @@ class RateLimitedLLM:
         return self.inner.complete(**call)
 
     def _take(self, name: str, item: RateLimitItem, amount: int, deadline_m: float | None) -> None:
-        """Take ``amount`` from the window, waiting for room until ``deadline_m``."""
+        """Take ``amount`` from the window, waiting for room until ``deadline_m``. When the
+        windows' store cannot be reached (Redis away) the call goes ahead unlimited, with a
+        warning: the concurrency limiter still backs off on 429s."""
+        try:
+            self._wait_for_room(name, item, amount, deadline_m)
+        except StorageError as exc:
+            log.warning("%s: rate limit not applied (its store failed: %s)", self.persona, exc)
+
+    def _wait_for_room(
+        self, name: str, item: RateLimitItem, amount: int, deadline_m: float | None
+    ) -> None:
         waited = False
         while not self.limiter.hit(item, self.persona, name, cost=amount):
             reset_s = self.limiter.get_window_stats(item, self.persona, name).reset_time
@@ -144,7 +156,10 @@ def rate_storage(connection: redis.Redis | None) -> Storage:
 
     host = connection.connection_pool.connection_kwargs.get("host", "redis")
     return RedisStorage(
-        f"redis://{host}", connection_pool=connection.connection_pool, key_prefix=KEY_PREFIX
+        f"redis://{host}",
+        connection_pool=connection.connection_pool,
+        key_prefix=KEY_PREFIX,
+        wrap_exceptions=True,
     )
 
 

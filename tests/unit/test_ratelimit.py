@@ -70,3 +70,19 @@ def test_rate_limits_in_persona_front_matter() -> None:
     assert (persona.requests_per_minute, persona.input_tokens_per_minute) == (30, 9000)
     with pytest.raises(PersonaError, match="requests_per_minute must be a positive whole number"):
         parse_persona(text.replace("30", "fast"), "a.md")
+
+
+def test_a_store_that_cannot_be_reached_lets_the_call_through_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import redis
+
+    from crewbox.llm.ratelimit import rate_storage
+
+    nowhere = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    scripted = ScriptedLLM([{"text": "a"}])
+    llm = RateLimitedLLM(
+        scripted, RateLimits(requests_per_minute=5), rate_storage(nowhere), "marie"
+    )
+    assert call(llm) == "a"
+    assert "rate limit not applied" in caplog.text
