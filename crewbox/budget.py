@@ -74,9 +74,8 @@ def estimate_call_usd(
         return Decimal(0)
     input_tokens = estimate_input_tokens(system, messages, tools)
     price = price.for_prompt(input_tokens)  # long-context prices above their threshold
-    per_input = max(price.input_usd_per_mtok, price.cache_write_usd_per_mtok)
-    total = input_tokens * per_input + max_tokens * price.output_usd_per_mtok
-    return total / 1_000_000
+    prompt = max(price.usd(input=input_tokens), price.usd(cache_write=input_tokens))
+    return prompt + price.usd(output=max_tokens)
 
 
 def estimate_input_tokens(

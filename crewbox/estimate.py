@@ -21,8 +21,6 @@ from decimal import Decimal
 from crewbox.budget import CHARS_PER_TOKEN
 from crewbox.llm.pricing import Price, price_for
 
-MTOK = 1_000_000
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -79,6 +77,4 @@ def total(rows: list[Estimate]) -> Estimate:
 
 
 def _cost(price: Price, input_tokens: int, output_tokens: int) -> Decimal:
-    return (
-        input_tokens * price.input_usd_per_mtok + output_tokens * price.output_usd_per_mtok
-    ) / MTOK
+    return price.usd(input=input_tokens, output=output_tokens)

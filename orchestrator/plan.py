@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from crewbox.budget import CHARS_PER_TOKEN
 from crewbox.errors import PlanError
 from crewbox.llm.base import (
     LLMClient,
@@ -44,9 +45,6 @@ PLAN_TOOL = "submit_plan"
 PLAN_FILE_EXTRA_KEYS = ("request", "description", "name")
 """Keys a ``--plan`` / workflow file may carry besides ``tasks``."""
 
-
-CHARS_PER_TOKEN = 4
-"""Rough characters per output token (English), to fit a plan into the output budget."""
 
 ID_CHARS = 40
 """Id length the planner is asked for (the Plan contract allows 64); a pattern, not

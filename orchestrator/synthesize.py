@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from crewbox.budget import CHARS_PER_TOKEN
 from crewbox.llm.base import LLMClient, Message, SystemBlock
 from crewbox.models import Request, Result, Usage
 from crewbox.personas import Persona
-
-CHARS_PER_TOKEN = 4
-"""Rough characters per token for English text (OpenAI/Anthropic tokenizer rule of thumb)."""
 
 
 def artifact_excerpt(path: Path, max_chars: int) -> str | None:

@@ -85,11 +85,6 @@ def system_param(system: list[SystemBlock]) -> list[TextBlockParam]:
     return cast("list[TextBlockParam]", blocks)
 
 
-def system_breakpoints(blocks: list[TextBlockParam]) -> list[TextBlockParam]:
-    """The system blocks that carry ``cache_control``."""
-    return [b for b in blocks if "cache_control" in b]
-
-
 def tools_param(tools: list[ToolDef]) -> list[ToolParam]:
     """Tool definitions as ``{"name", "description", "input_schema"}``."""
     return cast("list[ToolParam]", [tool.model_dump() for tool in tools])
@@ -170,8 +165,9 @@ class AnthropicClient:
         base_url: API root (``https://api.anthropic.com`` when None; the SDK then also reads
             ``ANTHROPIC_BASE_URL``).
         timeout_s: per-request timeout in seconds.
-        max_retries: retries the SDK makes itself on 408/409/429/5xx and connection errors,
-            honouring ``retry-after``; 0 surfaces the first failure.
+
+    The SDK never retries (``max_retries=0``): crewbox.llm.retry is the one retry layer,
+    so every failure surfaces here as one LLMAPIError.
     """
 
     def __init__(
@@ -180,11 +176,10 @@ class AnthropicClient:
         model: str,
         base_url: str | None = None,
         timeout_s: float = 600.0,
-        max_retries: int = 2,
     ) -> None:
         self.model = model
         self._client = anthropic.Anthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
 
     def complete(
@@ -211,6 +206,7 @@ class AnthropicClient:
         if force_tool:
             tool_choice = {"type": "tool", "name": force_tool}
         system_blocks = system_param(system)
+        room = sum("cache_control" in b for b in system_blocks) < MAX_CACHE_BREAKPOINTS
         try:
             reply = self._for_call(timeout_s).messages.create(
                 model=model_id,
@@ -218,7 +214,7 @@ class AnthropicClient:
                 system=system_blocks if system_blocks else anthropic.omit,
                 messages=messages_param(
                     messages,
-                    cache_latest=len(system_breakpoints(system_blocks)) < MAX_CACHE_BREAKPOINTS,
+                    cache_latest=room,
                 ),
                 tools=tools_param(tools) if tools else anthropic.omit,
                 tool_choice=tool_choice,
@@ -236,7 +232,7 @@ class AnthropicClient:
     def _for_call(self, timeout_s: float | None) -> anthropic.Anthropic:
         if timeout_s is None:
             return self._client
-        return self._client.with_options(timeout=max(timeout_s, 0.001), max_retries=0)
+        return self._client.with_options(timeout=max(timeout_s, 0.001))
 
     def close(self) -> None:
         """Close the SDK's HTTP connection pool."""

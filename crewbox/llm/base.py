@@ -6,6 +6,7 @@ Content blocks use the Anthropic Messages API shapes (``text``, ``tool_use``,
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal, Protocol, Required, TypedDict
 
 from pydantic import BaseModel, Field
@@ -139,3 +140,20 @@ class LLMClient(Protocol):
             ScriptExhaustedError: (ScriptedLLM only) no scripted step matches this call.
         """
         ...
+
+
+MIN_TIME_LEFT_S = 0.001
+"""What a call past its deadline is still given, so it fails by its own timeout."""
+
+
+def deadline_of(timeout_s: float | None) -> float | None:
+    """The ``time.monotonic()`` by which a call with ``timeout_s`` must end; None for none.
+    The wrappers of crewbox.llm take it when a call comes in and pass each layer below
+    :func:`time_left`, so waits at every layer count against the one timeout."""
+    return None if timeout_s is None else time.monotonic() + timeout_s
+
+
+def time_left(deadline_m: float | None) -> float | None:
+    """Seconds left until ``deadline_m`` (at least MIN_TIME_LEFT_S); None when there is no
+    deadline."""
+    return None if deadline_m is None else max(deadline_m - time.monotonic(), MIN_TIME_LEFT_S)

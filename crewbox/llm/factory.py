@@ -33,7 +33,6 @@ def _anthropic_client(settings: Settings) -> LLMClient:
         model=settings.model,
         base_url=settings.anthropic_base_url,
         timeout_s=settings.llm_timeout_s,
-        max_retries=0,  # crewbox.llm.retry is the one retry layer
     )
 
 
@@ -45,7 +44,6 @@ def _openai_client(settings: Settings) -> LLMClient:
         api_key=settings.llm_api_key.get_secret_value(),
         model=settings.llm_model,
         timeout_s=settings.llm_timeout_s,
-        max_retries=0,  # crewbox.llm.retry is the one retry layer
     )
 
 

@@ -17,7 +17,6 @@ call) in the cluster.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import secrets
 import time
@@ -30,8 +29,9 @@ import redis
 from pydantic import BaseModel, Field
 
 from crewbox.errors import LLMAPIError
-from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, deadline_of, time_left
 from crewbox.models import ConcurrencyChange
+from crewbox.redis_client import text
 from crewbox.store import locked_json
 
 T = TypeVar("T")
@@ -131,7 +131,7 @@ class FileLimitStore:
     def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
         """See LimitStore."""
         with locked_json(self.folder / f"{key}.json") as data:
-            state = _state(json.dumps(data) if data else None, initial)
+            state = _state_of(data, initial)
             result = fn(state)
             data.clear()
             data.update(state.model_dump(mode="json"))
@@ -165,20 +165,14 @@ class RedisLimitStore:
     def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
         """See LimitStore."""
         name = f"crewbox:limit:{key}"
-        before = self._seen.get(name)
-        if before is None:
-            raw = self.redis.get(name)
-            before = raw.decode() if isinstance(raw, bytes) else (raw or "")
+        before = self._seen.get(name, "")  # wrong or unknown: the set fails and says why
         while True:
             state = _state(before or None, initial)
             result = fn(state)
-            after = state.model_dump_json()
-            done, held = self._cas(keys=[name], args=[before, after, STATE_TTL_S])
-            held = held.decode() if isinstance(held, bytes) else str(held)
-            self._seen[name] = held
+            done, held = self._cas(keys=[name], args=[before, state.model_dump_json(), STATE_TTL_S])
+            before = self._seen[name] = text(held)
             if done:
                 return result
-            before = held
 
 
 def _state(raw: str | None, initial: LimitState) -> LimitState:
@@ -190,6 +184,14 @@ def _state(raw: str | None, initial: LimitState) -> LimitState:
         except ValueError:
             pass
     return initial.model_copy(deep=True)
+
+
+def _state_of(data: dict[str, object], initial: LimitState) -> LimitState:
+    """:func:`_state` of a state already parsed from JSON (the file store's)."""
+    try:
+        return LimitState.model_validate(data) if data else initial.model_copy(deep=True)
+    except ValueError:
+        return initial.model_copy(deep=True)
 
 
 def credential_key(provider: str, endpoint: str, api_key: str) -> str:
@@ -292,13 +294,12 @@ class LimitedLLM:
         Raises:
             LLMAPIError: the provider failed, or no slot came before ``timeout_s``.
         """
-        timeout_s = call.get("timeout_s")
-        deadline_m = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline_m = deadline_of(call.get("timeout_s"))
         lease = self.limiter.acquire(deadline_m)
         failure: BaseException | None = None
         try:
             if deadline_m is not None:
-                call["timeout_s"] = max(deadline_m - time.monotonic(), 0.001)
+                call["timeout_s"] = time_left(deadline_m)
             return self.inner.complete(**call)
         except BaseException as exc:
             failure = exc

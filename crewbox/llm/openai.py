@@ -266,8 +266,8 @@ class OpenAIClient:
         api_key: sent as a bearer token (local servers accept any value, e.g. ``none``).
         model: default model id; priced from ``pricing.json`` (local models cost 0).
         timeout_s: per-request timeout in seconds.
-        max_retries: retries the SDK makes itself on 408/409/429/5xx and connection errors;
-            0 surfaces the first failure.
+
+    The SDK never retries (``max_retries=0``): crewbox.llm.retry is the one retry layer.
 
     A forced tool (structured output) is asked for at ``STRUCTURED_TEMPERATURE``: seen here,
     SmolLM2-135M under the json_schema grammar plans with two or more personas at
@@ -280,12 +280,11 @@ class OpenAIClient:
         api_key: str,
         model: str,
         timeout_s: float = 600.0,
-        max_retries: int = 2,
     ) -> None:
         self.model = model
         self.base_url = base_url
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries
+            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
         )
 
     def complete(
@@ -346,7 +345,7 @@ class OpenAIClient:
     ) -> ChatCompletion:
         client = self._client
         if timeout_s is not None:
-            client = client.with_options(timeout=max(timeout_s, 0.001), max_retries=0)
+            client = client.with_options(timeout=max(timeout_s, 0.001))
         try:
             return client.chat.completions.create(
                 model=model,

@@ -43,6 +43,19 @@ class Price:
     window of Claude Sonnet 4 and 4.5)."""
     long_context_above_tokens: int | None = None
 
+    def usd(
+        self, input: int = 0, output: int = 0, cache_write: int = 0, cache_read: int = 0
+    ) -> Decimal:
+        """Exact USD of these token counts at these prices: each count times its price per
+        MTok, over TOKENS_PER_MTOK, in Decimal arithmetic."""
+        total = (
+            input * self.input_usd_per_mtok
+            + output * self.output_usd_per_mtok
+            + cache_write * self.cache_write_usd_per_mtok
+            + cache_read * self.cache_read_usd_per_mtok
+        )
+        return total / TOKENS_PER_MTOK
+
     def for_prompt(self, prompt_tokens: int) -> Price:
         """The prices for a request with ``prompt_tokens`` of prompt."""
         above = self.long_context_above_tokens
@@ -134,21 +147,19 @@ def cost_usd(
     """
     price = _price_for_prompt(model, input_tokens + cache_write_tokens + cache_read_tokens)
     if price is None:
-        if model.lower().startswith("claude"):
-            _warn_unpriced(model)
         return Decimal(0)
-    total = (
-        input_tokens * price.input_usd_per_mtok
-        + output_tokens * price.output_usd_per_mtok
-        + cache_write_tokens * price.cache_write_usd_per_mtok
-        + cache_read_tokens * price.cache_read_usd_per_mtok
-    )
-    return total / TOKENS_PER_MTOK
+    return price.usd(input_tokens, output_tokens, cache_write_tokens, cache_read_tokens)
 
 
 def _price_for_prompt(model: str, prompt_tokens: int) -> Price | None:
+    """The prices for a prompt of ``prompt_tokens`` to ``model``; None (warned once for a
+    ``claude-*`` id, which should be in the table) when it has none."""
     price = price_for(model)
-    return price.for_prompt(prompt_tokens) if price else None
+    if price is None:
+        if model.lower().startswith("claude"):
+            _warn_unpriced(model)
+        return None
+    return price.for_prompt(prompt_tokens)
 
 
 def call_usage(
@@ -162,17 +173,18 @@ def call_usage(
     """The :class:`~crewbox.models.Usage` of one call (``calls == 1``), cost included, with
     its cache write and cache read parts."""
     price = _price_for_prompt(model, input_tokens + cache_write_tokens + cache_read_tokens)
-    write_usd = cache_write_tokens * price.cache_write_usd_per_mtok if price else Decimal(0)
-    read_usd = cache_read_tokens * price.cache_read_usd_per_mtok if price else Decimal(0)
+    zero = Decimal(0)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_write_tokens=cache_write_tokens,
         cache_read_tokens=cache_read_tokens,
-        cost_usd=cost_usd(
-            model, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens
+        cost_usd=(
+            price.usd(input_tokens, output_tokens, cache_write_tokens, cache_read_tokens)
+            if price
+            else zero
         ),
-        cache_write_usd=write_usd / TOKENS_PER_MTOK,
-        cache_read_usd=read_usd / TOKENS_PER_MTOK,
+        cache_write_usd=price.usd(cache_write=cache_write_tokens) if price else zero,
+        cache_read_usd=price.usd(cache_read=cache_read_tokens) if price else zero,
         calls=1,
     )

@@ -31,7 +31,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from crewbox.budget import estimate_input_tokens
 from crewbox.errors import LLMAPIError
-from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, deadline_of, time_left
 
 if TYPE_CHECKING:
     import redis
@@ -104,12 +104,11 @@ class RateLimitedLLM:
             LLMAPIError: (retryable, no status) no room before the call's ``timeout_s``;
                 or the provider failed.
         """
-        timeout_s = call.get("timeout_s")
-        deadline_m = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline_m = deadline_of(call.get("timeout_s"))
         for name, item, cost in self.windows:
             self._take(name, item, min(cost(call), item.amount), deadline_m)
         if deadline_m is not None:
-            call["timeout_s"] = max(0.001, deadline_m - time.monotonic())
+            call["timeout_s"] = time_left(deadline_m)
         return self.inner.complete(**call)
 
     def _take(self, name: str, item: RateLimitItem, amount: int, deadline_m: float | None) -> None:

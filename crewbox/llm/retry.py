@@ -26,7 +26,7 @@ from typing import Unpack
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from crewbox.errors import LLMAPIError
-from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, deadline_of, time_left
 
 log = logging.getLogger("crewbox.llm")
 
@@ -69,13 +69,11 @@ class RetryingLLM:
             LLMAPIError: a failure that is not retryable, or the last one when the retries
                 or the time ran out.
         """
-        timeout_s = call.get("timeout_s")
-        deadline_m = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline_m = deadline_of(call.get("timeout_s"))
 
         def one_try() -> LLMResponse:
-            left_s = None if deadline_m is None else max(deadline_m - time.monotonic(), 0.001)
             this_try = call.copy()
-            this_try["timeout_s"] = left_s
+            this_try["timeout_s"] = time_left(deadline_m)
             return self.inner.complete(**this_try)
 
         retrying = Retrying(
@@ -102,12 +100,6 @@ class RetryingLLM:
         if state.attempt_number > self.max_retries:
             return True
         return deadline_m is not None and time.monotonic() + state.upcoming_sleep >= deadline_m
-
-    def close(self) -> None:
-        """Close ``inner`` when it can be closed."""
-        close = getattr(self.inner, "close", None)
-        if callable(close):
-            close()
 
 
 def _log_retry(state: RetryCallState) -> None:

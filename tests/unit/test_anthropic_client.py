@@ -103,7 +103,7 @@ def server() -> Iterator[FakeLLMServer]:
 
 @pytest.fixture
 def client(server: FakeLLMServer) -> Iterator[AnthropicClient]:
-    llm = AnthropicClient(api_key="test-key", model=MODEL, base_url=server.url, max_retries=0)
+    llm = AnthropicClient(api_key="test-key", model=MODEL, base_url=server.url)
     yield llm
     llm.close()
 
@@ -252,9 +252,7 @@ def test_connection_refused_has_no_status() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    llm = AnthropicClient(
-        api_key="k", model=MODEL, base_url=f"http://127.0.0.1:{port}", max_retries=0
-    )
+    llm = AnthropicClient(api_key="k", model=MODEL, base_url=f"http://127.0.0.1:{port}")
 
     with pytest.raises(LLMAPIError) as caught:
         llm.complete(system=[], messages=[Message(role="user", content="hi")])

@@ -115,7 +115,7 @@ def test_the_anthropic_client_goes_through_the_proxy_and_is_refused_there(
     proxy = EgressProxy({"api.anthropic.com:443"})
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{start_proxy(set(), proxy)}")
     monkeypatch.delenv("NO_PROXY", raising=False)
-    client = AnthropicClient("sk-test", "claude-sonnet-4-6", "https://blocked.example", 10, 0)
+    client = AnthropicClient("sk-test", "claude-sonnet-4-6", "https://blocked.example", 10)
     with pytest.raises(LLMAPIError):
         client.complete(
             system=[SystemBlock(text="s")], messages=[Message(role="user", content="hi")]

@@ -91,7 +91,7 @@ def server() -> Iterator[FakeLLMServer]:
 
 @pytest.fixture
 def client(server: FakeLLMServer) -> Iterator[OpenAIClient]:
-    llm = OpenAIClient(base_url=f"{server.url}/v1", api_key="none", model=MODEL, max_retries=0)
+    llm = OpenAIClient(base_url=f"{server.url}/v1", api_key="none", model=MODEL)
     yield llm
     llm.close()
 
@@ -327,9 +327,7 @@ def test_unreachable_server_says_what_to_do() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = OpenAIClient(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", model="m", max_retries=0
-    )
+    client = OpenAIClient(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", model="m")
     with pytest.raises(LLMAPIError, match="cannot reach the LLM server") as caught:
         client.complete(system=[], messages=ask())
     assert caught.value.status_code is None
