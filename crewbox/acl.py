@@ -23,15 +23,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 import secrets
 import sys
 from pathlib import Path
 
-PERSONA_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-"""A persona name usable in key patterns: no glob characters, no ``.`` (the worker name's
-separator), no ``:`` (RQ's key separator), no ``_`` (``<persona>__`` starts its job ids:
-``dev__*`` would match the jobs of a persona ``dev_``)."""
+from crewbox.persona_file import NAME_PATTERN
+
+PERSONA_NAME = NAME_PATTERN
+"""Persona names (crewbox.persona_file) are usable in key patterns: no glob characters, no
+``.`` (the worker name's separator), no ``:`` (RQ's key separator), no ``_``
+(``<persona>__`` starts its job ids: ``dev__*`` would match the jobs of a persona ``dev_``)."""
 
 COMMANDS = ["-@all", "+@read", "+@write", "+@keyspace", "+@list", "+@hash", "+@set",
             "+@sortedset", "+@stream", "+@string", "+@scripting", "+@pubsub",

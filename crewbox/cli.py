@@ -297,18 +297,25 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
     from worker.tools import select_tools
 
     assert request.plan is not None
+    tool_chars: dict[str, int] = {}  # per persona: its tools' definitions, read once
+
+    def tools_of(persona: Persona) -> int:
+        tools = select_tools(persona.tools, cfg.allow_bash or request.allow_bash)
+        defs = [t.definition for t in tools]
+        if subagents := load_subagents(persona):  # the Task tool (sub-agent calls not counted)
+            defs.append(task_tool_definition(sub_agents(subagents, tools)))
+        return len(json.dumps([d.model_dump() for d in defs]))
+
     rows = []
     for spec in request.plan.tasks:
         persona = personas[spec.persona]
         task = Task(run_id=request.run_id, spec=spec, request_text=request.text,
                     context=request.shared_context(), allow_bash=request.allow_bash)  # fmt: skip
-        tools = select_tools(persona.tools, cfg.allow_bash or request.allow_bash)
-        defs = [t.definition for t in tools]
-        if subagents := load_subagents(persona):  # the Task tool (sub-agent calls not counted)
-            defs.append(task_tool_definition(sub_agents(subagents, tools)))
+        if persona.name not in tool_chars:
+            tool_chars[persona.name] = tools_of(persona)
         chars = sum(len(b.text) for b in system_blocks(persona, task.context))
         chars += len(task_message(task, Path(spec.persona) / spec.id, None))
-        chars += len(json.dumps([d.model_dump() for d in defs]))
+        chars += tool_chars[persona.name]
         model = cfg.model_of(persona.model)
         limits = (cfg.output_tokens(), persona.turns_or(cfg.max_turns))
         rows.append(task_estimate(spec.id, spec.persona, model, chars, *limits))
@@ -418,8 +425,9 @@ def personas() -> None:
         model, priced = model_price_note(cfg, p)
         if priced == "NO":
             unpriced.append(p.name)
-        table.add_row(*persona_row(cfg, p, model, priced))
-        notes += [f"{p.name}: {note}" for note in persona_warnings(cfg, p)]
+        subagents, skipped = read_subagents(p)
+        table.add_row(*persona_row(cfg, p, model, priced), ", ".join(subagents) or "-")
+        notes += [f"{p.name}: {note}" for note in [*persona_warnings(cfg, p), *skipped]]
     out.print(table)
     for note in notes:
         out.print(f"[yellow]warning[/] {note}", soft_wrap=True)
@@ -437,22 +445,20 @@ DESCRIPTION_CHARS = 60
 
 
 def persona_row(cfg: Settings, p: Persona, model: str, priced: str) -> list[str]:
-    """The `crewbox personas` table row of a usable persona."""
+    """The `crewbox personas` table row of a usable persona, but its sub-agents."""
     tools = ", ".join(p.tools) if p.tools is not None else "all"
     description = p.description
     if len(description) > DESCRIPTION_CHARS:
         description = description[: DESCRIPTION_CHARS - 1] + "…"
     budget = money(p.budget_usd) if p.budget_usd is not None else "-"
     turns = str(p.turns_or(cfg.max_turns))
-    subagents = ", ".join(read_subagents(p)[0]) or "-"
-    row = [p.name, description, tools, model, priced, p.workspace or "-", budget, turns]
-    return [*row, subagents]
+    return [p.name, description, tools, model, priced, p.workspace or "-", budget, turns]
 
 
 def persona_warnings(cfg: Settings, p: Persona) -> list[str]:
-    """What loading ``p`` overlooked, sub-agent files skipped, and a workspace folder that
-    is missing from workspaces/ (when there is a workspaces/ here at all)."""
-    notes = list(p.warnings) + read_subagents(p)[1]
+    """What loading ``p`` overlooked, and a workspace folder that is missing from
+    workspaces/ (when there is a workspaces/ here at all)."""
+    notes = list(p.warnings)
     workspaces = cfg.workspaces_dir  # absent where crewbox runs without them (orchestrator)
     if p.workspace and workspaces.is_dir() and not (workspaces / p.workspace).is_dir():
         notes.append(f"no folder workspaces/{p.workspace}: it works without a workspace")

@@ -36,8 +36,7 @@ from crewbox.persona_file import (
     NAME_PATTERN,
     ROLE_PROMPTS,
     FrontMatterError,
-    lenient_fields,
-    split_front_matter,
+    read_fields,
 )
 
 OVERRIDE_FILE = "docker-compose.override.yml"
@@ -95,10 +94,9 @@ def read_personas(
 def _read(path: Path, workspaces_dir: Path) -> tuple[ClusterPersona | None, str | None]:
     """One file's persona, or None and why it is skipped; or a persona and a warning."""
     try:
-        block, _ = split_front_matter(path.read_text(encoding="utf-8"))
+        fields = read_fields(path)
     except (OSError, UnicodeDecodeError, FrontMatterError) as exc:
         return None, f"skipped: {exc}"
-    fields = lenient_fields(block)
     name, description = fields.get("name"), fields.get("description")
     if not isinstance(name, str) or not NAME_PATTERN.match(name.strip()):
         return None, "skipped: no valid 'name' (lowercase letters, digits, hyphens)"

@@ -19,6 +19,7 @@ which reads persona files through this module before any dependency is installed
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 """Claude Code subagent names: lowercase letters, digits and hyphens (also a compose service,
@@ -78,6 +79,18 @@ def lenient_fields(block: str) -> dict[str, Field]:
         elif key is not None:
             fields[key] = _continue(fields[key], line)
     return fields
+
+
+def read_fields(path: Path) -> dict[str, Field]:
+    """The front matter of the file at ``path``, read line by line (:func:`lenient_fields`).
+
+    Raises:
+        OSError: the file cannot be read.
+        UnicodeDecodeError: it is not UTF-8.
+        FrontMatterError: it has no (closed) front matter block.
+    """
+    block, _ = split_front_matter(path.read_text(encoding="utf-8"))
+    return lenient_fields(block)
 
 
 def _continue(value: Field, line: str) -> Field:

@@ -33,6 +33,7 @@ from crewbox.persona_file import (
     ROLE_PROMPTS,
     FrontMatterError,
     lenient_fields,
+    read_fields,
     split_front_matter,
 )
 
@@ -333,10 +334,9 @@ def _name_of(path: Path) -> str:
     """The name an unusable file would have had: its ``name`` key when the line reader finds
     one, else the file's stem."""
     try:
-        block, _ = split_front_matter(path.read_text(encoding="utf-8"))
+        name = read_fields(path).get("name")
     except (OSError, UnicodeDecodeError, FrontMatterError):
         return path.stem
-    name = lenient_fields(block).get("name")
     return name.strip() if isinstance(name, str) and name.strip() else path.stem
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from crewbox.errors import BudgetExceededError, LLMAPIError
@@ -24,7 +24,8 @@ from worker.tools.sandbox import Sandbox
 
 @dataclass
 class AgentOutcome:
-    """What the loop produced: the model's final text, per-call usage, and why it stopped.
+    """What the loop produced: the model's final text, its turns, and why it stopped (each
+    call's usage goes to the loop's ``on_call`` as it returns).
 
     ``error`` is None when the model ended its turn; otherwise one line (max turns, timeout,
     cancelled, budget). ``cancelled``: the loop stopped because ``stop`` was set;
@@ -32,7 +33,6 @@ class AgentOutcome:
     """
 
     text: str = ""
-    calls: list[Usage] = field(default_factory=list)
     turns: int = 0
     error: str | None = None
     cancelled: bool = False
@@ -177,7 +177,6 @@ def run_loop(
             outcome.error = limits.timed_out + " during an LLM call"
             return outcome
         outcome.turns += 1
-        outcome.calls.append(response.usage)
         if on_call is not None:
             on_call(response.usage)
         outcome.text = response.text or outcome.text
