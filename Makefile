@@ -110,7 +110,7 @@ probe: venv ## What marie can reach from inside her container, on a cluster of i
 	$(PY) -m tests.e2e.probe
 
 bench-caching: venv ## What prompt caching saves on the recital request (a fake endpoint's cache)
-	$(PY) bench/caching.py
+	$(PY) -m bench.caching
 
 bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--help" for flags)
 	$(PY) -m bench $(ARGS)

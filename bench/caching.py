@@ -11,7 +11,7 @@ The figure measures where crewbox puts its breakpoints, under the documented rul
 on the real API (with a key: `crewbox run --plan workflows/spring-recital.yaml`, then
 `cache_read_tokens` over all prompt tokens in summary.json) measures the API itself.
 
-    .venv/bin/python bench/caching.py [--json PATH]
+    .venv/bin/python -m bench.caching [--json PATH]   (make bench-caching)
 """
 
 from __future__ import annotations
@@ -19,22 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from crewbox.llm.pricing import price_for  # noqa: E402 (after sys.path)
-from crewbox.models import RunSummary  # noqa: E402 (after sys.path)
-from tests.fakes.messages_server import FakeLLMServer, RecordedRequest, Reply  # noqa: E402 (after sys.path)
-from tests.fakes.prompt_cache import CHARS_PER_TOKEN, PromptCache  # noqa: E402 (after sys.path)
+from crewbox.llm.pricing import price_for
+from crewbox.models import RunSummary
+from tests.conftest import ROOT, crewbox_env, run_crewbox
+from tests.fakes.messages_server import FakeLLMServer, RecordedRequest, Reply
+from tests.fakes.prompt_cache import CHARS_PER_TOKEN, PromptCache
 
 MODEL = "claude-sonnet-4-6"
 WORKSPACE = re.compile(r"Your workspace with reference material is (\S+?)\.?\s")
@@ -132,19 +127,13 @@ def listing(message: dict[str, Any]) -> str:
 
 def run_recital(server_url: str, folder: Path) -> RunSummary:
     """`crewbox run --plan workflows/spring-recital.yaml` against the fake endpoint."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREWBOX_", "ANTHROPIC_"))}
+    env = crewbox_env(
+        folder, CREWBOX_PROVIDER="anthropic", ANTHROPIC_API_KEY="bench",
+        ANTHROPIC_BASE_URL=server_url, CREWBOX_MODEL=MODEL, NO_PROXY="127.0.0.1,localhost",
+    )  # fmt: skip
     env.pop("HTTPS_PROXY", None)
-    env.update(
-        CREWBOX_PROVIDER="anthropic", ANTHROPIC_API_KEY="bench", ANTHROPIC_BASE_URL=server_url,
-        CREWBOX_MODEL=MODEL, CREWBOX_PROMPTS_DIR=str(ROOT / "prompts"),
-        CREWBOX_WORKSPACES_DIR=str(ROOT / "workspaces"), CREWBOX_TASKS_DIR=str(folder / "tasks"),
-        CREWBOX_RESULTS_DIR=str(folder / "results"), NO_PROXY="127.0.0.1,localhost",
-    )  # fmt: skip
     plan = ROOT / "workflows" / "spring-recital.yaml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "crewbox", "run", "--plan", str(plan)],
-        env=env, cwd=folder, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    proc = run_crewbox(["run", "--plan", str(plan)], env, folder, timeout_s=600)
     if proc.returncode != 0:
         raise SystemExit(f"the recital run failed: {proc.stderr[-2000:]}")
     (run_dir,) = [p for p in (folder / "results").iterdir() if p.is_dir()]

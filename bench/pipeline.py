@@ -30,7 +30,6 @@ from crewbox.models import END_KIND, Event, Plan, Request, Result, RunSummary, T
 from crewbox.personas import Persona, load_personas
 from crewbox.procs import process_id
 from crewbox.queue import make_queue
-from crewbox.store import RunStore
 from orchestrator.service import LeaseKeeper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +209,6 @@ class Pipeline:
         """
         phase = self.phases["dispatch"]
         request = Request(text="bench dispatch", plan=plan_of(phase, samples))
-        RunStore(self.settings.results_dir, request.run_id).create(request)
         run_log = cluster_run_log(self.settings)
         run_log.create(request)
         owner = f"{process_id()}:bench"

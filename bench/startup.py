@@ -7,35 +7,21 @@ CLI's imports, the worker process's start and imports, and the dispatch.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from bench.pipeline import PERSONA, ROOT, SYNTH_MATCH
+from bench.pipeline import PERSONA, SYNTH_MATCH
 from crewbox.testing import recorded_calls
+from tests.conftest import run_crewbox, scripted_env
 
 
 def startup_env(folder: Path) -> dict[str, str]:
     """The environment of one ``crewbox run``: scripted, recording, its own folders."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREWBOX_", "ANTHROPIC_"))}
-    steps = [{"match": SYNTH_MATCH, "text": "answer"}, {"text": "done"}]
-    (folder / "script.yaml").write_text(yaml.safe_dump(steps))
-    env.update(
-        CREWBOX_PROVIDER="scripted",
-        CREWBOX_SCRIPT_PATH=str(folder / "script.yaml"),
-        CREWBOX_SCRIPT_RECORD_DIR=str(folder / "record"),
-        CREWBOX_PROMPTS_DIR=str(ROOT / "prompts"),
-        CREWBOX_WORKSPACES_DIR=str(ROOT / "workspaces"),
-        CREWBOX_TASKS_DIR=str(folder / "tasks"),
-        CREWBOX_RESULTS_DIR=str(folder / "results"),
-    )
-    return env
+    return scripted_env(folder, [{"match": SYNTH_MATCH, "text": "answer"}, {"text": "done"}])
 
 
 def one_startup_s() -> float:
@@ -51,15 +37,7 @@ def one_startup_s() -> float:
             {"id": "t0", "persona": PERSONA, "title": "t0", "instructions": "Do t0."}]}  # fmt: skip
         (folder / "plan.yaml").write_text(yaml.safe_dump(plan))
         started = time.time()
-        done = subprocess.run(
-            [sys.executable, "-m", "crewbox", "run", "--plan", str(folder / "plan.yaml")],
-            env=env,
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_crewbox(["run", "--plan", str(folder / "plan.yaml")], env, folder)
         if done.returncode != 0:
             raise RuntimeError(f"crewbox run failed: {done.stderr[-400:]}")
         calls = recorded_calls(folder / "record")
