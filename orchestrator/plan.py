@@ -135,7 +135,9 @@ def find_cycle(plan: Plan) -> list[str] | None:
     return None
 
 
-def validate_plan(plan: Plan, persona_names: Iterable[str]) -> list[str]:
+def validate_plan(
+    plan: Plan, persona_names: Iterable[str], max_tasks: int | None = None
+) -> list[str]:
     """Every problem of a structurally valid plan; an empty list when it can be dispatched.
 
     Checks: personas exist, ids unique, dependencies known, not on itself, acyclic. A
@@ -146,6 +148,8 @@ def validate_plan(plan: Plan, persona_names: Iterable[str]) -> list[str]:
         persona_names = list(persona_names)
     known = set(persona_names)
     problems: list[str] = []
+    if max_tasks is not None and len(plan.tasks) > max_tasks:
+        problems.append(f"at most {max_tasks} tasks, not {len(plan.tasks)}")
     ids = [t.id for t in plan.tasks]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"task id {dup!r} is used more than once")
@@ -163,8 +167,11 @@ def validate_plan(plan: Plan, persona_names: Iterable[str]) -> list[str]:
     return problems
 
 
-def parse_plan(data: Any, persona_names: Iterable[str]) -> tuple[Plan | None, list[str]]:
-    """Validate raw plan data (a dict): the Plan, or None and the problems found."""
+def parse_plan(
+    data: Any, persona_names: Iterable[str], max_tasks: int | None = None
+) -> tuple[Plan | None, list[str]]:
+    """Validate raw plan data (a dict): the Plan, or None and the problems found (at most
+    ``max_tasks`` tasks when given: the LLM planner's cap)."""
     if not isinstance(data, Mapping):
         return None, ["a plan must be an object with a 'tasks' list"]
     fields = {k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS}
@@ -172,7 +179,7 @@ def parse_plan(data: Any, persona_names: Iterable[str]) -> tuple[Plan | None, li
         plan = Plan.model_validate(fields)
     except ValidationError as exc:
         return None, pydantic_problems(exc)
-    problems = validate_plan(plan, persona_names)
+    problems = validate_plan(plan, persona_names, max_tasks)
     return (None, problems) if problems else (plan, [])
 
 
@@ -220,8 +227,11 @@ def prune_references(plan: Plan) -> tuple[Plan, list[str]]:
     return Plan(tasks=tasks), changes
 
 
-def pruned_plan(data: Any, persona_names: Iterable[str]) -> tuple[Plan, list[str]] | None:
-    """The plan in ``data`` with its references pruned, if that makes it valid; else None."""
+def pruned_plan(
+    data: Any, persona_names: Iterable[str], max_tasks: int | None = None
+) -> tuple[Plan, list[str]] | None:
+    """The plan in ``data`` with its references pruned, if that makes it valid (within
+    ``max_tasks`` when given); else None."""
     if not isinstance(data, Mapping):
         return None
     try:
@@ -229,7 +239,7 @@ def pruned_plan(data: Any, persona_names: Iterable[str]) -> tuple[Plan, list[str
     except ValidationError:
         return None
     pruned, changes = prune_references(plan)
-    return None if validate_plan(pruned, persona_names) else (pruned, changes)
+    return None if validate_plan(pruned, persona_names, max_tasks) else (pruned, changes)
 
 
 def catalog_text(personas: Mapping[str, Persona]) -> str:
@@ -304,15 +314,16 @@ class Planner:
             response = self._call(messages, llm or self.llm)
             on_call(response.usage)
             data = plan_input(response)
+            cap = self.limits.max_tasks
             plan, problems = (
-                parse_plan(data, self.personas) if data is not None else (None, [no_plan(response)])
+                parse_plan(data, self.personas, cap)
+                if data is not None
+                else (None, [no_plan(response)])
             )
-            if plan is not None and len(plan.tasks) <= self.limits.max_tasks:
-                return plan
             if plan is not None:
-                problems = [f"at most {self.limits.max_tasks} tasks, not {len(plan.tasks)}"]
+                return plan
             messages = [ask, *repair_messages(response, problems)]  # only the latest try
-        pruned = pruned_plan(data, self.personas)
+        pruned = pruned_plan(data, self.personas, self.limits.max_tasks)
         if pruned is not None:
             if on_adjust:
                 on_adjust(pruned[1])

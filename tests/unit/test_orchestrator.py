@@ -142,6 +142,18 @@ def test_the_planner_cap_is_crewbox_max_planned_tasks(settings: Settings, tmp_pa
     llm.assert_all_used()
 
 
+def test_a_plan_over_the_cap_after_every_repair_is_refused(settings: Settings) -> None:
+    capped = settings.model_copy(update={"max_planned_tasks": 2})
+    three = {"tasks": [spec("a", "marie"), spec("b", "marie"), spec("c", "marie")]}
+    steps = [{"match": "Plan at most 2", "tool_uses": [{"name": "submit_plan", "input": three}]}]
+    llm = ScriptedLLM(steps * (capped.plan_repairs + 1))
+    cluster = Cluster(capped, llm)
+    with pytest.raises(PlanError, match="at most 2 tasks, not 3"):
+        cluster.orchestrator.run(Request(text="req"))
+    assert "task_dispatched" not in cluster.kinds()
+    llm.assert_all_used()
+
+
 def test_max_planned_tasks_is_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
