@@ -27,7 +27,16 @@ from typing import Unpack
 
 from crewbox.config import Settings
 from crewbox.errors import BudgetExceededError
-from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, Message, SystemBlock, ToolDef
+from crewbox.llm.base import (
+    CallArgs,
+    LLMClient,
+    LLMResponse,
+    Message,
+    SystemBlock,
+    ToolDef,
+    deadline_of,
+    time_left,
+)
 from crewbox.llm.pricing import price_for
 from crewbox.runlog.base import RunLog, SpendHold
 
@@ -127,12 +136,15 @@ class BudgetedLLM:
             model, call["system"], call["messages"], call.get("tools"), max_tokens
         )
         timeout_s = call.get("timeout_s")
+        deadline_m = deadline_of(timeout_s)
         hold_s = (timeout_s if timeout_s is not None else DEFAULT_HOLD_S) + HOLD_MARGIN_S
         hold_id, nano = secrets.token_hex(8), to_nano(estimate)
         holds = [
             SpendHold(scope, hold_id, nano, to_nano(limit), hold_s) for scope, limit in self.limits
         ]
         self._hold(holds, timeout_s)
+        if deadline_m is not None:  # a wait for other calls' holds came out of the timeout
+            call["timeout_s"] = time_left(deadline_m)
         spent = 0
         try:
             response = self.inner.complete(**call)
