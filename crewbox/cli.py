@@ -49,7 +49,7 @@ from crewbox.runlog.base import RunLog
 from crewbox.runlog.files import FileRunLog
 from crewbox.runlog.mirror import MirroredRunLog
 from crewbox.store import RunStore
-from crewbox.subagents import read_subagents
+from crewbox.subagents import offers_task, read_subagents
 from orchestrator.plan import load_plan_file
 from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
@@ -291,7 +291,7 @@ def confirm_estimate(
 
 def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request) -> list[Estimate]:
     """One crewbox.estimate row per task of the request's plan, and one for the synthesis."""
-    from crewbox.subagents import load_subagents
+    from crewbox.subagents import offered_subagents
     from worker.agent import system_blocks, task_message
     from worker.subagents import sub_agents, task_tool_definition
     from worker.tools import select_tools
@@ -302,7 +302,7 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
     def tools_of(persona: Persona) -> int:
         tools = select_tools(persona.tools, cfg.allow_bash or request.allow_bash)
         defs = [t.definition for t in tools]
-        if subagents := load_subagents(persona):  # the Task tool (sub-agent calls not counted)
+        if subagents := offered_subagents(persona):  # Task (sub-agent calls not counted)
             defs.append(task_tool_definition(sub_agents(subagents, tools)))
         return len(json.dumps([d.model_dump() for d in defs]))
 
@@ -426,6 +426,8 @@ def personas() -> None:
         if priced == "NO":
             unpriced.append(p.name)
         subagents, skipped = read_subagents(p)
+        if subagents and not offers_task(p):
+            skipped.append("sub-agents not offered: its tools do not allow Task")
         table.add_row(*persona_row(cfg, p, model, priced), ", ".join(subagents) or "-")
         notes += [f"{p.name}: {note}" for note in [*persona_warnings(cfg, p), *skipped]]
     out.print(table)

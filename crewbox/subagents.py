@@ -61,6 +61,22 @@ def load_subagents(persona: Persona) -> dict[str, Persona]:
     return subagents
 
 
+TASK_TOOL = "Task"
+"""Claude Code's tool through which a persona's model hands work to its sub-agents."""
+
+
+def offers_task(persona: Persona) -> bool:
+    """True when the persona's tools allow the Task tool: no ``tools`` key (every tool), or
+    Task among them (``disallowedTools: Task`` takes it away), as in Claude Code."""
+    return persona.tools is None or TASK_TOOL in persona.tools
+
+
+def offered_subagents(persona: Persona) -> dict[str, Persona]:
+    """The sub-agents the persona's Task tool offers: :func:`load_subagents` when
+    :func:`offers_task`, else none (its agents/ files are not read)."""
+    return load_subagents(persona) if offers_task(persona) else {}
+
+
 def subagent_model(subagent: Persona, parent_model: str, claude: bool = True) -> str:
     """The model a sub-agent calls: ``parent_model`` (the persona's) when it has none or
     says ``inherit``, or when ``claude`` is False (an OpenAI-compatible server serves its

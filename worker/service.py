@@ -41,7 +41,7 @@ from crewbox.personas import Persona, unknown_persona
 from crewbox.queue.base import Emit, default_worker_id
 from crewbox.runlog.base import RunLog
 from crewbox.store import RunStore, list_artifacts, write_atomic
-from crewbox.subagents import load_subagents
+from crewbox.subagents import offered_subagents
 from worker.agent import AgentOutcome, AgentSetup, run_agent, task_limits
 from worker.subagents import TaskTool
 from worker.tools import select_tools
@@ -62,7 +62,8 @@ class TaskRunner:
 
     ``run_log``: where run ownership and cancel requests are read; None runs every task
     (unit tests). ``subagents``: the persona's sub-agents (None: read from
-    ``prompts/<persona>/agents/``); with any, the model gets the Task tool (worker.subagents).
+    ``prompts/<persona>/agents/`` when its tools allow Task); with any, the model gets the Task
+    tool (worker.subagents).
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class TaskRunner:
     ) -> None:
         self.settings = settings
         self.persona = persona
-        self.subagents = load_subagents(persona) if subagents is None else subagents
+        self.subagents = offered_subagents(persona) if subagents is None else subagents
         self.llm = llm
         self.worker_id = worker_id or default_worker_id()
         self.run_log = run_log

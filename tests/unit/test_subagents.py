@@ -16,7 +16,13 @@ from crewbox.llm.pricing import price_for
 from crewbox.models import Event, LLMCall, Request, Result, Task, TaskSpec, Usage
 from crewbox.personas import Persona, load_persona, load_personas
 from crewbox.runlog.files import FileRunLog
-from crewbox.subagents import load_subagents, persona_models, subagent_model
+from crewbox.subagents import (
+    load_subagents,
+    offered_subagents,
+    offers_task,
+    persona_models,
+    subagent_model,
+)
 from crewbox.testing import RecordedCall, ScriptedLLM
 from tests.conftest import ROOT
 from worker.service import TaskRunner
@@ -26,7 +32,7 @@ from worker.tools import select_tools
 LEAD = """---
 name: lead
 description: The lead persona of these tests.
-tools: Read, Write, Grep
+tools: Read, Write, Grep, Task
 ---
 LEAD-PROMPT: you run tasks.
 """
@@ -85,6 +91,24 @@ def test_a_persona_without_an_agents_folder_or_a_file_has_no_sub_agents(tmp_path
     (tmp_path / "solo.md").write_text(LEAD.replace("name: lead", "name: solo"))
     assert load_subagents(load_persona(tmp_path / "solo.md")) == {}
     assert load_subagents(Persona(name="x", description="d", prompt="p")) == {}
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("tools: Read, Write, Grep, Task", "tools: Read, Write, Grep"),
+     ("tools: Read, Write, Grep, Task", "disallowedTools: Task")],
+)  # fmt: skip
+def test_a_persona_whose_tools_do_not_allow_task_offers_no_sub_agents(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    persona = lead(tmp_path)
+    assert list(offered_subagents(persona)) == ["checker", "counter"]
+    assert persona.path is not None
+    persona.path.write_text(LEAD.replace(old, new))
+    without = load_personas(persona.path.parent)["lead"]
+    assert not offers_task(without) and offered_subagents(without) == {}
+    runner = TaskRunner(settings_for(tmp_path), without, ScriptedLLM([]))
+    assert runner.subagents == {}
 
 
 def test_sub_agent_files_are_not_personas(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
+from crewbox.subagents import TASK_TOOL
 from worker.tools.base import Tool
 from worker.tools.bash import BashTool
 from worker.tools.edit import EditTool
@@ -31,10 +32,6 @@ ALL_TOOLS: dict[str, Tool] = {
     for tool in (ReadTool(), WriteTool(), EditTool(), GlobTool(), GrepTool(), BashTool())
 }
 """Every tool, by Claude Code name, in a stable order."""
-
-TASK_TOOL = "Task"
-"""Claude Code's tool that hands work to a sub-agent: made per task by worker.subagents for
-a persona with sub-agents, never one of ALL_TOOLS."""
 
 log = logging.getLogger("crewbox.worker")
 
