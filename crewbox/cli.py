@@ -31,7 +31,7 @@ from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
 from crewbox.llm.base import LLMClient
-from crewbox.llm.factory import make_client
+from crewbox.llm.factory import make_client, service_connection
 from crewbox.llm.limiter import ChangeSink, describe
 from crewbox.llm.ratelimit import RateLimits, rate_limited
 from crewbox.local import LocalWorkers
@@ -901,13 +901,10 @@ def worker_llm(cfg: Settings, persona: Persona, sink: ChangeSink) -> LLMClient:
         persona.requests_per_minute or cfg.requests_per_minute,
         persona.input_tokens_per_minute or cfg.input_tokens_per_minute,
     )
-    connection = None
-    if limits.active() and cfg.queue == "rq":
-        from crewbox.redis_client import SERVICE_RETRIES, connect
-
-        connection = connect(cfg, SERVICE_RETRIES)
+    connection = service_connection(cfg) if cfg.queue == "rq" else None  # one, for both
     share = 1 if connection is not None else cfg.rate_limit_share
-    return rate_limited(make_client(cfg, sink), limits.shared_by(share), persona.name, connection)
+    client = make_client(cfg, sink, connection)
+    return rate_limited(client, limits.shared_by(share), persona.name, connection)
 
 
 PARENT_CHECK_S = 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from crewbox.config import Settings
 from crewbox.errors import ConfigError
@@ -18,6 +19,9 @@ from crewbox.llm.limiter import (
 )
 from crewbox.llm.retry import RetryingLLM
 from crewbox.models import ConcurrencyChange
+
+if TYPE_CHECKING:
+    import redis
 
 
 def _anthropic_client(settings: Settings) -> LLMClient:
@@ -55,14 +59,20 @@ def _scripted_client(settings: Settings) -> LLMClient:
     return ScriptedLLM.from_file(settings.script_path, record_dir=settings.script_record_dir)
 
 
-def limit_store(settings: Settings) -> LimitStore:
-    """Where the credentials' concurrency limits are shared: Redis in the cluster, files
-    under ``tasks/_limits/`` embedded."""
+def limit_store(settings: Settings, connection: redis.Redis | None = None) -> LimitStore:
+    """Where the credentials' concurrency limits are shared: Redis in the cluster (through
+    ``connection``, else a service connection of its own), files under ``tasks/_limits/``
+    embedded."""
     if settings.queue == "rq":
-        from crewbox.redis_client import SERVICE_RETRIES, connect
-
-        return RedisLimitStore(connect(settings, SERVICE_RETRIES))
+        return RedisLimitStore(connection or service_connection(settings))
     return FileLimitStore(settings.tasks_dir / "_limits")
+
+
+def service_connection(settings: Settings) -> redis.Redis:
+    """A long-lived service's Redis connection (retries that ride out a Redis restart)."""
+    from crewbox.redis_client import SERVICE_RETRIES, connect
+
+    return connect(settings, SERVICE_RETRIES)
 
 
 def credential_of(settings: Settings) -> str:
@@ -79,7 +89,9 @@ def credential_of(settings: Settings) -> str:
 
 
 def make_client(
-    settings: Settings, on_limit_change: Callable[[ConcurrencyChange], None] | None = None
+    settings: Settings,
+    on_limit_change: Callable[[ConcurrencyChange], None] | None = None,
+    connection: redis.Redis | None = None,
 ) -> LLMClient:
     """The :class:`~crewbox.llm.base.LLMClient` for ``settings.resolved_provider()``.
 
@@ -112,5 +124,5 @@ def make_client(
         cooldown_s=settings.llm_circuit_cooldown_s,
         lease_s=settings.llm_timeout_s + 60,
     )
-    limiter = AIMDLimiter(limit_store(settings), credential_of(settings), policy)
+    limiter = AIMDLimiter(limit_store(settings, connection), credential_of(settings), policy)
     return RetryingLLM(LimitedLLM(client, limiter, on_limit_change), settings.llm_max_retries)
