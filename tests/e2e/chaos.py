@@ -27,9 +27,9 @@ import yaml
 
 from crewbox.models import Event, RunSummary, Usage
 from crewbox.testing import recorded_calls
-from tests.e2e.cluster import Cluster, compose_answers, copy_project
+from tests.e2e.cluster import Cluster, compose_answers, copy_project, project_name
 
-PROJECT = "crewbox-chaos"
+PROJECT = project_name("crewbox-chaos")
 TASK_S = 6.0
 """How long each task's LLM call takes: long enough for a kill to land mid-task."""
 SPARE_STEPS = 3

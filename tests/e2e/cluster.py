@@ -11,6 +11,12 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
+def project_name(base: str) -> str:
+    """``base`` plus ``CREWBOX_TEST_PROJECT_SUFFIX`` when set, so test clusters of two
+    checkouts on one Docker engine never share a compose project."""
+    return base + os.environ.get("CREWBOX_TEST_PROJECT_SUFFIX", "")
+
+
 COPIED = [
     "Makefile",
     "Dockerfile",

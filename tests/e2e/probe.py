@@ -24,9 +24,9 @@ from typing import Any
 
 from crewbox.testing import RecordedCall, recorded_calls
 from tests.e2e.chaos import ChaosCluster, task
-from tests.e2e.cluster import compose_answers, copy_project
+from tests.e2e.cluster import compose_answers, copy_project, project_name
 
-PROJECT = "crewbox-probe"
+PROJECT = project_name("crewbox-probe")
 ANGA_TASK_S = 15.0
 """How long anga's task takes: the probe runs while it is in flight."""
 

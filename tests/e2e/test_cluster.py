@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from crewbox.models import RunSummary
-from tests.e2e.cluster import Cluster, compose_answers, copy_project
+from tests.e2e.cluster import Cluster, compose_answers, copy_project, project_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-PROJECT = "crewbox-e2e"
+PROJECT = project_name("crewbox-e2e")
 REQUEST = (
     "Plan a spring recital: choreography for the kids class (marie), a ticket page (anga), "
     "and an Instagram campaign (fabien)"
