@@ -1,9 +1,13 @@
 """What LLM calls cost, from the price table in ``pricing.json`` (kept as data).
 
 Figures are US dollars per million tokens (MTok), from Anthropic's pricing page (the
-``source`` and ``as_of`` keys of ``pricing.json``). ``cache_write`` is the 5-minute cache
-write price. Models missing from the table (local models behind an OpenAI-compatible
-server) cost 0. Arithmetic is :class:`~decimal.Decimal` throughout, so sums are exact.
+``source`` and ``as_of`` keys of ``pricing.json``, and each row's ``source``), each rate
+written out (no multiple of the input price is assumed). crewbox writes 5-minute cache
+entries, so a cache write is billed at ``cache_write_5m``; the 1-hour price is kept as
+data. A row's ``since`` is the date it took effect; the rows it replaced (``history``)
+price calls made before. Models missing from the table (local models behind an
+OpenAI-compatible server) cost 0. Arithmetic is :class:`~decimal.Decimal` throughout, so
+sums are exact.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -36,11 +41,16 @@ class Price:
     input_usd_per_mtok: Decimal
     output_usd_per_mtok: Decimal
     cache_write_usd_per_mtok: Decimal
+    """The 5-minute cache write price (the cache entries crewbox writes)."""
     cache_read_usd_per_mtok: Decimal
+    cache_write_1h_usd_per_mtok: Decimal | None = None
+    since: date | None = None
+    """The day this row took effect; None: since the model's release."""
+    source: str = ""
     long_context: Price | None = None
-    """The prices of a request whose prompt (input, cache write and cache read tokens)
-    exceeds ``long_context_above_tokens``, when the model has them (the 1M-token context
-    window of Claude Sonnet 4 and 4.5)."""
+    """The prices of a whole request (output included) whose prompt (input, cache write and
+    cache read tokens) exceeds ``long_context_above_tokens``, when the model has them
+    (Claude Sonnet 4 and 4.5 above 200K tokens, Claude Haiku 5.5 above 100K)."""
     long_context_above_tokens: int | None = None
 
     def usd(
@@ -66,24 +76,52 @@ class Price:
 
 @dataclass(frozen=True)
 class PriceTable:
-    """``pricing.json`` loaded: the prices by model id (aliases included), and provenance."""
+    """``pricing.json`` loaded: the prices by model id (aliases included), and provenance.
+
+    ``prices`` holds each model's current row; ``history`` each model's rows, oldest first
+    (the current one last)."""
 
     source: str
     as_of: str
     prices: dict[str, Price]
+    history: dict[str, list[Price]]
+
+    def on(self, model_id: str, day: date | None) -> Price:
+        """The row of ``model_id`` (a key of ``prices``) in effect on ``day`` (None: the
+        current row); a day before every ``since`` gets the oldest row."""
+        rows = self.history[model_id]
+        if day is None:
+            return rows[-1]
+        started = [r for r in rows if r.since is None or r.since <= day]
+        return started[-1] if started else rows[0]
 
 
-def _price(model: str, entry: dict[str, Any]) -> Price:
+def _price(model: str, entry: dict[str, Any], source: str = "") -> Price:
     long = entry.get("long_context")
+    hour = entry.get("cache_write_1h")
+    since = entry.get("since")
     return Price(
         model=model,
         input_usd_per_mtok=Decimal(str(entry["input"])),
         output_usd_per_mtok=Decimal(str(entry["output"])),
-        cache_write_usd_per_mtok=Decimal(str(entry["cache_write"])),
+        cache_write_usd_per_mtok=Decimal(str(entry["cache_write_5m"])),
         cache_read_usd_per_mtok=Decimal(str(entry["cache_read"])),
-        long_context=_price(model, long) if long else None,
+        cache_write_1h_usd_per_mtok=Decimal(str(hour)) if hour is not None else None,
+        since=date.fromisoformat(since) if since else None,
+        source=entry.get("source", source),
+        long_context=_price(model, long, source) if long else None,
         long_context_above_tokens=int(long["above_tokens"]) if long else None,
     )
+
+
+def _rows(model: str, entry: dict[str, Any], source: str) -> list[Price]:
+    """A model's rows, oldest first: its ``history`` (each keeping the entry's long-context
+    tier unless it has its own), then the current row."""
+    rows = [
+        _price(model, {**entry, **{"since": None}, **old}, source)
+        for old in entry.get("history", [])
+    ]
+    return [*rows, _price(model, entry, source)]
 
 
 @functools.cache
@@ -96,11 +134,12 @@ def price_table() -> PriceTable:
     text = resources.files("crewbox.llm").joinpath("pricing.json").read_text(encoding="utf-8")
     raw = json.loads(text, parse_float=Decimal)
     prices: dict[str, Price] = {}
+    history: dict[str, list[Price]] = {}
     for model, entry in raw["models"].items():
-        price = _price(model, entry)
+        rows = _rows(model, entry, raw["source"])
         for model_id in [model, *entry.get("aliases", [])]:
-            prices[model_id] = price
-    return PriceTable(source=raw["source"], as_of=raw["as_of"], prices=prices)
+            prices[model_id], history[model_id] = rows[-1], rows
+    return PriceTable(source=raw["source"], as_of=raw["as_of"], prices=prices, history=history)
 
 
 def _matches_prefix(model: str, key: str) -> bool:
@@ -108,22 +147,25 @@ def _matches_prefix(model: str, key: str) -> bool:
     if not model.startswith(key) or len(model) == len(key):
         return False
     rest = model[len(key) :]
+    if rest.startswith("["):  # claude-opus-5-5[1m]
+        return True
     return rest[0] in "-@" and not _VERSION_SUFFIX.match(rest)
 
 
-def price_for(model: str) -> Price | None:
-    """The price of ``model``: the exact id, else the longest key it extends.
+def price_for(model: str, day: date | None = None) -> Price | None:
+    """The price of ``model`` on ``day`` (None: the current row): the exact id, else the
+    longest key it extends.
 
     ``claude-sonnet-4-5-20250929`` gets the ``claude-sonnet-4-5`` price; a key never matches
     a newer version (``claude-opus-4-6`` does not get the ``claude-opus-4`` price).
     Returns None when the table does not know the model.
     """
-    prices = price_table().prices
+    table = price_table()
     model_id = model.strip().lower()
-    if model_id in prices:
-        return prices[model_id]
-    keys = [key for key in prices if _matches_prefix(model_id, key)]
-    return prices[max(keys, key=len)] if keys else None
+    if model_id in table.prices:
+        return table.on(model_id, day)
+    keys = [key for key in table.prices if _matches_prefix(model_id, key)]
+    return table.on(max(keys, key=len), day) if keys else None
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from crewbox.models import Usage
 
 def test_table_names_its_source_and_date() -> None:
     table = price_table()
-    assert table.source == "https://docs.anthropic.com/en/docs/about-claude/pricing"
+    assert table.source == "https://platform.claude.com/docs/en/about-claude/pricing"
     assert table.as_of
 
 
@@ -102,3 +102,62 @@ def test_a_prompt_over_200k_tokens_pays_the_long_context_price() -> None:
     assert call_usage("claude-sonnet-4-6", input_tokens=300_000, output_tokens=0).cost_usd == (
         300_000 * 3 / Decimal(10**6)
     )  # no long-context price known for it: the standard one
+
+
+def test_every_current_model_has_each_rate_written_out_and_a_source() -> None:
+    import json
+    from importlib import resources
+
+    raw = json.loads(resources.files("crewbox.llm").joinpath("pricing.json").read_text())
+    for model, entry in raw["models"].items():
+        for key in ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read"):
+            assert entry[key] is not None, (model, key)
+        assert "since" in entry and entry["source"].startswith("https://platform.claude.com")
+    for model in (
+        "claude-opus-5-5",
+        "claude-opus-5",
+        "claude-haiku-5-5",
+        "claude-fable-5-2",
+        "claude-fable-5-1",
+        "claude-sonnet-5-5",
+    ):
+        assert model in raw["models"]
+
+
+def test_sonnet_5_5_cache_reads_cost_ten_cents_since_2026_10_07_and_twenty_before() -> None:
+    from datetime import date
+
+    assert price_for("claude-sonnet-5-5").cache_read_usd_per_mtok == Decimal("0.1")  # type: ignore[union-attr]
+    before = price_for("claude-sonnet-5-5", date(2026, 10, 6))
+    since = price_for("claude-sonnet-5-5", date(2026, 10, 7))
+    assert before is not None and before.cache_read_usd_per_mtok == Decimal("0.2")
+    assert since is not None and since.cache_read_usd_per_mtok == Decimal("0.1")
+
+
+def test_cache_prices_are_not_a_multiple_of_input_on_opus_5_5_and_fable_5_1() -> None:
+    opus, fable = price_for("claude-opus-5-5"), price_for("claude-fable-5-1")
+    assert opus is not None and opus.cache_read_usd_per_mtok == Decimal("0.2")
+    assert opus.cache_write_usd_per_mtok == Decimal("5")
+    assert fable is not None and fable.cache_read_usd_per_mtok == Decimal("0.25")
+
+
+def test_haiku_5_5_bills_the_whole_request_at_5x_past_100k_prompt_tokens() -> None:
+    short = cost_usd("claude-haiku-5-5", 100_000, 1_000)
+    long = cost_usd("claude-haiku-5-5", 100_001, 1_000)
+    assert short == Decimal("0.0105")  # 100,000 x $0.10 + 1,000 x $0.50, per MTok
+    assert long == (100_001 * Decimal("0.5") + 1_000 * Decimal("2.5")) / 1_000_000
+    cached = cost_usd("claude-haiku-5-5", 10, 1_000, cache_read_tokens=100_000)
+    assert (
+        cached
+        == (10 * Decimal("0.5") + 1_000 * Decimal("2.5") + 100_000 * Decimal("0.05")) / 1_000_000
+    )
+
+
+def test_every_alias_target_is_priced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crewbox.llm.catalog import ALIASES, DEFAULT_MODEL, resolve_alias
+
+    for name, (_, variable) in ALIASES.items():
+        if variable:
+            monkeypatch.delenv(variable, raising=False)
+        assert price_for(resolve_alias(name)) is not None, name
+    assert price_for(DEFAULT_MODEL) is not None
