@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     )
 
     provider: Literal["auto", "anthropic", "openai", "scripted"] = "auto"
-    model: str = "claude-sonnet-4-6"
+    model: str = "claude-sonnet-5-5"
+    effort: Literal["low", "medium", "high", "max"] | None = None
+    """``CREWBOX_EFFORT``: the effort of calls whose persona sets none (crewbox.llm.catalog);
+    unset: each model's own default."""
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CREWBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),

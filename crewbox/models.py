@@ -81,7 +81,9 @@ class Usage(BaseModel):
 
     Token fields follow the Anthropic Messages API usage: ``input_tokens`` (uncached input),
     ``cache_write_tokens`` (``cache_creation_input_tokens``), ``cache_read_tokens``
-    (``cache_read_input_tokens``), ``output_tokens``. ``calls`` counts the calls summed.
+    (``cache_read_input_tokens``), ``output_tokens``; ``thinking_tokens`` is the part of
+    ``output_tokens`` the model spent thinking, where the API reports it
+    (``output_tokens_details.thinking_tokens``). ``calls`` counts the calls summed.
     ``cost_usd`` is the whole cost; ``cache_write_usd`` and ``cache_read_usd`` are the parts
     of it paid for cache writes and cache reads.
     """
@@ -90,6 +92,7 @@ class Usage(BaseModel):
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+    thinking_tokens: int = 0
     cost_usd: USD = Decimal(0)
     cache_write_usd: USD = Decimal(0)
     cache_read_usd: USD = Decimal(0)
@@ -101,6 +104,7 @@ class Usage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            thinking_tokens=self.thinking_tokens + other.thinking_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
             cache_write_usd=self.cache_write_usd + other.cache_write_usd,
             cache_read_usd=self.cache_read_usd + other.cache_read_usd,

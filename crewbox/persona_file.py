@@ -21,9 +21,33 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-"""Claude Code subagent names: lowercase letters, digits and hyphens (also a compose service,
-network and Redis user name in the cluster)."""
+MAX_NAME_CHARS = 63
+"""The longest persona name: a DNS label (RFC 1035), so it is also a compose service and
+host name, a network name (plus ``-net``) and a Redis user name in the cluster. Claude Code
+sets no limit; real subagent names run to 47 characters."""
+
+NAME_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+"""A persona name: a DNS label of lowercase letters, digits and hyphens, starting with a
+letter and not ending with a hyphen, at most MAX_NAME_CHARS characters."""
+
+
+def name_problem(name: str) -> str | None:
+    """What keeps ``name`` from being a persona name, said so it can be fixed; None when
+    it matches NAME_PATTERN."""
+    if NAME_PATTERN.match(name):
+        return None
+    if len(name) > MAX_NAME_CHARS:
+        return f"is {len(name)} characters long; at most {MAX_NAME_CHARS} (a DNS label)"
+    bad = sorted(
+        {c for c in name if not ((c.islower() and c.isascii()) or c.isdigit() or c == "-")}
+    )
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        return f"has {shown}: use lowercase letters, digits and hyphens only"
+    if not name[:1].isalpha():
+        return "must start with a lowercase letter"
+    return "must not end with a hyphen"
+
 
 ROLE_PROMPTS = frozenset({"orchestrator", "synthesizer"})
 """Files in prompts/ that are the orchestrator's own prompts, not personas to plan for."""

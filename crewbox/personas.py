@@ -1,11 +1,14 @@
 """Load personas: ``prompts/<name>.md`` in Claude Code's subagent format, read as leniently.
 
-Format (https://docs.claude.com/en/docs/claude-code/sub-agents): front matter with ``name``
-and ``description`` (required), ``tools`` (comma list or YAML list; absent = every tool),
-``disallowedTools`` (taken away from ``tools``), ``model`` (``inherit``, an alias of
-:data:`MODEL_ALIASES` or a model id) and ``maxTurns``; crewbox adds ``workspace`` (a folder
-under workspaces/), ``budget_usd``, ``requests_per_minute`` and ``input_tokens_per_minute``
-(crewbox.llm.ratelimit). Other keys (``color``, ``hooks``...) are kept in
+Format (code.claude.com "Subagents"): front matter with ``name`` and ``description``
+(required), ``tools`` (comma list or YAML list; absent = every tool; a tool may carry a
+permission rule, ``Bash(npm test:*)``, which crewbox enforces, and ``Agent(a, b)`` limits
+which sub-agents the Agent tool starts; ``Task`` is Agent's legacy name), ``disallowedTools``
+(taken away from ``tools``), ``model`` (``inherit``, an alias of crewbox.llm.catalog.ALIASES
+or a model id), ``maxTurns`` and ``effort`` (low, medium, high, max); crewbox adds
+``workspace`` (a folder under workspaces/), ``budget_usd``, ``requests_per_minute`` and
+``input_tokens_per_minute`` (crewbox.llm.ratelimit). Claude Code keys that mean nothing in
+crewbox (IGNORED_KEYS) are listed once as a warning; other keys (``color``...) are kept in
 ``extra`` and otherwise ignored. The Markdown body is the system prompt.
 
 Lenient as Claude Code is: front matter that is not valid YAML is read line by line
@@ -18,6 +21,7 @@ error only for a run or plan that names it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -28,29 +32,70 @@ import yaml
 from pydantic import BaseModel, Field
 
 from crewbox.errors import PersonaError
+from crewbox.llm.catalog import EFFORTS, resolve_alias
 from crewbox.persona_file import (
-    NAME_PATTERN,
     ROLE_PROMPTS,
     FrontMatterError,
     lenient_fields,
+    name_problem,
     read_fields,
     split_front_matter,
 )
 
 log = logging.getLogger("crewbox.personas")
 
-TOOL_NAMES = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "Task")
-"""The Claude Code tools crewbox has (worker/tools; ``Task`` runs a persona's sub-agents).
+AGENT_TOOL = "Agent"
+"""Claude Code's tool through which a persona's model hands work to its sub-agents."""
+
+LEGACY_AGENT_TOOL = "Task"
+"""Agent's former name, accepted in ``tools`` lists and in the model's calls."""
+
+TOOL_NAMES = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", AGENT_TOOL)
+"""The Claude Code tools crewbox has (worker/tools; ``Agent`` runs a persona's sub-agents).
 A unit test keeps this equal to the worker's tool table."""
 
-MODEL_ALIASES = {
-    "sonnet": "claude-sonnet-4-6",
-    "opus": "claude-opus-4-6",
-    "haiku": "claude-haiku-4-5",
-}
-"""Claude Code's model aliases and the model id each means here: one generation, that of
-crewbox's default ``CREWBOX_MODEL`` (claude-sonnet-4-6), every one priced in
-crewbox/llm/pricing.json. ``inherit`` (or no ``model``) means the configured default."""
+IGNORED_KEYS = (
+    "permissionMode",
+    "skills",
+    "mcpServers",
+    "memory",
+    "background",
+    "isolation",
+    "initialPrompt",
+)
+"""Claude Code front-matter keys that mean nothing in crewbox (no permission prompts, no
+skills or MCP servers, no memory, every task runs in its own container): named once in a
+warning of ``crewbox personas`` when a file has them."""
+
+_TOOL_ENTRY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+"""A ``tools`` entry: a name, optionally with a rule in parentheses: ``Bash(npm test:*)``."""
+
+
+def tool_name(entry: str) -> str:
+    """The tool an entry of ``tools`` names, ``Task`` read as ``Agent``: ``Bash(npm
+    test:*)`` → ``Bash``. An entry that is no tool name (``mcp__x``) comes back stripped."""
+    match = _TOOL_ENTRY.match(entry)
+    name = match.group(1) if match else entry.strip()
+    return AGENT_TOOL if name == LEGACY_AGENT_TOOL else name
+
+
+def tool_rule(entry: str) -> str | None:
+    """The rule in parentheses of a ``tools`` entry (``npm test:*``), None without one."""
+    match = _TOOL_ENTRY.match(entry)
+    rule = match.group(2) if match else None
+    return rule.strip() if rule is not None and rule.strip() else None
+
+
+def tool_rules(tools: list[str] | None, name: str) -> list[str] | None:
+    """The rules ``tools`` gives tool ``name``: None when it lists the tool bare (or has
+    no list: every tool, unrestricted), else the rules of its entries."""
+    if tools is None:
+        return None
+    entries = [t for t in tools if tool_name(t) == name]
+    if any(tool_rule(t) is None for t in entries):
+        return None
+    return [rule for t in entries if (rule := tool_rule(t)) is not None]
+
 
 MAX_TURNS_LIMIT = 200
 """The largest ``maxTurns`` accepted (as ``CREWBOX_MAX_TURNS``)."""
@@ -60,9 +105,12 @@ class Persona(BaseModel):
     """A named specialist.
 
     ``tools``: the Claude Code tools it may use, after ``disallowedTools`` and after dropping
-    names crewbox does not have; None for every tool. ``model``: a model id (aliases
-    resolved) or None for the configured default. ``max_turns``: its ``maxTurns``, None for
-    ``CREWBOX_MAX_TURNS``. ``workspace``: folder name under workspaces/ or None.
+    names crewbox does not have, each as written (a rule kept: ``Bash(npm test:*)``, see
+    :func:`tool_name`, :func:`tool_rules`; ``Task`` written as ``Agent``); None for every
+    tool. ``model``: a model id (aliases resolved) or None for the configured default.
+    ``max_turns``: its ``maxTurns``, None for ``CREWBOX_MAX_TURNS``. ``effort``: its
+    ``effort`` (crewbox.llm.catalog.EFFORTS), None for ``CREWBOX_EFFORT`` or the model's
+    default. ``workspace``: folder name under workspaces/ or None.
     ``warnings``: one line each, what loading it leniently had to overlook.
     """
 
@@ -72,6 +120,7 @@ class Persona(BaseModel):
     tools: list[str] | None = None
     model: str | None = None
     max_turns: int | None = None
+    effort: str | None = None
     workspace: str | None = None
     budget_usd: Decimal | None = None
     requests_per_minute: int | None = None
@@ -126,6 +175,10 @@ def unknown_persona(name: str, known: Iterable[str]) -> str:
     return f"unknown persona {name!r} (known: {', '.join(sorted(names)) or 'none'})"
 
 
+_LIST_COMMA = re.compile(r",(?![^()]*\))")
+"""A comma that separates tools: not one inside a rule's parentheses (``Agent(a, b)``)."""
+
+
 def parse_tools(value: Any, source: str) -> list[str] | None:
     """Read a ``tools`` or ``disallowedTools`` value: a comma list or a YAML list; None when
     absent.
@@ -136,7 +189,7 @@ def parse_tools(value: Any, source: str) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [t.strip() for t in value.split(",") if t.strip()]
+        return [t.strip() for t in _LIST_COMMA.split(value) if t.strip()]
     if isinstance(value, list) and all(isinstance(t, str) for t in value):
         return [t.strip() for t in value if t.strip()]
     raise PersonaError(f"{source}: 'tools' must be a comma list or a YAML list of tool names")
@@ -176,8 +229,9 @@ def parse_persona(text: str, source: str) -> Persona:
     """
     meta, body, warnings = read_front_matter(text, source)
     name = _required(meta.pop("name", None), "name", source, "add 'name: <persona>' to it")
-    if not NAME_PATTERN.match(name):
-        raise PersonaError(f"{source}: name {name!r} must be lowercase letters, digits, hyphens")
+    problem = name_problem(name)
+    if problem is not None:
+        raise PersonaError(f"{source}: name {name!r} {problem}")
     description = _required(meta.pop("description", None), "description", source, "add one")
     tools = _tools(meta, source, warnings)
     return Persona(
@@ -187,13 +241,33 @@ def parse_persona(text: str, source: str) -> Persona:
         tools=tools,
         model=_model(meta.pop("model", None)),
         max_turns=_max_turns(meta.pop("maxTurns", None), warnings),
+        effort=_effort(meta.pop("effort", None), warnings),
         workspace=_optional_str(meta.pop("workspace", None)),
         budget_usd=_budget(meta.pop("budget_usd", None), source),
         requests_per_minute=_rate(meta, "requests_per_minute", source),
         input_tokens_per_minute=_rate(meta, "input_tokens_per_minute", source),
         extra=meta,
-        warnings=warnings,
+        warnings=_ignored_keys(meta, warnings),
     )
+
+
+def _ignored_keys(meta: dict[str, Any], warnings: list[str]) -> list[str]:
+    """``warnings`` plus one line naming the IGNORED_KEYS ``meta`` has, if any."""
+    present = [key for key in IGNORED_KEYS if key in meta]
+    if present:
+        warnings.append(f"Claude Code keys crewbox ignores: {', '.join(present)}")
+    return warnings
+
+
+def _effort(value: Any, warnings: list[str]) -> str | None:
+    """``effort``: one of EFFORTS (any case); anything else is ignored with a warning."""
+    if value is None or value == "":
+        return None
+    effort = str(value).strip().lower()
+    if effort not in EFFORTS:
+        warnings.append(f"effort {value!r} ignored: give one of {', '.join(EFFORTS)}")
+        return None
+    return effort
 
 
 def _required(value: Any, key: str, source: str, hint: str) -> str:
@@ -203,23 +277,43 @@ def _required(value: Any, key: str, source: str, hint: str) -> str:
 
 
 def _tools(meta: dict[str, Any], source: str, warnings: list[str]) -> list[str] | None:
-    """The tools after ``disallowedTools``, names crewbox does not have dropped (warned)."""
+    """The tools after ``disallowedTools`` (by tool name), names crewbox does not have
+    dropped (warned); entries kept as written (their rules), ``Task`` written ``Agent``."""
     listed = parse_tools(meta.pop("tools", None), source)
-    denied = set(parse_tools(meta.pop("disallowedTools", None), source) or [])
+    denied = {tool_name(t) for t in parse_tools(meta.pop("disallowedTools", None), source) or []}
     tools = list(TOOL_NAMES) if listed is None and denied else listed
     if tools is None:
         return None
-    unknown = [t for t in dict.fromkeys(tools) if t not in TOOL_NAMES]
+    entries = list(dict.fromkeys(_agent_entry(t) for t in tools))
+    unknown = [t for t in entries if tool_name(t) not in TOOL_NAMES]
     if unknown:
         warnings.append(f"tools crewbox does not have, dropped: {', '.join(unknown)}")
-    return [t for t in dict.fromkeys(tools) if t in TOOL_NAMES and t not in denied]
+    kept = [t for t in entries if tool_name(t) in TOOL_NAMES and tool_name(t) not in denied]
+    unenforced = [t for t in kept if tool_rule(t) and tool_name(t) not in RULED_TOOLS]
+    if unenforced:
+        warnings.append(f"tool rules crewbox does not enforce, tool kept: {', '.join(unenforced)}")
+    return kept
+
+
+RULED_TOOLS = ("Bash", AGENT_TOOL)
+"""The tools whose rules crewbox enforces: Bash's command patterns (worker.tools.bash),
+Agent's sub-agent types (worker.subagents)."""
+
+
+def _agent_entry(entry: str) -> str:
+    """``entry`` with the legacy name ``Task`` written ``Agent`` (its rule kept)."""
+    entry = entry.strip()
+    rule = tool_rule(entry)
+    if tool_name(entry) == AGENT_TOOL and entry.startswith(LEGACY_AGENT_TOOL):
+        return f"{AGENT_TOOL}({rule})" if rule else AGENT_TOOL
+    return entry
 
 
 def _model(value: Any) -> str | None:
     model = _optional_str(value)
-    if model is None or model == "inherit":
+    if model is None or model.strip() == "inherit":
         return None
-    return MODEL_ALIASES.get(model.strip().lower(), model.strip())
+    return resolve_alias(model)
 
 
 def _max_turns(value: Any, warnings: list[str]) -> int | None:

@@ -2,8 +2,9 @@
 
 A sub-agent is a :class:`~crewbox.personas.Persona` (``name``, ``description``, optional
 ``tools`` and ``model``, the system prompt) that the persona's model may hand a piece of
-its task to through the ``Task`` tool (worker.subagents). Claude Code keeps its sub-agents
-in ``.claude/agents/*.md``; crewbox keeps each persona's next to the persona's file.
+its task to through the ``Agent`` tool (``Task``, its legacy name; worker.subagents).
+Claude Code keeps its sub-agents in ``.claude/agents/*.md``; crewbox keeps each persona's
+next to the persona's file.
 
 A sub-agent file that does not load is skipped with one warning: the persona still works.
 """
@@ -14,7 +15,7 @@ import logging
 from pathlib import Path
 
 from crewbox.errors import PersonaError
-from crewbox.personas import Persona, load_persona
+from crewbox.personas import AGENT_TOOL, Persona, load_persona, tool_name, tool_rules
 
 log = logging.getLogger("crewbox.personas")
 
@@ -61,27 +62,45 @@ def load_subagents(persona: Persona) -> dict[str, Persona]:
     return subagents
 
 
-TASK_TOOL = "Task"
-"""Claude Code's tool through which a persona's model hands work to its sub-agents."""
+TASK_TOOL = AGENT_TOOL
+"""The sub-agent tool's name: Claude Code's ``Agent`` (``Task`` accepted as its legacy name
+in tools lists, crewbox.personas.tool_name, and in the model's calls, worker.tools)."""
 
 
 def offers_task(persona: Persona) -> bool:
-    """True when the persona's tools allow the Task tool: no ``tools`` key (every tool), or
-    Task among them (``disallowedTools: Task`` takes it away), as in Claude Code."""
-    return persona.tools is None or TASK_TOOL in persona.tools
+    """True when the persona's tools allow the Agent tool: no ``tools`` key (every tool), or
+    Agent (or Task) among them (``disallowedTools: Agent`` takes it away), as in Claude
+    Code."""
+    return persona.tools is None or any(tool_name(t) == AGENT_TOOL for t in persona.tools)
+
+
+def allowed_types(persona: Persona) -> list[str] | None:
+    """The sub-agent types ``Agent(a, b)`` entries allow (comma-separated); None when the
+    tool is listed bare or not restricted."""
+    rules = tool_rules(persona.tools, AGENT_TOOL)
+    if rules is None:
+        return None
+    return [t.strip() for rule in rules for t in rule.split(",") if t.strip()]
 
 
 def offered_subagents(persona: Persona) -> dict[str, Persona]:
-    """The sub-agents the persona's Task tool offers: :func:`load_subagents` when
-    :func:`offers_task`, else none (its agents/ files are not read)."""
-    return load_subagents(persona) if offers_task(persona) else {}
+    """The sub-agents the persona's Agent tool offers: :func:`load_subagents` when
+    :func:`offers_task` (only the types of :func:`allowed_types` when it restricts them),
+    else none (its agents/ files are not read)."""
+    if not offers_task(persona):
+        return {}
+    subagents = load_subagents(persona)
+    types = allowed_types(persona)
+    if types is None:
+        return subagents
+    return {name: sub for name, sub in subagents.items() if name in types}
 
 
 def subagent_model(subagent: Persona, parent_model: str, claude: bool = True) -> str:
     """The model a sub-agent calls: ``parent_model`` (the persona's) when it has none or
     says ``inherit``, or when ``claude`` is False (an OpenAI-compatible server serves its
     own model, not Claude's); else its model (aliases were resolved when its file loaded:
-    crewbox.personas.MODEL_ALIASES)."""
+    crewbox.llm.catalog.ALIASES)."""
     return subagent.model_or(parent_model) if claude else parent_model
 
 

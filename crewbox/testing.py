@@ -107,6 +107,8 @@ class RecordedCall(BaseModel):
     error_status: int | None = None
     """The status of a scripted error this call raised (0: a dropped connection); its usage
     is zero (nothing billed)."""
+    effort: str | None = None
+    max_tokens: int | None = None
 
     @property
     def text(self) -> str:
@@ -162,6 +164,7 @@ class ScriptedLLM:
         max_tokens: int = 4096,
         model: str | None = None,
         timeout_s: float | None = None,
+        effort: str | None = None,
     ) -> LLMResponse:
         """Answer with the first matching unconsumed step (see the class docstring).
 
@@ -192,6 +195,8 @@ class ScriptedLLM:
                 started_at_s=started,
                 ended_at_s=time.time(),
                 error_status=(failure.status or 0) if failure else None,
+                effort=effort,
+                max_tokens=max_tokens,
             )
         )
         if response is None:

@@ -1,7 +1,7 @@
 """The agent loop: persona prompt + task → model ↔ tools, until the model ends its turn.
 
 One loop per task, as in Claude Code: the model answers; if it asked for tools, the calls
-run in the sandbox (in order; consecutive ``Task`` calls at the same time, see
+run in the sandbox (in order; consecutive ``Agent`` calls at the same time, see
 worker.tools.run_tools) and their results (or errors, which the model sees and can act on)
 go back; this repeats until the model stops asking or ``max_turns`` is reached.
 """
@@ -52,6 +52,9 @@ class AgentSetup:
     workspace: Path | None
     max_turns: int = 20
     max_tokens: int = 4096
+    effort: str | None = None
+    """The calls' effort; None: the persona's ``effort`` (else CREWBOX_EFFORT or the
+    model's default, crewbox.llm.anthropic)."""
 
 
 def system_blocks(persona: Persona, context: str) -> list[SystemBlock]:
@@ -168,6 +171,7 @@ def run_loop(
                 max_tokens=setup.max_tokens,
                 model=setup.model,
                 timeout_s=remaining_s,
+                effort=setup.effort or setup.persona.effort,
             )
         except BudgetExceededError as exc:
             return _over_budget(outcome, exc)
@@ -182,6 +186,8 @@ def run_loop(
         outcome.text = response.text or outcome.text
         if response.stop_reason != "tool_use" or not response.tool_uses:
             return outcome
+        # The whole answer goes back as it came: thinking blocks first, signatures intact
+        # (the API refuses a tool-loop turn whose thinking was dropped).
         messages.append(Message(role="assistant", content=list(response.content)))
         try:
             results = run_tools(response.tool_uses, setup.tools, setup.sandbox)

@@ -1,16 +1,20 @@
-"""The ``Task`` tool: a persona's model hands part of its task to one of its sub-agents.
+"""The ``Agent`` tool: a persona's model hands part of its task to one of its sub-agents.
 
-As Claude Code's Task tool: the input is ``description`` (3-5 words), ``prompt`` (the
+As Claude Code's Agent tool (formerly ``Task``; a call of ``Task`` runs it too): the input is
+``description`` (3-5 words), ``prompt`` (the
 work) and ``subagent_type`` (a sub-agent's name, crewbox.subagents); the tool's
 description lists the sub-agents (``- name: description (Tools: ...)``). A call runs a
 nested agent loop (worker.agent.run_loop) with the sub-agent's prompt, model and tools, in
 the task's sandbox and output folder, within the task's deadline, stop event and budgets
-(the same LLM client), and returns the sub-agent's final text. Several ``Task`` calls of
-one turn run at the same time (``parallel``, worker.tools.run_tools).
+(the same LLM client), and returns the sub-agent's final text. Several ``Agent`` calls of
+one turn run at the same time (``parallel``, worker.tools.run_tools). ``Agent(a, b)`` in
+the persona's tools offers only sub-agents ``a`` and ``b`` (crewbox.subagents).
 
 A sub-agent's tools are the persona's tools (as selected for the task, so Bash only when
 the persona has it and Bash is allowed) that its own ``tools`` names, or all of them when
-it names none; never ``Task`` (sub-agents do not nest). Each call of a sub-agent goes to
+it names none; never ``Agent`` (sub-agents do not nest); Bash keeps the persona's rules,
+or takes the sub-agent's own (``Bash(npm test:*)``) when the persona has none. A sub-agent
+calls with its own ``effort``, else the persona's. Each call of a sub-agent goes to
 ``record(usage, subagent_name)`` as it returns.
 """
 
@@ -25,11 +29,12 @@ from pydantic import Field
 from crewbox.errors import BudgetExceededError, CrewboxError, ToolError
 from crewbox.llm.base import ToolDef
 from crewbox.models import Usage
-from crewbox.personas import Persona
+from crewbox.personas import Persona, tool_name, tool_rules
 from crewbox.subagents import subagent_model
 from worker.agent import AgentSetup, LoopLimits, run_loop, system_blocks
 from worker.tools import TASK_TOOL, Tool
 from worker.tools.base import BaseTool, ToolInput, input_schema
+from worker.tools.bash import BashTool
 from worker.tools.sandbox import Sandbox
 
 Record = Callable[[Usage, str], None]
@@ -39,14 +44,14 @@ DESCRIPTION = (
     "Launch a new agent to handle a complex, multi-step piece of your task on its own. "
     "It works in your working directory and workspace with the tools listed for it, "
     "cannot see this conversation, and returns one final message to you: give it a "
-    "complete, self-contained prompt and say what it should report back. Several Task "
+    "complete, self-contained prompt and say what it should report back. Several Agent "
     "calls in one turn run at the same time.\n\nAvailable agent types and the tools "
     "they have access to:\n"
 )
 
 
 class TaskInput(ToolInput):
-    """The ``Task`` tool's input: Claude Code's three parameters."""
+    """The ``Agent`` tool's input: Claude Code's three parameters."""
 
     description: str = Field(description="A short (3-5 word) description of the task")
     prompt: str = Field(min_length=1, description="The task for the agent to perform")
@@ -54,12 +59,12 @@ class TaskInput(ToolInput):
 
 
 TASK_SCHEMA = input_schema(TaskInput)
-"""The Task tool's input schema, made once (a task's tool list is built per attempt)."""
+"""The Agent tool's input schema, made once (a task's tool list is built per attempt)."""
 
 
 @dataclass
 class SubAgent:
-    """One sub-agent as the Task tool runs it: its persona file and its tools."""
+    """One sub-agent as the Agent tool runs it: its persona file and its tools."""
 
     persona: Persona
     tools: list[Tool]
@@ -67,13 +72,22 @@ class SubAgent:
 
 def subagent_tools(subagent: Persona, parent_tools: list[Tool]) -> list[Tool]:
     """The tools of ``parent_tools`` (the persona's, selected for the task) that
-    ``subagent``'s ``tools`` names, or all of them when it names none; never Task."""
-    wanted = set(subagent.tools) if subagent.tools is not None else None
-    return [t for t in parent_tools if t.name != TASK_TOOL and (wanted is None or t.name in wanted)]
+    ``subagent``'s ``tools`` names, or all of them when it names none; never Agent. A
+    Bash without rules of its own takes the sub-agent's (``Bash(npm test:*)``)."""
+    names = subagent.tools
+    wanted = {tool_name(t) for t in names} if names is not None else None
+    tools = [
+        t for t in parent_tools if t.name != TASK_TOOL and (wanted is None or t.name in wanted)
+    ]
+    own_rules = tool_rules(names, "Bash")
+    return [
+        BashTool(own_rules) if own_rules and isinstance(t, BashTool) and not t.rules else t
+        for t in tools
+    ]
 
 
 def task_tool_definition(subagents: dict[str, SubAgent]) -> ToolDef:
-    """Claude Code's Task tool, its description listing ``subagents``."""
+    """Claude Code's Agent tool, its description listing ``subagents``."""
     lines = []
     for name, sub in subagents.items():
         tools = ", ".join(t.name for t in sub.tools) or "none"
@@ -99,7 +113,7 @@ def sub_agents(subagents: dict[str, Persona], parent_tools: list[Tool]) -> dict[
 
 
 class TaskTool(BaseTool[TaskInput]):
-    """The Task tool of one task attempt (see the module docstring).
+    """The Agent tool of one task attempt (see the module docstring).
 
     ``parent``: the persona's AgentSetup (LLM client, model, sandbox, limits); ``limits``:
     the task's deadline and stop event; ``claude``: whether model aliases name Claude
@@ -139,7 +153,7 @@ class TaskTool(BaseTool[TaskInput]):
         sub = self.subagents.get(args.subagent_type)
         if sub is None:
             known = ", ".join(self.subagents) or "none"
-            raise ToolError(f"Task: no sub-agent {args.subagent_type!r}; available: {known}")
+            raise ToolError(f"Agent: no sub-agent {args.subagent_type!r}; available: {known}")
         return self._run(sub, args.prompt, sandbox)
 
     def _run(self, sub: SubAgent, prompt: str, sandbox: Sandbox) -> str:
@@ -153,6 +167,7 @@ class TaskTool(BaseTool[TaskInput]):
             workspace=self.parent.workspace,
             max_turns=sub.persona.turns_or(self.parent.max_turns),
             max_tokens=self.parent.max_tokens,
+            effort=sub.persona.effort or self.parent.persona.effort,
         )
         first = subagent_message(prompt, sandbox.cwd, setup.workspace)
         try:

@@ -5,6 +5,16 @@ Prompt caching: every :class:`~crewbox.llm.base.SystemBlock` with ``cache=True``
 ``cache_control: {"type": "ephemeral"}`` (a 5-minute cache write; the API allows at most
 4 breakpoints per request). Usage and cost come from the response's ``usage`` and
 ``pricing.json``.
+
+What a call sends follows the model's row of crewbox.llm.catalog: ``thinking`` as the
+model accepts it (omitted where thinking is always on, ``{"type": "adaptive"}`` where it is
+adaptive, ``{"type": "disabled"}`` on a forced-tool call where forcing needs thinking off,
+nothing on older models), ``output_config.effort`` where the model takes it, and
+``force_tool`` as ``tool_choice`` ``{"type": "tool"}`` only where the model allows it; on a
+model that refuses forced tool use (the Claude 5.5 generation) the tool is offered with
+``tool_choice`` ``{"type": "auto"}`` and the caller (the planner) reads the tool call or
+JSON text and repairs as before. Thinking and redacted-thinking blocks come back in
+``content`` exactly as returned, signature included, so a tool-use loop passes them back.
 """
 
 from __future__ import annotations
@@ -21,17 +31,27 @@ from crewbox.llm.base import (
     ContentBlock,
     LLMResponse,
     Message,
+    RedactedThinkingBlock,
     SystemBlock,
     TextBlock,
+    ThinkingBlock,
     ToolDef,
     ToolUseBlock,
 )
+from crewbox.llm.catalog import EFFORTS, Capabilities, capabilities
 from crewbox.llm.pricing import call_usage
 from crewbox.models import Usage
 
 if TYPE_CHECKING:
     from anthropic.types import Message as APIMessage
-    from anthropic.types import MessageParam, TextBlockParam, ToolChoiceParam, ToolParam
+    from anthropic.types import (
+        MessageParam,
+        OutputConfigParam,
+        TextBlockParam,
+        ThinkingConfigParam,
+        ToolChoiceParam,
+        ToolParam,
+    )
 
 MAX_ERROR_CHARS = 300
 """Error messages are cut to this many characters (they end up on one log/CLI line)."""
@@ -109,26 +129,70 @@ def messages_param(messages: list[Message], cache_latest: bool = False) -> list[
 
 
 def content_blocks(message: APIMessage) -> list[ContentBlock]:
-    """The text and tool_use blocks of a response; other types (thinking...) are dropped."""
+    """The text, tool_use, thinking and redacted_thinking blocks of a response, in order and
+    unchanged (a thinking block keeps its signature); other types (server tools) are
+    dropped."""
     blocks: list[ContentBlock] = []
     for block in message.content:
         if block.type == "text":
             blocks.append(TextBlock(text=block.text))
         elif block.type == "tool_use":
             blocks.append(ToolUseBlock(id=block.id, name=block.name, input=dict(block.input)))
+        elif block.type == "thinking":
+            blocks.append(ThinkingBlock(thinking=block.thinking, signature=block.signature))
+        elif block.type == "redacted_thinking":
+            blocks.append(RedactedThinkingBlock(data=block.data))
     return blocks
 
 
 def response_usage(message: APIMessage, model: str) -> Usage:
-    """This call's Usage: the response's token counts (missing counts are 0), priced."""
+    """This call's Usage: the response's token counts (missing counts are 0), priced;
+    ``thinking_tokens`` from ``output_tokens_details`` where the API reports it."""
     usage = message.usage
+    details = getattr(usage, "output_tokens_details", None)
     return call_usage(
         model,
         input_tokens=usage.input_tokens or 0,
         output_tokens=usage.output_tokens or 0,
         cache_write_tokens=usage.cache_creation_input_tokens or 0,
         cache_read_tokens=usage.cache_read_input_tokens or 0,
+        thinking_tokens=(getattr(details, "thinking_tokens", None) or 0) if details else 0,
     )
+
+
+def thinking_param(caps: Capabilities, forcing: bool) -> ThinkingConfigParam | anthropic.Omit:
+    """The ``thinking`` a call to a model of ``caps`` sends (see the module docstring);
+    ``forcing``: the call forces a tool the model allows forcing."""
+    if caps.thinking == "adaptive":
+        return {"type": "disabled"} if forcing else {"type": "adaptive"}
+    return anthropic.omit
+
+
+def output_config_param(
+    caps: Capabilities, effort: str | None
+) -> OutputConfigParam | anthropic.Omit:
+    """``{"effort": effort}`` for a model that takes it and a known level; else omitted.
+
+    Raises:
+        ValueError: ``effort`` is not one of EFFORTS.
+    """
+    if effort is None or not caps.effort:
+        return anthropic.omit
+    if effort not in EFFORTS:
+        raise ValueError(f"effort {effort!r} is not one of {', '.join(EFFORTS)}")
+    return cast("OutputConfigParam", {"effort": effort})
+
+
+def tool_choice_param(
+    caps: Capabilities, force_tool: str | None
+) -> ToolChoiceParam | anthropic.Omit:
+    """``{"type": "tool", "name": force_tool}`` where the model allows forcing, ``{"type":
+    "auto"}`` (the tool offered) where it does not, omitted with no ``force_tool``."""
+    if not force_tool:
+        return anthropic.omit
+    if caps.forced_tool:
+        return {"type": "tool", "name": force_tool}
+    return {"type": "auto"}
 
 
 STATUS_ADVICE = {
@@ -161,10 +225,12 @@ class AnthropicClient:
 
     Args:
         api_key: the Anthropic API key.
-        model: default model id (e.g. ``claude-sonnet-4-5``).
+        model: default model id (e.g. ``claude-sonnet-5-5``).
         base_url: API root (``https://api.anthropic.com`` when None; the SDK then also reads
             ``ANTHROPIC_BASE_URL``).
         timeout_s: per-request timeout in seconds.
+        effort: the effort of calls that name none (``CREWBOX_EFFORT``); None: the model's
+            own default.
 
     The SDK never retries (``max_retries=0``): crewbox.llm.retry is the one retry layer,
     so every failure surfaces here as one LLMAPIError.
@@ -176,8 +242,10 @@ class AnthropicClient:
         model: str,
         base_url: str | None = None,
         timeout_s: float = 600.0,
+        effort: str | None = None,
     ) -> None:
         self.model = model
+        self.effort = effort
         self._client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
@@ -192,19 +260,22 @@ class AnthropicClient:
         max_tokens: int = 4096,
         model: str | None = None,
         timeout_s: float | None = None,
+        effort: str | None = None,
     ) -> LLMResponse:
         """Run one Messages API call; see :meth:`crewbox.llm.base.LLMClient.complete`.
 
-        ``force_tool`` sends ``tool_choice={"type": "tool", "name": force_tool}``.
+        ``force_tool``, ``thinking`` and ``effort`` are sent as the model accepts them (see
+        the module docstring).
 
         Raises:
             LLMAPIError: HTTP error (``status_code``, ``retry_after_s`` from ``retry-after``),
                 or network error / timeout (``status_code=None``), after the SDK's retries.
+            ValueError: ``effort`` is not one of crewbox.llm.catalog.EFFORTS.
         """
         model_id = model or self.model
-        tool_choice: ToolChoiceParam | anthropic.Omit = anthropic.omit
-        if force_tool:
-            tool_choice = {"type": "tool", "name": force_tool}
+        caps = capabilities(model_id)
+        tool_choice = tool_choice_param(caps, force_tool)
+        forcing = bool(force_tool) and caps.forced_tool
         system_blocks = system_param(system)
         room = sum("cache_control" in b for b in system_blocks) < MAX_CACHE_BREAKPOINTS
         try:
@@ -218,6 +289,8 @@ class AnthropicClient:
                 ),
                 tools=tools_param(tools) if tools else anthropic.omit,
                 tool_choice=tool_choice,
+                thinking=thinking_param(caps, forcing),
+                output_config=output_config_param(caps, effort or self.effort),
             )
         except anthropic.APIError as exc:
             raise api_error(exc) from exc

@@ -1,7 +1,8 @@
 """The narrow LLM interface crewbox owns: one call in, content blocks + usage out.
 
 Content blocks use the Anthropic Messages API shapes (``text``, ``tool_use``,
-``tool_result``) as crewbox's lingua franca; the ``openai`` client translates them.
+``tool_result``, ``thinking``, ``redacted_thinking``) as crewbox's lingua franca; the
+``openai`` client translates them (and leaves thinking out).
 """
 
 from __future__ import annotations
@@ -39,12 +40,36 @@ class ToolResultBlock(BaseModel):
     is_error: bool = False
 
 
-ContentBlock = Annotated[TextBlock | ToolUseBlock, Field(discriminator="type")]
-MessageBlock = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+class ThinkingBlock(BaseModel):
+    """The model's thinking, exactly as returned: ``thinking`` (empty when the API omits
+    the text) and its ``signature``. Passed back unchanged in a tool-use loop: the API
+    checks the signature, and refuses a turn whose thinking was dropped or altered."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlock(BaseModel):
+    """Thinking the API returned encrypted (``data``); passed back unchanged like
+    :class:`ThinkingBlock`."""
+
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
+
+
+ContentBlock = Annotated[
+    TextBlock | ToolUseBlock | ThinkingBlock | RedactedThinkingBlock, Field(discriminator="type")
+]
+MessageBlock = Annotated[
+    TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
+    Field(discriminator="type"),
+]
 
 
 class Message(BaseModel):
-    """One conversation turn: ``user`` (text, tool results) or ``assistant`` (text, tool uses)."""
+    """One conversation turn: ``user`` (text, tool results) or ``assistant`` (thinking,
+    text, tool uses: a response's ``content`` as it came)."""
 
     role: Literal["user", "assistant"]
     content: str | list[MessageBlock]
@@ -83,6 +108,12 @@ class LLMResponse(BaseModel):
         return "\n\n".join(b.text for b in self.content if isinstance(b, TextBlock)).strip()
 
     @property
+    def thinking(self) -> str:
+        """The text of the thinking blocks joined by blank lines ("" when the API omitted
+        it, or the model did not think)."""
+        return "\n\n".join(b.thinking for b in self.content if isinstance(b, ThinkingBlock))
+
+    @property
     def tool_uses(self) -> list[ToolUseBlock]:
         """The tool_use blocks, in order."""
         return [b for b in self.content if isinstance(b, ToolUseBlock)]
@@ -99,6 +130,7 @@ class CallArgs(TypedDict, total=False):
     max_tokens: int
     model: str | None
     timeout_s: float | None
+    effort: str | None
 
 
 class LLMClient(Protocol):
@@ -121,6 +153,7 @@ class LLMClient(Protocol):
         max_tokens: int = 4096,
         model: str | None = None,
         timeout_s: float | None = None,
+        effort: str | None = None,
     ) -> LLMResponse:
         """Run one call.
 
@@ -134,6 +167,9 @@ class LLMClient(Protocol):
             timeout_s: cut the call after this many seconds (the rest of a task's
                 ``timeout_s``): the request is abandoned, not waited for. None: the
                 client's own timeout. Retries are crewbox.llm.retry's, never the SDK's.
+            effort: Claude Code's effort level (crewbox.llm.catalog.EFFORTS) for models
+                that take ``output_config.effort``; None: the client's default (else the
+                model's). Ignored where it means nothing (an OpenAI-compatible server).
 
         Raises:
             LLMAPIError: the provider failed (status_code, retry_after_s set when known).

@@ -37,6 +37,7 @@ def _anthropic_client(settings: Settings) -> LLMClient:
         model=settings.model,
         base_url=settings.anthropic_base_url,
         timeout_s=settings.llm_timeout_s,
+        effort=settings.effort,
     )
 
 

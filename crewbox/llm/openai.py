@@ -297,8 +297,10 @@ class OpenAIClient:
         max_tokens: int = 4096,
         model: str | None = None,
         timeout_s: float | None = None,
+        effort: str | None = None,
     ) -> LLMResponse:
         """Run one chat-completions call; see :meth:`crewbox.llm.base.LLMClient.complete`.
+        ``effort`` is Claude's and ignored here (the OpenAI-compatible path is unchanged).
 
         Raises:
             ValueError: ``force_tool`` names no tool in ``tools`` (a caller bug).

@@ -211,9 +211,11 @@ def call_usage(
     output_tokens: int,
     cache_write_tokens: int = 0,
     cache_read_tokens: int = 0,
+    thinking_tokens: int = 0,
 ) -> Usage:
     """The :class:`~crewbox.models.Usage` of one call (``calls == 1``), cost included, with
-    its cache write and cache read parts."""
+    its cache write and cache read parts; ``thinking_tokens`` (part of ``output_tokens``,
+    billed as output) is carried along."""
     price = _price_for_prompt(model, input_tokens + cache_write_tokens + cache_read_tokens)
     zero = Decimal(0)
     return Usage(
@@ -221,6 +223,7 @@ def call_usage(
         output_tokens=output_tokens,
         cache_write_tokens=cache_write_tokens,
         cache_read_tokens=cache_read_tokens,
+        thinking_tokens=thinking_tokens,
         cost_usd=(
             price.usd(input_tokens, output_tokens, cache_write_tokens, cache_read_tokens)
             if price

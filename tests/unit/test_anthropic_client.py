@@ -17,6 +17,7 @@ from crewbox.llm.base import (
     Message,
     SystemBlock,
     TextBlock,
+    ThinkingBlock,
     ToolDef,
     ToolResultBlock,
     ToolUseBlock,
@@ -129,6 +130,7 @@ def test_tool_use_round_trip(server: FakeLLMServer, client: AnthropicClient) -> 
 
     assert first.stop_reason == "tool_use"
     assert first.content == [
+        ThinkingBlock(thinking="The notes hold the brief.", signature="sig"),
         TextBlock(text="Let me read the notes."),
         ToolUseBlock(id="toolu_01", name="Read", input={"file_path": "notes.md"}),
     ]
@@ -137,7 +139,12 @@ def test_tool_use_round_trip(server: FakeLLMServer, client: AnthropicClient) -> 
     assert second.model == SERVED_MODEL
     assert [r.path for r in server.requests] == ["/v1/messages", "/v1/messages"]
     sent = server.requests[1].body["messages"]
-    assert sent[1]["content"][1] == {
+    assert sent[1]["content"][0] == {  # passed back exactly as returned
+        "type": "thinking",
+        "thinking": "The notes hold the brief.",
+        "signature": "sig",
+    }
+    assert sent[1]["content"][2] == {
         "type": "tool_use",
         "id": "toolu_01",
         "name": "Read",

@@ -53,5 +53,5 @@ def test_submit_estimate_prices_the_plan_on_claude_without_touching_redis(tmp_pa
     env = crewbox_env(tmp_path, CREWBOX_QUEUE="rq", CREWBOX_REDIS_URL="redis://127.0.0.1:1/0")
     shown = run_crewbox(["submit", "--estimate", "--plan", str(plan)], env, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert "s1" in shown.stdout and "claude-sonnet-4-6" in shown.stdout
+    assert "s1" in shown.stdout and "claude-sonnet-5-5" in shown.stdout
     assert "as if every service used Claude" in shown.stderr

@@ -201,7 +201,7 @@ def test_budget_stops_dispatching_and_says_so(cluster_of: Any) -> None:
     summary = cluster.orchestrator.run(Request(text="req", plan=plan, budget_usd=Decimal("0.01")))
     assert [r.status for r in summary.tasks] == ["succeeded", "skipped"]
     assert summary.budget_exceeded
-    assert summary.usage_by_stage["tasks"].cost_usd == Decimal("0.045")  # 10k*$3/M + 1k*$15/M
+    assert summary.usage_by_stage["tasks"].cost_usd == Decimal("0.03")  # 10k*$2/M + 1k*$10/M
     (budget,) = [e for e in cluster.events if e.kind == "budget_exceeded"]
     assert "dispatching nothing more" in budget.message
 

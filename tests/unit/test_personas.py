@@ -32,12 +32,12 @@ def test_real_claude_code_subagent_loads_unmodified() -> None:
     assert (p.name, p.tools, p.model, p.workspace) == (
         "code-reviewer",
         ["Read", "Grep", "Glob", "Bash"],
-        "claude-sonnet-4-6",
+        "claude-sonnet-5-5",
         None,
     )
     assert p.extra == {"color": "purple"}
     assert p.prompt == "You are a senior code reviewer."
-    assert p.model_or("claude-sonnet-4-5") == "claude-sonnet-4-6"
+    assert p.model_or("claude-sonnet-4-5") == "claude-sonnet-5-5"
 
 
 def test_tools_as_yaml_list_and_absent() -> None:
@@ -53,8 +53,8 @@ def test_tools_as_yaml_list_and_absent() -> None:
     [
         ("---\ndescription: d\n---\nx", "front matter has no 'name'"),
         ("---\nname: a\n---\nx", "front matter has no 'description'"),
-        ("---\nname: Bad Name\ndescription: d\n---\nx", "must be lowercase"),
-        ("---\nname: [a\n---\nx", "must be lowercase"),
+        ("---\nname: Bad Name\ndescription: d\n---\nx", "lowercase letters"),
+        ("---\nname: [a\n---\nx", "lowercase letters"),
         ("---\nname: a\ndescription: d\ntools: 3\n---\nx", "'tools' must be"),
     ],
 )
@@ -130,7 +130,7 @@ def test_unquoted_description_with_colons_and_examples_loads_with_a_warning() ->
     assert p.description.startswith("Use this agent when designing APIs. Examples: <example>")
     assert "<commentary>APIs are its job.</commentary></example>" in p.description
     assert p.tools == ["Read", "Write"]
-    assert p.model == "claude-sonnet-4-6"
+    assert p.model == "claude-sonnet-5-5"
     assert p.extra == {"color": "blue"}
     assert any("not strict YAML" in w for w in p.warnings)
     dropped = [w for w in p.warnings if "dropped" in w]
@@ -144,7 +144,7 @@ def test_literal_newline_escapes_stay_text_and_non_ascii_prompts_load(tmp_path: 
     path.write_text(LITERAL_NEWLINES, encoding="utf-8")
     p = load_persona(path)
     assert p.description.startswith("Writes docs.\\n\\n<example>")
-    assert (p.tools, p.model) == (["Read", "Grep"], "claude-haiku-4-5")
+    assert (p.tools, p.model) == (["Read", "Grep"], "claude-haiku-5-5")
     assert p.prompt == "Écris la doc — en français, s'il le faut. 日本語も。"
 
 
@@ -152,7 +152,7 @@ def test_yaml_list_tools_disallowed_tools_max_turns_and_extra_keys() -> None:
     p = parse_persona(YAML_LIST_AND_HOOKS, "tester.md")
     assert p.description == "Runs the tests: all of them."
     assert p.tools == ["Read", "Glob"]
-    assert (p.max_turns, p.turns_or(20), p.model) == (7, 7, "claude-opus-4-6")
+    assert (p.max_turns, p.turns_or(20), p.model) == (7, 7, "claude-opus-5-5")
     assert set(p.extra) == {"hooks"} and p.warnings == []
 
 
@@ -204,7 +204,7 @@ def test_one_broken_file_is_invalid_and_the_others_load(tmp_path: Path) -> None:
 def test_the_persona_tool_names_are_the_workers_tools() -> None:
     from worker.tools import ALL_TOOLS
 
-    assert set(TOOL_NAMES) - {"Task"} == set(ALL_TOOLS)
+    assert set(TOOL_NAMES) - {"Agent"} == set(ALL_TOOLS)
 
 
 def test_claude_ids_mean_the_local_model_on_an_openai_compatible_server() -> None:
@@ -213,7 +213,50 @@ def test_claude_ids_mean_the_local_model_on_an_openai_compatible_server() -> Non
     claude = Settings(provider="anthropic", anthropic_api_key="k", model="claude-sonnet-4-6")
     local = Settings(provider="openai", llm_model="smollm2")
     haiku = parse_persona("---\nname: a\ndescription: d\nmodel: haiku\n---\nx", "a.md")
-    assert claude.model_of(haiku.model) == "claude-haiku-4-5"
+    assert claude.model_of(haiku.model) == "claude-haiku-5-5"
     assert local.model_of(haiku.model) == "smollm2"  # never priced as Haiku
     assert (claude.model_of(None), local.model_of("inherit")) == ("claude-sonnet-4-6", "smollm2")
     assert local.model_of("qwen2.5-7b") == "qwen2.5-7b"
+
+
+def test_names_up_to_63_characters_load_and_a_bad_name_says_what_is_wrong() -> None:
+    from crewbox.persona_file import MAX_NAME_CHARS, name_problem
+
+    long = "distributed-systems-observability-engineer-agent"  # 48 characters
+    assert parse_persona(f"---\nname: {long}\ndescription: d\n---\nx", "x.md").name == long
+    assert name_problem("a" * MAX_NAME_CHARS) is None
+    assert "64 characters long; at most 63" in (name_problem("a" * 64) or "")
+    assert "must start with a lowercase letter" in (name_problem("9lives") or "")
+    assert "must not end with a hyphen" in (name_problem("tester-") or "")
+    assert "'_'" in (name_problem("code_reviewer") or "")
+
+
+def test_effort_and_ignored_claude_code_keys() -> None:
+    text = (
+        "---\nname: t\ndescription: d\neffort: High\npermissionMode: plan\nskills: [a]\n"
+        "memory: project\n---\nx"
+    )
+    p = parse_persona(text, "x.md")
+    assert p.effort == "high"
+    assert p.warnings == ["Claude Code keys crewbox ignores: permissionMode, skills, memory"]
+    bad = parse_persona("---\nname: t\ndescription: d\neffort: extreme\n---\nx", "x.md")
+    assert bad.effort is None and "effort 'extreme' ignored" in bad.warnings[0]
+
+
+def test_agent_is_the_sub_agent_tool_task_its_legacy_name_and_rules_keep_the_tool() -> None:
+    from crewbox.personas import tool_rules
+
+    p = parse_persona(
+        "---\nname: t\ndescription: d\ntools: Read, Task, Bash(npm test:*), Bash(ls)\n---\nx",
+        "x.md",
+    )
+    assert p.tools == ["Read", "Agent", "Bash(npm test:*)", "Bash(ls)"] and p.warnings == []
+    assert tool_rules(p.tools, "Bash") == ["npm test:*", "ls"]
+    assert tool_rules(p.tools, "Read") is None
+    q = parse_persona(
+        "---\nname: t\ndescription: d\ntools: Agent(a, b), Read(./docs/**)\n---\nx", "x"
+    )
+    assert q.tools == ["Agent(a, b)", "Read(./docs/**)"]
+    assert q.warnings == ["tool rules crewbox does not enforce, tool kept: Read(./docs/**)"]
+    r = parse_persona("---\nname: t\ndescription: d\ndisallowedTools: Task\n---\nx", "x")
+    assert r.tools is not None and "Agent" not in r.tools

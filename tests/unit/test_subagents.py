@@ -120,7 +120,7 @@ def test_marie_ships_the_choreography_analyzer_on_haiku_with_read_and_grep() -> 
     analyzer = load_subagents(marie)["choreography-analyzer"]
     assert analyzer.tools == ["Read", "Grep"]
     model = subagent_model(analyzer, marie.model_or("claude-sonnet-4-6"))
-    assert model == "claude-haiku-4-5" and price_for(model) is not None
+    assert model == "claude-haiku-5-5" and price_for(model) is not None
     assert persona_models(marie, "claude-sonnet-4-6") == {"claude-sonnet-4-6", model}
 
 
@@ -129,7 +129,7 @@ def test_a_sub_agent_model_inherits_and_aliases_stand_for_the_local_model_off_cl
 ) -> None:
     subagents = load_subagents(lead(tmp_path))
     assert subagent_model(subagents["checker"], "claude-opus-4-6") == "claude-opus-4-6"
-    assert subagent_model(subagents["counter"], "claude-opus-4-6") == "claude-haiku-4-5"
+    assert subagent_model(subagents["counter"], "claude-opus-4-6") == "claude-haiku-5-5"
     assert subagent_model(subagents["counter"], "smollm2", claude=False) == "smollm2"
 
 
@@ -145,7 +145,7 @@ def test_the_task_tool_lists_each_sub_agent_with_its_tools(tmp_path: Path) -> No
     subagents = load_subagents(lead(tmp_path))
     parent = select_tools(["Read", "Write", "Grep"], allow_bash=False)
     tool = task_tool_definition(sub_agents(subagents, parent))
-    assert tool.name == "Task"
+    assert tool.name == "Agent"
     assert "- checker: Checks a draft. (Tools: Read, Grep)" in tool.description
     assert "- counter: Counts dancers. (Tools: Read, Grep)" in tool.description
     assert tool.input_schema["required"] == ["description", "prompt", "subagent_type"]
@@ -254,10 +254,10 @@ def test_two_task_calls_overlap_a_sub_agent_cannot_use_a_tool_its_persona_lacks_
     )
     assert (ran.out_dir / draft).read_text() == "a draft\n"  # Edit was refused
     assert [c.tools for c in checker] == [["Read", "Grep"]] * 2  # no Edit, no Task
-    assert counter[0].tools == ["Read", "Grep"] and counter[0].model == "claude-haiku-4-5"
-    assert checker[0].model == "claude-sonnet-4-6"  # no model: the persona's
+    assert counter[0].tools == ["Read", "Grep"] and counter[0].model == "claude-haiku-5-5"
+    assert checker[0].model == "claude-sonnet-5-5"  # no model: the persona's
     lead_calls = ran.calls("LEAD-PROMPT")
-    assert lead_calls[0].tools == ["Read", "Write", "Grep", "Task"]
+    assert lead_calls[0].tools == ["Read", "Write", "Grep", "Agent"]
     results = lead_calls[1].messages[-1]["content"]
     assert [r["content"] for r in results] == ["2 problems", "8 dancers"]  # in call order
     # usage: every call once, summed exactly, each sub-agent's part under its name
@@ -365,3 +365,21 @@ def test_a_sub_agent_call_that_does_not_fit_the_budget_ends_the_task_budget_exce
     assert result.budget_scope == "run" and "sub-agent checker" in (result.error or "")
     assert ran.llm.unused_steps() == [1, 2]
     assert result.usage == Usage.total(c.usage for c in ran.llm.calls)
+
+
+def test_agent_type_rules_restrict_which_sub_agents_are_offered(tmp_path: Path) -> None:
+    from crewbox.subagents import offered_subagents
+
+    prompts = tmp_path / "prompts"
+    (prompts / "lead" / "agents").mkdir(parents=True)
+    for name in ("checker", "counter"):
+        (prompts / "lead" / "agents" / f"{name}.md").write_text(
+            f"---\nname: {name}\ndescription: {name}\n---\nx"
+        )
+    (prompts / "lead.md").write_text(
+        "---\nname: lead\ndescription: d\ntools: Read, Agent(counter)\n---\nx"
+    )
+    lead = load_personas(prompts)["lead"]
+    assert list(offered_subagents(lead)) == ["counter"]
+    (prompts / "lead.md").write_text("---\nname: lead\ndescription: d\ntools: Read, Task\n---\nx")
+    assert list(offered_subagents(load_personas(prompts)["lead"])) == ["checker", "counter"]

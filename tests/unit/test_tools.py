@@ -14,6 +14,7 @@ from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
 from worker.tools import ALL_TOOLS, Sandbox, run_tool, select_tools
 from worker.tools.base import input_schema
+from worker.tools.bash import BashTool, command_allowed
 from worker.tools.glob import compile_glob
 
 SECRET = "top secret outside text"
@@ -504,10 +505,47 @@ def test_select_tools() -> None:
     assert [t.name for t in select_tools(["Bash", "Read"], allow_bash=False)] == ["Read"]
 
 
-def test_select_tools_skips_tools_crewbox_lacks(caplog: pytest.LogCaptureFixture) -> None:
+def test_select_tools_skips_tools_crewbox_lacks_and_keeps_a_tool_with_a_rule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     chosen = select_tools(["Read", "WebSearch", "Bash(git:*)"], allow_bash=True)
-    assert [t.name for t in chosen] == ["Read"]
+    assert [t.name for t in chosen] == ["Read", "Bash"]
     assert "WebSearch" in caplog.text
+    assert isinstance(chosen[1], BashTool) and chosen[1].rules == ["git:*"]
+    assert "Only these commands are allowed: git:*" in chosen[1].definition.description
+    assert ALL_TOOLS["Bash"].definition.description != chosen[1].definition.description
+
+
+@pytest.mark.parametrize(
+    ("command", "allowed"),
+    [
+        ("npm test", True),
+        ("npm test -- --watch=false", True),
+        ("npm testing", False),
+        ("npm install left-pad", False),
+        ("npm test && rm -rf .", False),
+        ("npm test; npm test", True),
+        ("echo $(npm test)", False),
+        ("npm test | tee out.txt", False),
+        ("ls", True),
+    ],
+)
+def test_bash_rules_allow_only_matching_commands(command: str, allowed: bool) -> None:
+    assert command_allowed(command, ["npm test:*", "ls"]) is allowed
+
+
+def test_a_bash_command_a_rule_does_not_allow_is_a_tool_error(tmp_path: Path) -> None:
+    sandbox = Sandbox(cwd=tmp_path)
+    tools = select_tools(["Bash(echo hi:*)"], allow_bash=True)
+    ok = run_tool(
+        ToolUseBlock(id="1", name="Bash", input={"command": "echo hi there"}), tools, sandbox
+    )
+    refused = run_tool(
+        ToolUseBlock(id="2", name="Bash", input={"command": "touch x"}), tools, sandbox
+    )
+    assert not ok.is_error and "hi there" in ok.content
+    assert refused.is_error and "not allowed by this persona's rules (echo hi:*)" in refused.content
+    assert not (tmp_path / "x").exists()
 
 
 def test_definitions_match_names() -> None:

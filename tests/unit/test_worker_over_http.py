@@ -82,8 +82,8 @@ def test_task_writes_its_artifact_refuses_an_escape_and_sums_usage(
     assert first["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert marie.prompt in first["system"][0]["text"]
     tools = {t["name"]: t for t in first["tools"]}
-    assert set(tools) == {"Read", "Write", "Edit", "Glob", "Grep", "Task"}  # Task: sub-agents
-    assert "- choreography-analyzer: " in tools["Task"]["description"]
+    assert set(tools) == {"Read", "Write", "Edit", "Glob", "Grep", "Agent"}  # Agent: sub-agents
+    assert "- choreography-analyzer: " in tools["Agent"]["description"]
     results = {b["tool_use_id"]: b for b in second["messages"][-1]["content"]}
     assert results["toolu_w"]["is_error"] is False
     assert results["toolu_x"]["is_error"] is True and "outside" in results["toolu_x"]["content"]

@@ -4,8 +4,9 @@
 - :func:`select_tools`: the tools a persona gets (its ``tools`` list, Bash only if allowed).
 - :func:`run_tool`: run one ``tool_use`` block; refusals and failures become error results
   the model sees, so the task goes on.
-- :func:`run_tools`: a turn's calls; consecutive calls of ``parallel`` tools (``Task``: a
-  sub-agent each, worker.subagents) run at the same time.
+- :func:`run_tools`: a turn's calls; consecutive calls of ``parallel`` tools (``Agent``: a
+  sub-agent each, worker.subagents) run at the same time. A call of ``Task`` (the Agent
+  tool's legacy name) runs the Agent tool.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
+from crewbox.personas import LEGACY_AGENT_TOOL, tool_name, tool_rules
 from crewbox.subagents import TASK_TOOL
 from worker.tools.base import Tool
 from worker.tools.bash import BashTool
@@ -40,20 +42,22 @@ def select_tools(names: list[str] | None, allow_bash: bool) -> list[Tool]:
     """The tools for a persona.
 
     Args:
-        names: tool names from the persona's ``tools`` key (order kept, duplicates dropped);
-            None means all tools.
+        names: the persona's ``tools`` entries (order kept, duplicates dropped), each a
+            tool name or a name with a rule (``Bash(npm test:*)``: Bash, refusing commands
+            the rules do not allow, worker.tools.bash); None means all tools.
         allow_bash: when False, Bash is left out even if ``names`` lists it.
 
-    Names crewbox does not have (Claude Code's WebFetch, MCP tools, ``Bash(git:*)``
-    permission forms) are skipped with a warning, so real Claude Code subagent files load
-    unmodified. ``Task`` is skipped silently: it comes with the persona's sub-agents.
+    Names crewbox does not have (Claude Code's WebFetch, MCP tools) are skipped with a
+    warning, so real Claude Code subagent files load unmodified. ``Agent`` (``Task``) is
+    skipped silently: it comes with the persona's sub-agents.
     """
-    wanted = list(ALL_TOOLS) if names is None else list(dict.fromkeys(n.strip() for n in names))
+    wanted = list(ALL_TOOLS) if names is None else list(dict.fromkeys(tool_name(n) for n in names))
     unknown = [name for name in wanted if name not in ALL_TOOLS and name != TASK_TOOL]
     if unknown:
         log.warning("skipping tools crewbox does not have: %s", ", ".join(unknown))
-    wanted = [name for name in wanted if name in ALL_TOOLS]
-    return [ALL_TOOLS[name] for name in wanted if allow_bash or name != "Bash"]
+    wanted = [name for name in wanted if name in ALL_TOOLS and (allow_bash or name != "Bash")]
+    bash_rules = tool_rules(names, "Bash")
+    return [BashTool(bash_rules) if n == "Bash" and bash_rules else ALL_TOOLS[n] for n in wanted]
 
 
 def run_tool(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> ToolResultBlock:
@@ -87,7 +91,8 @@ def run_tools(
     results: list[ToolResultBlock] = []
     group: list[ToolUseBlock] = []
     for call in [*calls, None]:
-        tool = by_name.get(call.name) if call is not None else None
+        name = TASK_TOOL if call is not None and call.name == LEGACY_AGENT_TOOL else None
+        tool = by_name.get(name or call.name) if call is not None else None
         if call is not None and getattr(tool, "parallel", False):
             group.append(call)
             continue
@@ -110,7 +115,8 @@ def _run_together(
 
 def _run(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> str:
     by_name = {tool.name: tool for tool in tools}
-    tool = by_name.get(call.name)
+    name = TASK_TOOL if call.name == LEGACY_AGENT_TOOL else call.name
+    tool = by_name.get(name)
     if tool is None:
         available = ", ".join(by_name) or "none"
         raise ToolError(f"tool {call.name!r} is not available; available tools: {available}")

@@ -12,7 +12,9 @@ user asks for it.
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -61,6 +63,33 @@ class BashInput(ToolInput):
     )
 
 
+_SEPARATORS = re.compile(r"&&|\|\||[;|\n&]")
+"""Where a command line holds several commands: each must match a rule."""
+
+_SUBSTITUTION = ("`", "$(", "<(", ">(")
+"""Shell forms that run a command inside another; never allowed under rules."""
+
+
+def rule_matches(command: str, rule: str) -> bool:
+    """Whether one simple ``command`` matches Claude Code permission ``rule``: ``prefix:*``
+    matches the prefix alone or followed by a space and anything; otherwise the rule is a
+    glob (``*`` any text) over the whole command."""
+    if rule.endswith(":*"):
+        prefix = rule[:-2].strip()
+        return command == prefix or command.startswith(prefix + " ")
+    return fnmatch.fnmatchcase(command, rule)
+
+
+def command_allowed(command: str, rules: list[str]) -> bool:
+    """Whether every command of the line ``command`` (split at ``&&``, ``||``, ``;``, ``|``,
+    ``&`` and newlines) matches one of ``rules``; command substitutions are refused."""
+    if any(form in command for form in _SUBSTITUTION):
+        return False
+    parts = [part.strip() for part in _SEPARATORS.split(command)]
+    commands = [part for part in parts if part]
+    return bool(commands) and all(any(rule_matches(c, r) for r in rules) for c in commands)
+
+
 class BashTool(BaseTool[BashInput]):
     """Bash(command, timeout?, description?): run ``bash -c command`` in ``sandbox.cwd``.
 
@@ -71,6 +100,10 @@ class BashTool(BaseTool[BashInput]):
 
     The call returns when the command's output closes: a background job must redirect its
     output (``server > log 2>&1 &``) or it counts toward the timeout.
+
+    ``rules``: the persona's Claude Code permission rules (``Bash(npm test:*)`` gives
+    ``npm test:*``); a command line none of them allows is refused with a ToolError the model
+    sees. None or empty: any command.
 
     Raises ToolError when the command runs past its timeout (its whole process group is
     killed) or when bash cannot start.
@@ -85,8 +118,25 @@ class BashTool(BaseTool[BashInput]):
     )
     input_model = BashInput
 
+    def __init__(self, rules: list[str] | None = None) -> None:
+        self.rules = rules or []
+        if self.rules:
+            allowed = (
+                f"{self.description} Only these commands are allowed: {', '.join(self.rules)}."
+            )
+            self.definition = self.definition.model_copy(update={"description": allowed})
+
     def run(self, input: BashInput, sandbox: Sandbox) -> str:
-        """Run the command; see the class docstring."""
+        """Run the command; see the class docstring.
+
+        Raises:
+            ToolError: the persona's rules (``Bash(npm test:*)``) do not allow the command.
+        """
+        if self.rules and not command_allowed(input.command, self.rules):
+            raise ToolError(
+                f"Bash: command not allowed by this persona's rules ({', '.join(self.rules)}): "
+                f"{input.command[:200]}"
+            )
         timeout_ms = min(input.timeout, MAX_TIMEOUT_MS)
         output, exit_code = run_command(input.command, sandbox.cwd, timeout_ms)
         text = output if output.strip() else "(no output)"
