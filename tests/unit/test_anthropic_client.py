@@ -15,6 +15,7 @@ from crewbox.errors import ConfigError, LLMAPIError
 from crewbox.llm.anthropic import AnthropicClient
 from crewbox.llm.base import (
     Message,
+    RedactedThinkingBlock,
     SystemBlock,
     TextBlock,
     ThinkingBlock,
@@ -319,3 +320,91 @@ def test_factory_builds_anthropic_client(server: FakeLLMServer) -> None:
     assert isinstance(llm, RetryingLLM) and isinstance(llm.inner.inner, AnthropicClient)  # type: ignore[attr-defined]
     assert api_key_sent(server.requests[0].headers) == "factory-key"
     assert server.requests[0].body["model"] == "claude-haiku-4-5"
+
+
+@pytest.mark.parametrize(
+    ("model", "forced", "thinking", "tool_choice", "effort"),
+    [
+        # Opus 5.5: thinking always on (omitted), forced tool use refused: offered, auto.
+        ("claude-opus-5-5", True, None, {"type": "auto"}, "high"),
+        # Sonnet 5.5 / Haiku 5.5: adaptive, no forcing.
+        ("claude-sonnet-5-5", True, {"type": "adaptive"}, {"type": "auto"}, "high"),
+        ("claude-haiku-5-5", False, {"type": "adaptive"}, None, "high"),
+        # Opus 5: adaptive, forcing allowed with thinking off.
+        (
+            "claude-opus-5",
+            True,
+            {"type": "disabled"},
+            {"type": "tool", "name": "submit_plan"},
+            "high",
+        ),
+        ("claude-opus-5", False, {"type": "adaptive"}, None, "high"),
+        # 4.x: as before (no thinking sent); effort where the model takes it.
+        ("claude-sonnet-4-6", True, None, {"type": "tool", "name": "submit_plan"}, "high"),
+        ("claude-haiku-4-5", False, None, None, None),
+        # An id crewbox does not know: the newest family's behaviour.
+        ("claude-opus-7", True, None, {"type": "auto"}, "high"),
+    ],
+)
+def test_each_family_gets_the_thinking_tool_choice_and_effort_it_accepts(
+    server: FakeLLMServer,
+    client: AnthropicClient,
+    model: str,
+    forced: bool,
+    thinking: dict[str, Any] | None,
+    tool_choice: dict[str, Any] | None,
+    effort: str | None,
+) -> None:
+    server.reply(
+        message_reply(
+            [{"type": "text", "text": "ok"}], "end_turn", {"input_tokens": 1, "output_tokens": 1}
+        )
+    )
+    client.complete(
+        system=[],
+        messages=[Message(role="user", content="Plan")],
+        tools=[PLAN_TOOL],
+        force_tool="submit_plan" if forced else None,
+        model=model,
+        effort="high",
+    )
+    body = server.requests[0].body
+    assert body.get("thinking") == thinking
+    assert body.get("tool_choice") == tool_choice
+    assert body.get("output_config", {}).get("effort") == effort
+
+
+def test_an_unknown_id_is_warned_once(
+    server: FakeLLMServer, client: AnthropicClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = message_reply(
+        [{"type": "text", "text": "ok"}], "end_turn", {"input_tokens": 1, "output_tokens": 1}
+    )
+    server.reply(reply, reply)
+    for _ in range(2):
+        client.complete(
+            system=[], messages=[Message(role="user", content="x")], model="claude-zeta-9"
+        )
+    assert caplog.text.count("'claude-zeta-9' is not in crewbox's capability table") == 1
+
+
+def test_thinking_tokens_are_counted_and_the_client_default_effort_sent(
+    server: FakeLLMServer,
+) -> None:
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 30,
+        "output_tokens_details": {"thinking_tokens": 25},
+    }
+    server.reply(
+        message_reply(
+            [{"type": "redacted_thinking", "data": "enc"}, {"type": "text", "text": "ok"}],
+            "end_turn",
+            usage,
+        )
+    )
+    llm = AnthropicClient(api_key="k", model="claude-sonnet-5-5", base_url=server.url, effort="max")
+    response = llm.complete(system=[], messages=[Message(role="user", content="x")])
+    assert response.usage.thinking_tokens == 25 and response.usage.output_tokens == 30
+    assert response.content[0] == RedactedThinkingBlock(data="enc")
+    assert server.requests[0].body["output_config"] == {"effort": "max"}

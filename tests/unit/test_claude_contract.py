@@ -239,3 +239,29 @@ def test_the_fake_refuses_what_the_5_5_api_refuses(
             ],
         )
     assert len(contract.errors) == 3
+
+
+def test_a_persona_with_effort_high_sends_it(
+    endpoint: tuple[ClaudeContract, FakeLLMServer], tmp_path: Path
+) -> None:
+    import time
+
+    from crewbox.personas import parse_persona
+    from worker.agent import AgentSetup, LoopLimits, run_loop
+    from worker.tools import select_tools
+    from worker.tools.sandbox import Sandbox
+
+    contract, server = endpoint
+    persona = parse_persona("---\nname: t\ndescription: d\neffort: high\ntools: Write\n---\nx", "t")
+    setup = AgentSetup(
+        persona=persona,
+        llm=AnthropicClient(api_key="k", model="claude-opus-5-5", base_url=server.url),
+        model="claude-opus-5-5",
+        tools=select_tools(persona.tools, allow_bash=False),
+        sandbox=Sandbox(cwd=tmp_path),
+        workspace=None,
+    )
+    outcome = run_loop([], "Write it", setup, LoopLimits(time.monotonic() + 30, "timed out"))
+    assert outcome.error is None and outcome.turns == 2
+    assert [b["output_config"] for b in contract.requests] == [{"effort": "high"}] * 2
+    assert contract.errors == []
