@@ -2,7 +2,7 @@
 
 Per task, the input known now (the persona's prompt, the shared context, the task's own
 message and tool definitions; not yet what its dependencies will produce) in tokens, at
-CHARS_PER_TOKEN characters a token, and a cost range at the model's list prices:
+the model's tokenizer ratio (crewbox.llm.catalog), and a cost range at the model's list prices:
 
 - low: one turn that reads the known input and writes nothing;
 - high: ``max_turns`` turns, each writing ``max_tokens`` and each reading the known input
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from crewbox.budget import CHARS_PER_TOKEN
+from crewbox.llm.catalog import chars_per_token
 from crewbox.llm.pricing import Price, price_for
 
 
@@ -35,9 +36,10 @@ class Estimate:
     high_usd: Decimal
 
 
-def tokens(chars: int) -> int:
-    """Tokens of ``chars`` characters of text (CHARS_PER_TOKEN a token, rounded up)."""
-    return math.ceil(chars / CHARS_PER_TOKEN)
+def tokens(chars: int, per_token: float = CHARS_PER_TOKEN) -> int:
+    """Tokens of ``chars`` characters of text (``per_token`` characters a token: the
+    model's tokenizer, crewbox.llm.catalog.chars_per_token; rounded up)."""
+    return math.ceil(chars / per_token)
 
 
 def task_estimate(
@@ -45,7 +47,7 @@ def task_estimate(
 ) -> Estimate:
     """The row of one task (see the module docstring)."""
     price = price_for(model)
-    known = tokens(input_chars)
+    known = tokens(input_chars, chars_per_token(model))
     if price is None:
         return Estimate(name, persona, model, known, Decimal(0), Decimal(0))
     low = _cost(price, known, 0)

@@ -1,8 +1,11 @@
 """The planner: request → Plan with the LLM, validated, repaired, or a clear PlanError.
 
-The plan comes from a forced call of the ``submit_plan`` tool, whose input schema is the
-Plan contract of docs/architecture.md with ``persona`` as an enum of persona names (with an
-OpenAI-compatible server the client turns that into ``response_format`` json_schema).
+The plan comes from a call of the ``submit_plan`` tool, whose input schema is the Plan
+contract of docs/architecture.md with ``persona`` as an enum of persona names: forced where
+the model allows forced tool use; offered with ``tool_choice`` auto where it does not (the
+Claude 5.5 generation, crewbox.llm.anthropic), the planner's message asking for the call
+and a JSON answer in text read as well. With an OpenAI-compatible server the client turns
+the tool into ``response_format`` json_schema.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from crewbox.budget import CHARS_PER_TOKEN
 from crewbox.errors import PlanError
 from crewbox.llm.base import (
     LLMClient,
@@ -27,6 +29,7 @@ from crewbox.llm.base import (
     ToolDef,
     ToolResultBlock,
 )
+from crewbox.llm.catalog import chars_per_token
 from crewbox.models import (
     MAX_INSTRUCTIONS_CHARS,
     Plan,
@@ -65,10 +68,13 @@ class PlanLimits:
     max_instructions_chars: int = MAX_INSTRUCTIONS_CHARS
 
     @classmethod
-    def for_output(cls, max_tokens: int, max_tasks: int = MAX_PLANNED_TASKS) -> PlanLimits:
+    def for_output(
+        cls, max_tokens: int, max_tasks: int = MAX_PLANNED_TASKS, model: str = ""
+    ) -> PlanLimits:
         """Limits for an answer of at most ``max_tokens`` (tasks of ~200 tokens each) and
-        at most ``max_tasks`` tasks (``CREWBOX_MAX_PLANNED_TASKS``)."""
-        budget_chars = max_tokens * CHARS_PER_TOKEN
+        at most ``max_tasks`` tasks (``CREWBOX_MAX_PLANNED_TASKS``), in characters of
+        ``model``'s tokenizer (crewbox.llm.catalog.chars_per_token)."""
+        budget_chars = int(max_tokens * chars_per_token(model))
         return cls(
             max_tasks=min(max_tasks, max(2, max_tokens // 200)),
             max_instructions_chars=max(200, min(MAX_INSTRUCTIONS_CHARS, budget_chars // 8)),
@@ -280,7 +286,7 @@ class Planner:
         self.personas = personas
         self.model = model
         self.max_tokens = max_tokens
-        self.limits = PlanLimits.for_output(max_tokens, max_tasks)
+        self.limits = PlanLimits.for_output(max_tokens, max_tasks, model)
         self.repairs = repairs
 
     def plan(
