@@ -4,6 +4,7 @@ contract (tests/fakes/claude_contract.py), and the same run against 4.x behaviou
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -265,3 +266,38 @@ def test_a_persona_with_effort_high_sends_it(
     assert outcome.error is None and outcome.turns == 2
     assert [b["output_config"] for b in contract.requests] == [{"effort": "high"}] * 2
     assert contract.errors == []
+
+
+def test_the_planner_repairs_on_5_5_without_forcing_the_tool(tmp_path: Path) -> None:
+    """A first plan naming an unknown persona, then a JSON plan in text: repaired through
+    a tool result (thinking passed back) and read from text, with no contract error."""
+    from orchestrator.plan import Planner
+
+    answers = iter(
+        [
+            (
+                [
+                    tool_use(
+                        "p1", "submit_plan", {"tasks": [{**PLAN["tasks"][0], "persona": "zed"}]}
+                    )
+                ],
+                "tool_use",
+            ),
+            ([{"type": "text", "text": json.dumps({"tasks": [PLAN["tasks"][0]]})}], "end_turn"),
+        ]
+    )
+    contract = ClaudeContract("5.5", lambda body: next(answers))
+    with FakeLLMServer(contract) as server:
+        llm = AnthropicClient(api_key="k", model="claude-opus-5-5", base_url=server.url)
+        personas = load_personas(ROOT / "prompts")
+        planner = Planner(
+            llm,
+            load_role_prompt(ROOT / "prompts", "orchestrator"),
+            personas,
+            model="claude-opus-5-5",
+        )
+        plan = planner.plan(Request(text="A class"), on_call=lambda usage: None)
+    assert [t.id for t in plan.tasks] == ["class-plan"]
+    assert contract.errors == []
+    assert [b["tool_choice"] for b in contract.requests] == [{"type": "auto"}] * 2
+    assert contract.requests[1]["messages"][1]["content"][0]["type"] == "thinking"
