@@ -29,6 +29,7 @@ def budget_run(tmp_path: Path, tasks: int, *args: str) -> tuple[EmbeddedRun, Run
     plan = [spec(t, PERSONAS[i % 3]) for i, t in enumerate(ids)]
     run = EmbeddedRun(tmp_path, plan, steps)
     run.env["CREWBOX_MAX_TOKENS"] = "200"  # the estimate's output part: 200 x $15/MTok
+    run.env["CREWBOX_MODEL"] = "claude-sonnet-4-6"  # the prices CALL_USD is figured at
     run.start("run", "--plan", str(tmp_path / "plan.yaml"), "--workers", "2", *args)
     run.finish()
     return run, run.summary()
@@ -60,7 +61,11 @@ def test_a_persona_budget_stops_that_persona_only(tmp_path: Path) -> None:
     plan.append(spec("late", "anga", ["p1"]))  # dispatched after marie's budget is reached
     steps.insert(0, {"match": "Task id: late\\n", "text": "late done", "usage": CALL})
     run = EmbeddedRun(tmp_path, plan, steps)
-    run.env.update(CREWBOX_PROMPTS_DIR=str(prompts), CREWBOX_MAX_TOKENS="200")
+    run.env.update(
+        CREWBOX_PROMPTS_DIR=str(prompts),
+        CREWBOX_MAX_TOKENS="200",
+        CREWBOX_MODEL="claude-sonnet-4-6",
+    )
     run.start("run", "--plan", str(tmp_path / "plan.yaml"))
     run.finish()
     summary = run.summary()

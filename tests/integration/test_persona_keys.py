@@ -51,7 +51,7 @@ def test_max_turns_disallowed_tools_and_model_alias_take_effect(tmp_path: Path) 
     proc = run_crewbox(["run", "--plan", str(plan), "--workers", "1"], env, cwd=tmp_path)
     calls = [c for c in recorded_calls(tmp_path / "record") if "Task id: t1" in str(c.messages)]
     assert len(calls) == 2, proc.stderr  # maxTurns: 2 (CREWBOX_MAX_TURNS is 20)
-    assert {c.model for c in calls} == {"claude-haiku-4-5"}  # model: haiku
+    assert {c.model for c in calls} == {"claude-haiku-5-5"}  # model: haiku
     assert calls[0].tools == ["Read", "Glob"]  # Write disallowed, the MCP tool dropped
     refused = str(calls[1].messages[-1])
     assert "tool 'Write' is not available; available tools: Read, Glob" in refused

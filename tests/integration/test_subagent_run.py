@@ -87,7 +87,7 @@ def test_marie_runs_two_analyzer_checks_at_once_and_summary_counts_them(tmp_path
     assert len(analyzer) == 4
     firsts = [c for c in analyzer if c.step in (2, 4)]  # each check's first call
     assert max(c.started_at_s for c in firsts) < min(c.ended_at_s for c in firsts)
-    assert {c.model for c in analyzer} == {"claude-haiku-4-5"}
+    assert {c.model for c in analyzer} == {"claude-haiku-5-5"}
     assert all(c.tools == ["Read", "Grep"] for c in analyzer)
     assert all("Yanis Fournier" in c.text for c in analyzer if c.step == 5)  # its Grep ran
     marie_last = next(c for c in calls if c.step == 1)
