@@ -7,9 +7,9 @@ docs/architecture.md; in a container they are set by the compose file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crewbox.models import MAX_TASKS
@@ -32,7 +32,14 @@ class Settings(BaseSettings):
     model: str = "claude-sonnet-5-5"
     effort: Literal["low", "medium", "high", "max"] | None = None
     """``CREWBOX_EFFORT``: the effort of calls whose persona sets none (crewbox.llm.catalog);
-    unset: each model's own default."""
+    unset or blank: each model's own default."""
+
+    @field_validator("effort", mode="before")
+    @classmethod
+    def _blank_effort(cls, value: Any) -> Any:
+        """A blank ``CREWBOX_EFFORT`` (docker-compose passes ``${CREWBOX_EFFORT:-}``) is unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CREWBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),

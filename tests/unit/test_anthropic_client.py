@@ -408,3 +408,22 @@ def test_thinking_tokens_are_counted_and_the_client_default_effort_sent(
     assert response.usage.thinking_tokens == 25 and response.usage.output_tokens == 30
     assert response.content[0] == RedactedThinkingBlock(data="enc")
     assert server.requests[0].body["output_config"] == {"effort": "max"}
+
+
+def test_crewbox_effort_reaches_the_client_and_blank_means_unset(
+    monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
+) -> None:
+    from crewbox.config import Settings
+
+    monkeypatch.setenv("CREWBOX_EFFORT", "")
+    assert Settings().effort is None
+    monkeypatch.setenv("CREWBOX_EFFORT", "medium")
+    settings = Settings(provider="anthropic", anthropic_api_key="k", anthropic_base_url=server.url)
+    server.reply(
+        message_reply(
+            [{"type": "text", "text": "ok"}], "end_turn", {"input_tokens": 1, "output_tokens": 1}
+        )
+    )
+    make_client(settings).complete(system=[], messages=[Message(role="user", content="x")])
+    assert server.requests[0].body["output_config"] == {"effort": "medium"}
+    assert server.requests[0].body["model"] == "claude-sonnet-5-5"
