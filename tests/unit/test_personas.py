@@ -260,3 +260,44 @@ def test_agent_is_the_sub_agent_tool_task_its_legacy_name_and_rules_keep_the_too
     assert q.warnings == ["tool rules crewbox does not enforce, tool kept: Read(./docs/**)"]
     r = parse_persona("---\nname: t\ndescription: d\ndisallowedTools: Task\n---\nx", "x")
     assert r.tools is not None and "Agent" not in r.tools
+
+
+def test_crewbox_personas_shows_the_aliases_resolved_to_priced_ids_and_keeps_agent(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from tests.conftest import crewbox_env, run_crewbox
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(ROOT / "prompts", prompts)
+    for name, alias in (("marie", "sonnet"), ("anga", "opus"), ("fabien", "haiku")):
+        path = prompts / f"{name}.md"
+        path.write_text(path.read_text().replace("model: inherit", f"model: {alias}"))
+    (prompts / "storyteller.md").write_text(
+        "---\nname: storyteller\ndescription: Tells.\ntools: Read, Agent\nmodel: fable\n"
+        "effort: high\nmcpServers: [x]\n---\nTell."
+    )
+    env = crewbox_env(
+        tmp_path,
+        CREWBOX_PROMPTS_DIR=str(prompts),
+        CREWBOX_PROVIDER="anthropic",
+        ANTHROPIC_API_KEY="k",
+    )
+    proc = run_crewbox(["personas"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in proc.stdout.splitlines()
+        if line.startswith("│ ") and line.split("│")[1].strip()
+    }
+    for name, model in (
+        ("marie", "claude-sonnet-5-5"),
+        ("anga", "claude-opus-5-5"),
+        ("fabien", "claude-haiku-5-5"),
+        ("storyteller", "claude-fable-5-2"),
+    ):
+        assert model in rows[name] and " yes " in rows[name], rows[name]
+    assert "Read, Agent" in rows["storyteller"]
+    assert "warning storyteller: Claude Code keys crewbox ignores: mcpServers" in proc.stdout
+    assert "no price" not in proc.stderr
