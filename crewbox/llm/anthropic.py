@@ -12,8 +12,9 @@ adaptive, ``{"type": "disabled"}`` on a forced-tool call where forcing needs thi
 nothing on older models), ``output_config.effort`` where the model takes it, and
 ``force_tool`` as ``tool_choice`` ``{"type": "tool"}`` only where the model allows it; on a
 model that refuses forced tool use (the Claude 5.5 generation) the tool is offered with
-``tool_choice`` ``{"type": "auto"}`` and the caller (the planner) reads the tool call or
-JSON text and repairs as before. Thinking and redacted-thinking blocks come back in
+``tool_choice`` ``{"type": "auto"}`` (and ``strict: true`` where the model has structured
+outputs) and the caller (the planner) reads the tool call or JSON text and repairs as
+before. Thinking and redacted-thinking blocks come back in
 ``content`` exactly as returned, signature included, so a tool-use loop passes them back.
 """
 
@@ -105,9 +106,19 @@ def system_param(system: list[SystemBlock]) -> list[TextBlockParam]:
     return cast("list[TextBlockParam]", blocks)
 
 
-def tools_param(tools: list[ToolDef]) -> list[ToolParam]:
-    """Tool definitions as ``{"name", "description", "input_schema"}``."""
-    return cast("list[ToolParam]", [tool.model_dump() for tool in tools])
+def tools_param(tools: list[ToolDef], strict_tool: str | None = None) -> list[ToolParam]:
+    """Tool definitions as ``{"name", "description", "input_schema"}``; ``strict_tool`` is
+    sent with ``strict: true`` and its schema in the subset strict tools take (the SDK's
+    ``anthropic.transform_schema``: constraints it cannot enforce, such as ``maxLength``,
+    move into descriptions; crewbox still validates them)."""
+    params = []
+    for tool in tools:
+        param = tool.model_dump()
+        if tool.name == strict_tool:
+            param["input_schema"] = anthropic.transform_schema(tool.input_schema)
+            param["strict"] = True
+        params.append(param)
+    return cast("list[ToolParam]", params)
 
 
 MAX_CACHE_BREAKPOINTS = 4
@@ -276,6 +287,7 @@ class AnthropicClient:
         caps = capabilities(model_id)
         tool_choice = tool_choice_param(caps, force_tool)
         forcing = bool(force_tool) and caps.forced_tool
+        strict = force_tool if force_tool and not forcing and caps.structured_outputs else None
         system_blocks = system_param(system)
         room = sum("cache_control" in b for b in system_blocks) < MAX_CACHE_BREAKPOINTS
         try:
@@ -287,7 +299,7 @@ class AnthropicClient:
                     messages,
                     cache_latest=room,
                 ),
-                tools=tools_param(tools) if tools else anthropic.omit,
+                tools=tools_param(tools, strict) if tools else anthropic.omit,
                 tool_choice=tool_choice,
                 thinking=thinking_param(caps, forcing),
                 output_config=output_config_param(caps, effort or self.effort),

@@ -427,3 +427,29 @@ def test_crewbox_effort_reaches_the_client_and_blank_means_unset(
     make_client(settings).complete(system=[], messages=[Message(role="user", content="x")])
     assert server.requests[0].body["output_config"] == {"effort": "medium"}
     assert server.requests[0].body["model"] == "claude-sonnet-5-5"
+
+
+def test_an_offered_plan_tool_is_strict_with_a_schema_strict_tools_take(
+    server: FakeLLMServer, client: AnthropicClient
+) -> None:
+    from orchestrator.plan import plan_tool
+
+    reply = message_reply(
+        [{"type": "text", "text": "ok"}], "end_turn", {"input_tokens": 1, "output_tokens": 1}
+    )
+    server.reply(reply, reply)
+    tool = plan_tool(["marie", "anga"])
+    for model in ("claude-opus-5-5", "claude-sonnet-4-6"):
+        client.complete(
+            system=[],
+            messages=[Message(role="user", content="Plan")],
+            tools=[tool],
+            force_tool="submit_plan",
+            model=model,
+        )
+    offered, forced = (r.body["tools"][0] for r in server.requests)
+    assert offered["strict"] is True
+    spec = offered["input_schema"]["$defs"]["TaskSpec"]["properties"]
+    assert "maxLength" not in spec["title"] and "maxLength: 80" in spec["title"]["description"]
+    assert spec["persona"]["enum"] == ["anga", "marie"]
+    assert "strict" not in forced and forced["input_schema"] == tool.input_schema
