@@ -220,7 +220,9 @@ def worker_payload(event: Event, attempt: int) -> tuple[Payload | None, str]:
         return AttemptInfo(attempt=attempt, worker=payload.worker[:MAX_NAME_CHARS]), ""
     if isinstance(payload, LLMCall):
         return _worker_call(payload, attempt)
-    return payload, ""
+    assert isinstance(payload, ConcurrencyChange)
+    cut = {k: getattr(payload, k)[:MAX_NAME_CHARS] for k in ("credential", "reason")}
+    return payload.model_copy(update=cut), ""
 
 
 def _worker_call(call: LLMCall, attempt: int) -> tuple[LLMCall | None, str]:
