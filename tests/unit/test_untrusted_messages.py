@@ -29,6 +29,7 @@ from crewbox.models import (
     WorkerEvent,
 )
 from crewbox.personas import load_personas, load_role_prompt
+from crewbox.progress import ProgressPrinter
 from crewbox.queue.base import parse_message
 from crewbox.queue.files import RUNS_DIR, TMP_DIR, FileQueue
 from crewbox.runlog.files import FileRunLog
@@ -360,3 +361,8 @@ def test_hostile_messages_mid_run_neither_end_the_run_nor_leak_on_files(tmp_path
     assert_contained(summary, events, llm, settings.results_dir, n_hostile)
     assert token not in (run_folder / "events.jsonl").read_text()  # the token is never logged
     assert token not in (run_folder / "summary.json").read_text()
+
+
+def test_a_rejected_message_is_shown_to_whoever_follows_the_run() -> None:
+    rejected = Event(kind="message_rejected", run_id="r", message="result refused: wrong token")
+    assert "message rejected" in (ProgressPrinter().line(rejected) or "")
