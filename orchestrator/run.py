@@ -237,8 +237,10 @@ def _worker_call(call: LLMCall, attempt: int) -> tuple[LLMCall | None, str]:
 def trusted_result(result: Result, state: AttemptState) -> Result:
     """``result`` with what the orchestrator knows in place of what the worker said: the
     attempt's run, task, persona, title and number, its usage from the attempt's checked
-    ``llm_call`` events, and no token (the stored result never holds one)."""
+    ``llm_call`` events, no token (the stored result never holds one), and a budget scope
+    only of a budget the task has (the run's when it has one, its persona's)."""
     task = state.task
+    scopes = {f"persona:{task.persona}", *(["run"] if task.budget_usd is not None else [])}
     return result.model_copy(
         update={
             "run_id": task.run_id,
@@ -251,6 +253,7 @@ def trusted_result(result: Result, state: AttemptState) -> Result:
             "calls": list(state.calls),
             "usage_by_subagent": dict(state.usage_by_subagent),
             "token": "",
+            "budget_scope": result.budget_scope if result.budget_scope in scopes else "",
         }
     )
 
@@ -316,7 +319,12 @@ def _apply_dispatch(run: ActiveRun, event: Event) -> None:
     info = event.payload(AttemptInfo)
     spec = next(t for t in run.plan.tasks if t.id == event.task_id)
     task = Task(
-        run_id=run.run_id, spec=spec, request_text=run.request.text, attempt=info.attempt, token=""
+        run_id=run.run_id,
+        spec=spec,
+        request_text=run.request.text,
+        budget_usd=run.request.budget_usd,
+        attempt=info.attempt,
+        token="",
     )
     state = AttemptState(task=task, token_sha256=info.token_sha256)
     run.attempts.setdefault(spec.id, []).append(state)

@@ -7,9 +7,10 @@ by ``crewbox resume`` or by another orchestrator once its owner lease expires.
 
 Attempts: each dispatch of a task is an attempt with a number and a random token. A worker
 renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
-CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A result whose token does
-not match is rejected; a result of an attempt that is no longer the task's current one is
-superseded (its usage counts, its result is not used).
+CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A message (result or
+event) that does not parse or whose token does not match is dropped (``message_rejected``);
+a result of an attempt that is no longer the task's current one is superseded (its usage
+counts, its result is not used).
 """
 
 from __future__ import annotations

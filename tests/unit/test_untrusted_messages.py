@@ -25,6 +25,7 @@ from crewbox.models import (
     RejectedMessage,
     Result,
     Task,
+    TaskSpec,
     Usage,
     WorkerEvent,
 )
@@ -35,7 +36,7 @@ from crewbox.queue.files import RUNS_DIR, TMP_DIR, FileQueue
 from crewbox.runlog.files import FileRunLog
 from crewbox.store import MAX_ARTIFACTS, RunStore, check_artifacts, sha256_hex
 from crewbox.testing import ScriptedLLM
-from orchestrator.run import worker_payload
+from orchestrator.run import AttemptState, trusted_result, worker_payload
 from orchestrator.service import Orchestrator
 from orchestrator.synthesize import results_digest
 from tests.conftest import ROOT
@@ -366,3 +367,23 @@ def test_hostile_messages_mid_run_neither_end_the_run_nor_leak_on_files(tmp_path
 def test_a_rejected_message_is_shown_to_whoever_follows_the_run() -> None:
     rejected = Event(kind="message_rejected", run_id="r", message="result refused: wrong token")
     assert "message rejected" in (ProgressPrinter().line(rejected) or "")
+
+
+@pytest.mark.parametrize(
+    ("budget_usd", "claimed", "kept"),
+    [
+        (None, "run", ""),
+        (Decimal(1), "run", "run"),
+        (None, "persona:marie", "persona:marie"),
+        (None, "persona:anga", ""),
+    ],
+)
+def test_a_result_names_only_a_budget_its_task_has(
+    budget_usd: Decimal | None, claimed: str, kept: str
+) -> None:
+    spec = TaskSpec(id="t", persona="marie", title="t", instructions="x")
+    task = Task(run_id="r", spec=spec, request_text="x", budget_usd=budget_usd)
+    result = Result(
+        run_id="r", task_id="t", persona="marie", status="budget_exceeded", budget_scope=claimed
+    )
+    assert trusted_result(result, AttemptState(task=task)).budget_scope == kept
