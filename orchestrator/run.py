@@ -128,6 +128,8 @@ class ActiveRun:
     """When (``time.monotonic()``) each periodic check of the run (heartbeats, the cancel
     flag in the run log) is due next."""
     started_at_s: float = field(default_factory=time.time)
+    rejected: int = 0
+    """Messages of the run's inbox dropped so far (``message_rejected``)."""
     owner: str = ""
     orphaned: list[AttemptState] = field(default_factory=list)
 

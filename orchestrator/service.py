@@ -85,6 +85,9 @@ CANCEL_CHECK_S = 0.2
 """The run log's cancel flag (`crewbox cancel`) is read at most this often; Ctrl-C of the
 process that drives the run is seen at once."""
 
+MAX_REJECTED_LOGGED = 100
+"""``message_rejected`` events one run logs at most; later bad messages are dropped unlogged."""
+
 CANCEL_GRACE_S = 30.0
 """After a cancel, how long running attempts get to stop at their next turn and report
 their usage before they are counted cancelled without a result."""
@@ -322,7 +325,13 @@ class Orchestrator:
 
     def _reject(self, run: ActiveRun, reason: str, task_id: str | None = None) -> None:
         """Log a dropped message; ``task_id`` only when it is a task of this run (the
-        event never names what a sender made up)."""
+        event never names what a sender made up). After MAX_REJECTED_LOGGED of a run, the
+        rest are dropped without an event (a flood must not fill the run log)."""
+        run.rejected += 1
+        if run.rejected > MAX_REJECTED_LOGGED:
+            return
+        if run.rejected == MAX_REJECTED_LOGGED:
+            reason += "; further rejected messages of this run are dropped without an event"
         known = task_id if task_id in run.attempts else None
         persona = run.attempts[known][0].task.persona if known else None
         self.emit(run, "message_rejected", task_id=known, persona=persona, message=reason)

@@ -23,6 +23,7 @@ from crewbox.models import (
     Event,
     LLMCall,
     RejectedMessage,
+    Request,
     Result,
     Task,
     TaskSpec,
@@ -36,8 +37,8 @@ from crewbox.queue.files import RUNS_DIR, TMP_DIR, FileQueue
 from crewbox.runlog.files import FileRunLog
 from crewbox.store import MAX_ARTIFACTS, RunStore, check_artifacts, sha256_hex
 from crewbox.testing import ScriptedLLM
-from orchestrator.run import AttemptState, trusted_result, worker_payload
-from orchestrator.service import Orchestrator
+from orchestrator.run import ActiveRun, AttemptState, trusted_result, worker_payload
+from orchestrator.service import MAX_REJECTED_LOGGED, Orchestrator
 from orchestrator.synthesize import results_digest
 from tests.conftest import ROOT
 from tests.hostile import (
@@ -387,3 +388,25 @@ def test_a_result_names_only_a_budget_its_task_has(
         run_id="r", task_id="t", persona="marie", status="budget_exceeded", budget_scope=claimed
     )
     assert trusted_result(result, AttemptState(task=task)).budget_scope == kept
+
+
+def test_a_flood_of_bad_messages_logs_a_bounded_number_of_events(tmp_path: Path) -> None:
+    settings = Settings(provider="scripted", prompts_dir=ROOT / "prompts", results_dir=tmp_path)
+    events: list[Event] = []
+    orch = Orchestrator(
+        settings,
+        ScriptedLLM([]),
+        FileQueue(tmp_path / "tasks"),
+        load_personas(settings.prompts_dir),
+        load_role_prompt(settings.prompts_dir, "orchestrator"),
+        load_role_prompt(settings.prompts_dir, "synthesizer"),
+        FileRunLog(tmp_path),
+        on_event=events.append,
+    )
+    request = Request(text="flood")
+    run = ActiveRun(request=request, store=RunStore(tmp_path, request.run_id))
+    orch.log.create(request)
+    for _ in range(MAX_REJECTED_LOGGED + 50):
+        orch._on_message(run, parse_message(b"junk"))
+    assert len(events) == MAX_REJECTED_LOGGED == run.rejected - 50
+    assert "dropped without an event" in events[-1].message
