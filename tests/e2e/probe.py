@@ -329,14 +329,14 @@ def trust_attempts(
     rows = [
         Attempt(
             f"push {what} into another run's inbox",
-            what in pushed and any(needle in r for r in reasons) and intact,
+            key in pushed and any(needle in r for r in reasons) and intact,
             "; ".join(reasons),
         )
-        for what, needle in (
-            ("a non-JSON message", "not JSON"),
-            ("a forged run_failed event", "run_failed event refused"),
-            ("a forged plan_ready event", "plan_ready event refused"),
-            ("a forged llm_call ($4,499, 1e9 tokens)", "llm_call event refused"),
+        for what, key, needle in (
+            ("a non-JSON message", "non-JSON", "not JSON"),
+            ("a forged run_failed event", "run_failed", "run_failed event refused"),
+            ("a forged plan_ready event", "plan_ready", "plan_ready event refused"),
+            ("a forged llm_call ($4,499, 1e9 tokens)", "llm_call", "llm_call event refused"),
         )
     ]
     rows.append(
