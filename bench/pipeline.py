@@ -26,7 +26,17 @@ import yaml
 from crewbox.cli import cluster_run_log, orchestrator
 from crewbox.config import Settings
 from crewbox.local import LocalWorkers
-from crewbox.models import END_KIND, Event, Plan, Request, Result, RunSummary, Task, TaskSpec
+from crewbox.models import (
+    END_KIND,
+    Event,
+    Plan,
+    Request,
+    Result,
+    RunSummary,
+    Task,
+    TaskSpec,
+    WorkerEvent,
+)
 from crewbox.personas import Persona, load_personas
 from crewbox.procs import process_id
 from crewbox.queue import make_queue
@@ -237,6 +247,6 @@ class Pipeline:
                     if started is None:
                         raise BenchError(f"task {task_id} ended without a task_started event")
                     return started
-                if isinstance(message, Event) and message.kind == "task_started":
-                    started = message.ts_s
+                if isinstance(message, WorkerEvent) and message.event.kind == "task_started":
+                    started = message.event.ts_s
         raise BenchError(f"task {task_id} did not run within 10 s (pid {os.getpid()})")

@@ -11,6 +11,7 @@ to JSON as numbers.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterable
@@ -21,6 +22,24 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Task ids become folder names, so they are short and filesystem-safe."""
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""Run ids become folder names (``results/<run_id>/``) and parts of Redis keys and RQ job
+ids: letters, digits, ``_`` and ``-`` only (no ``.``, no ``/``), as :func:`new_run_id` makes
+them (``20261121-193500-3fa2c1``)."""
+
+RunId = Annotated[str, Field(pattern=RUN_ID_PATTERN)]
+"""A run id that is safe as a path part (:data:`RUN_ID_PATTERN`)."""
+
+MAX_CALL_TOKENS = 2_000_000
+"""Upper bound on the tokens of one LLM call (input, output, cache write and cache read
+together): twice the largest context window of a Claude model (1M tokens, Claude API docs,
+"Context windows"; a call's prompt and its output both fit in the window). A worker that
+reports more for one call is lying; its event is rejected."""
+
+MAX_CALL_USD = Decimal(150)
+"""Upper bound on the cost of one LLM call: MAX_CALL_TOKENS at the highest price per
+million tokens in crewbox/llm/pricing.json ($75, Claude Opus 4 output); a test keeps it so."""
 
 MAX_TASKS = 10_000
 """Upper bound on tasks in one plan given by file (``--plan``, workflows/): a volley of
@@ -88,15 +107,26 @@ class Usage(BaseModel):
     of it paid for cache writes and cache reads.
     """
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-    thinking_tokens: int = 0
-    cost_usd: USD = Decimal(0)
-    cache_write_usd: USD = Decimal(0)
-    cache_read_usd: USD = Decimal(0)
-    calls: int = 0
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    thinking_tokens: int = Field(default=0, ge=0)
+    cost_usd: USD = Field(default=Decimal(0), ge=0)
+    cache_write_usd: USD = Field(default=Decimal(0), ge=0)
+    cache_read_usd: USD = Field(default=Decimal(0), ge=0)
+    calls: int = Field(default=0, ge=0)
+
+    def one_call_problem(self) -> str | None:
+        """Why this cannot be the usage of one LLM call (more than one call, more than
+        MAX_CALL_TOKENS or MAX_CALL_USD), or None when it can."""
+        if self.calls > 1:
+            return f"{self.calls} calls counted as one"
+        if self.total_tokens > MAX_CALL_TOKENS:
+            return f"{self.total_tokens} tokens in one call (at most {MAX_CALL_TOKENS})"
+        if max(self.cost_usd, self.cache_write_usd + self.cache_read_usd) > MAX_CALL_USD:
+            return f"${self.cost_usd} for one call (at most ${MAX_CALL_USD})"
+        return None
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -171,7 +201,7 @@ class Request(BaseModel):
     (crewbox.budget), and nothing more is dispatched once it is reached.
     """
 
-    run_id: str = Field(default_factory=new_run_id)
+    run_id: RunId = Field(default_factory=new_run_id)
     text: str = Field(min_length=1)
     context_files: list[ContextFile] = Field(default_factory=list)
     plan: Plan | None = None
@@ -201,7 +231,7 @@ class DependencyOutput(BaseModel):
 class Task(BaseModel):
     """A dispatched task: the spec plus what the worker needs to run it on its own."""
 
-    run_id: str
+    run_id: RunId
     spec: TaskSpec
     request_text: str
     context: str = ""
@@ -212,6 +242,11 @@ class Task(BaseModel):
     attempt: int = 1
     token: str = Field(default_factory=new_token)
     enqueued_at_s: float = Field(default_factory=now_s)
+
+    @property
+    def token_sha256(self) -> str:
+        """The sha256 (hex) of ``token``: what the run log keeps of it."""
+        return hashlib.sha256(self.token.encode()).hexdigest()
 
     @property
     def attempt_key(self) -> str:
@@ -253,7 +288,7 @@ class Result(BaseModel):
     own failures.
     """
 
-    run_id: str
+    run_id: RunId
     task_id: str
     persona: str
     title: str = ""
@@ -340,6 +375,7 @@ EventKind = Literal[
     "attempt_lost",
     "attempt_superseded",
     "result_rejected",
+    "message_rejected",
     "llm_call",
     "budget_exceeded",
     "concurrency_changed",
@@ -349,7 +385,18 @@ EventKind = Literal[
     "run_finished",
     "run_failed",
 ]
-"""Every kind of event a run's log holds (``events.jsonl``, the Redis stream)."""
+"""Every kind of event a run's log holds (``events.jsonl``, the Redis stream).
+``result_rejected`` is only in logs of older versions: a refused message of a worker is now
+``message_rejected``."""
+
+WORKER_EVENT_KINDS: frozenset[EventKind] = frozenset(
+    {"task_started", "llm_call", "concurrency_changed"}
+)
+"""The only kinds of event a worker may send (worker/service.py emits these): each is about
+the attempt it runs. Every other kind is the orchestrator's; from a worker it is rejected."""
+
+MAX_WORKER_MESSAGE_CHARS = 500
+"""A worker event's ``message`` is cut to this many characters in the run log."""
 
 END_KIND: dict[TaskStatus, EventKind] = {
     "succeeded": "task_succeeded",
@@ -391,6 +438,10 @@ class AttemptInfo(Payload):
     attempt: int
     worker: str = ""
     priority: Priority = "normal"
+    token_sha256: str = ""
+    """``task_dispatched`` only: the sha256 (hex) of the attempt's token, so an orchestrator
+    that takes the run over can still check the messages of its attempts (the token itself
+    is never logged)."""
 
 
 class TaskEnded(Payload):
@@ -444,7 +495,7 @@ class Event(BaseModel):
     """
 
     kind: EventKind
-    run_id: str
+    run_id: RunId
     ts_s: float = Field(default_factory=now_s)
     task_id: str | None = None
     persona: str | None = None
@@ -475,6 +526,26 @@ class Event(BaseModel):
             pydantic.ValidationError: ``data`` does not fit ``model`` (wrong kind).
         """
         return model.model_validate(self.data)
+
+
+class WorkerEvent(BaseModel):
+    """An event as a worker sends it to the orchestrator: with the attempt's number and
+    token, so the orchestrator logs it only for the attempt it dispatched. The token is
+    never written to the run log (only ``event`` is, once checked)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+    token: str
+    event: Event
+
+
+class RejectedMessage(BaseModel):
+    """A message of a run's inbox that is not a Result or a WorkerEvent: ``reason`` says
+    why in one short line, ``size_bytes`` is its size (its content is never logged)."""
+
+    reason: str
+    size_bytes: int = 0
 
 
 class AttemptRecord(BaseModel):

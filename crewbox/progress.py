@@ -65,6 +65,7 @@ class ProgressPrinter:
             "synthesis_failed",
             "cancel_requested",
             "run_resumed",
+            "message_rejected",
         ):
             return f"[bold red]{event.kind.replace('_', ' ')}[/]: {escape(event.message)}"
         if event.kind == "run_finished":

@@ -15,20 +15,34 @@ JSON files are written to a temporary name and renamed, so a reader never sees h
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from crewbox.errors import ArtifactError, RunNotFoundError
-from crewbox.models import Artifact, Event, Plan, Request, Result, RunSummary
+from crewbox.errors import ArtifactError, RunNotFoundError, UserError
+from crewbox.models import RUN_ID_PATTERN, Artifact, Event, Plan, Request, Result, RunSummary
 
 RESULT_FILE = "result.json"
+
+MAX_ARTIFACTS = 1000
+"""Most artifacts one task may list (a task writing a thousand files is a runaway tool
+loop, not a deliverable)."""
+
+MAX_ARTIFACT_PATH_BYTES = 255
+"""Longest artifact path (UTF-8 bytes, relative to the task folder): NAME_MAX of ext4 and
+most Linux filesystems for one name, so no part of it can fail with ENAMETOOLONG."""
+
+PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A persona name or task id used as one folder name under a run."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -64,6 +78,13 @@ class RunStore:
     """One run's folder under ``results_dir``; every write of a run goes through here."""
 
     def __init__(self, results_dir: Path, run_id: str) -> None:
+        """Raises UserError when ``run_id`` is not a run id (RUN_ID_PATTERN): a folder
+        outside ``results_dir`` is never opened."""
+        if not re.fullmatch(RUN_ID_PATTERN, run_id):
+            raise UserError(
+                f"{run_id[:80]!r} is not a run id (letters, digits, '-' and '_', like "
+                "20261121-193500-3fa2c1); `crewbox status` shows the latest run"
+            )
         self.run_id = run_id
         self.folder = results_dir / run_id
         self._lock = threading.Lock()
@@ -106,17 +127,29 @@ class RunStore:
         return [Event.model_validate_json(line) for line in lines if line.strip()]
 
     def task_dir(self, persona: str, task_id: str) -> Path:
-        """The output folder of a task: ``<run>/<persona>/<task_id>/``."""
+        """The output folder of a task: ``<run>/<persona>/<task_id>/``.
+
+        Raises:
+            ArtifactError: ``persona`` or ``task_id`` is not one plain folder name.
+        """
+        for part in (persona, task_id):
+            if not PATH_PART.fullmatch(part):
+                raise ArtifactError(f"{part[:80]!r} is not a persona name or task id")
         return self.folder / persona / task_id
 
-    def write_result(self, result: Result) -> Result:
-        """Write the task's artifacts (when the result carries them) and its result.json.
+    def write_result(self, result: Result, max_bytes: int | None = None) -> Result:
+        """Write the task's artifacts (when the result carries them) and its result.json,
+        after :func:`check_artifacts` (``max_bytes``: the most carried content, in all).
 
-        Returns the result as written: artifacts without their carried content. Raises
-        ArtifactError when carried content does not match its sha256 or a path leaves the
-        task folder.
+        Returns the result as written: artifacts without their carried content.
+
+        Raises:
+            ArtifactError: an artifact is refused (see check_artifacts) or cannot be written
+                where it says (a file where a folder must be, left by an earlier attempt);
+                nothing of the result is written then.
         """
         folder = self.task_dir(result.persona, result.task_id)
+        check_artifacts(folder, result.artifacts, max_bytes)
         folder.mkdir(parents=True, exist_ok=True)
         for artifact in result.artifacts:
             if artifact.content_b64 is not None:
@@ -135,14 +168,24 @@ class RunStore:
             return None
 
     def artifact_problems(self, result: Result) -> list[str]:
-        """Artifacts of ``result`` that are missing or whose sha256 no longer matches."""
-        folder = self.task_dir(result.persona, result.task_id)
+        """Artifacts of ``result`` that are missing, outside the task folder (after
+        symlinks) or whose sha256 no longer matches."""
         problems = []
         for artifact in result.artifacts:
-            path = folder / artifact.path
-            if not path.is_file() or sha256_hex(path.read_bytes()) != artifact.sha256:
+            path = self.artifact_file(result.persona, result.task_id, artifact.path)
+            if path is None or sha256_hex(path.read_bytes()) != artifact.sha256:
                 problems.append(f"{result.persona}/{result.task_id}/{artifact.path}")
         return problems
+
+    def artifact_file(self, persona: str, task_id: str, path: str) -> Path | None:
+        """The file of a task's artifact, resolved (symlinks followed), or None when it is
+        not a regular file inside the task's folder: whatever a result says, nothing
+        outside the run is read through it."""
+        try:
+            folder = self.task_dir(persona, task_id)
+        except ArtifactError:
+            return None
+        return file_inside(folder, path)
 
     def write_final(self, text: str) -> Path:
         """Write ``final.md`` and return its path."""
@@ -166,20 +209,141 @@ class RunStore:
         return Request.model_validate_json((self.folder / "request.json").read_text("utf-8"))
 
 
+def file_inside(root: Path, path: str) -> Path | None:
+    """``root / path`` resolved (symlinks followed) when it is a regular file inside
+    ``root`` (resolved too), else None (outside, missing, a folder, a NUL in the path)."""
+    try:
+        base = root.resolve()
+        target = (base / path).resolve()
+        inside = target.is_relative_to(base) and target.is_file()
+    except (OSError, ValueError, RuntimeError):  # ValueError: NUL; RuntimeError: a loop
+        return None
+    return target if inside else None
+
+
+def check_artifacts(folder: Path, artifacts: list[Artifact], max_bytes: int | None) -> None:
+    """Check the artifacts a result lists before anything of it is written or read: at most
+    MAX_ARTIFACTS, each path safe (:func:`artifact_path_problem`) and inside ``folder``
+    once resolved, no path twice, no path that is a folder of another (``x`` and ``x/y``),
+    a valid sha256 and size; carried content valid base64 matching both, at most
+    ``max_bytes`` in all; content not carried: the file is in ``folder`` and matches.
+
+    Raises:
+        ArtifactError: the first problem, in one line naming the artifact.
+    """
+    if len(artifacts) > MAX_ARTIFACTS:
+        raise ArtifactError(f"{len(artifacts)} artifacts; a task may send at most {MAX_ARTIFACTS}")
+    paths = [a.path for a in artifacts]
+    for path in paths:
+        if problem := artifact_path_problem(path):
+            raise ArtifactError(f"artifact path {path[:80]!r} refused: {problem}")
+    _check_layout(paths)
+    carried = 0
+    for artifact in artifacts:
+        _check_inside(folder, artifact.path)
+        if artifact.content_b64 is None:
+            _check_on_disk(folder, artifact)
+        else:
+            carried += len(decoded_content(artifact))
+            if max_bytes is not None and carried > max_bytes:
+                raise ArtifactError(
+                    f"artifacts exceed CREWBOX_MAX_ARTIFACT_BYTES ({max_bytes} bytes) at "
+                    f"{artifact.path!r}"
+                )
+
+
+def artifact_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an artifact's path, or None: it must be relative, normalized
+    POSIX (no empty, ``.`` or ``..`` part, no ``/`` at either end, no backslash), have no
+    control character, no hidden part (``.x``), not be ``result.json``, and be at most
+    MAX_ARTIFACT_PATH_BYTES in UTF-8."""
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if not path:
+        return "empty"
+    if size > MAX_ARTIFACT_PATH_BYTES:
+        return f"{size} bytes long (at most {MAX_ARTIFACT_PATH_BYTES})"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in path):
+        return "has a control character"
+    if "\\" in path:
+        return "has a backslash"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "not a normalized relative path (empty, '.' or '..' part, or a '/' at an end)"
+    if any(part.startswith(".") for part in parts):
+        return "a hidden file"
+    if path == RESULT_FILE:
+        return f"{RESULT_FILE} is the task's own"
+    return None
+
+
+def _check_layout(paths: list[str]) -> None:
+    seen = set(paths)
+    if len(seen) != len(paths):
+        twice = next(p for p in paths if paths.count(p) > 1)
+        raise ArtifactError(f"artifact path {twice!r} listed twice")
+    for path in paths:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in seen:
+                raise ArtifactError(f"artifact {parent!r} is a file and the folder of {path!r}")
+
+
+def _check_inside(folder: Path, path: str) -> None:
+    root = folder.resolve()
+    if not (root / path).resolve().is_relative_to(root):
+        raise ArtifactError(f"artifact path {path!r} leaves its task folder")
+
+
+def _check_on_disk(folder: Path, artifact: Artifact) -> None:
+    """An artifact that is not carried was written in place (embedded runs): it must be
+    there, a regular file inside ``folder``, with its size and sha256."""
+    target = (folder / artifact.path).resolve()
+    if not target.is_file() or not target.is_relative_to(folder.resolve()):
+        raise ArtifactError(f"artifact {artifact.path!r} is not a file in its task folder")
+    data = target.read_bytes()
+    if len(data) != artifact.bytes or sha256_hex(data) != artifact.sha256:
+        raise ArtifactError(f"artifact {artifact.path!r}: the file does not match its sha256")
+
+
+def decoded_content(artifact: Artifact) -> bytes:
+    """A carried artifact's content, checked against its size and sha256.
+
+    Raises:
+        ArtifactError: not valid base64, or the content's size or sha256 differs.
+    """
+    try:
+        data = base64.b64decode(artifact.content_b64 or "", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ArtifactError(f"artifact {artifact.path!r}: content is not base64 ({exc})") from exc
+    if len(data) != artifact.bytes or sha256_hex(data) != artifact.sha256:
+        raise ArtifactError(f"artifact {artifact.path!r}: content does not match its sha256")
+    return data
+
+
 def write_carried_artifact(folder: Path, artifact: Artifact) -> Path:
     """Decode a carried artifact into ``folder`` after checking its path and sha256.
 
     Raises:
-        ArtifactError: the path escapes ``folder``, or the content's sha256 or size differs.
+        ArtifactError: the path is refused or escapes ``folder``, the content is not
+            base64 or its sha256 or size differs, or a file stands where a folder of the
+            path must be (or a folder where the file must be).
     """
+    if problem := artifact_path_problem(artifact.path):
+        raise ArtifactError(f"artifact path {artifact.path[:80]!r} refused: {problem}")
+    _check_inside(folder, artifact.path)
+    data = decoded_content(artifact)
     target = (folder / artifact.path).resolve()
-    if not target.is_relative_to(folder.resolve()):
-        raise ArtifactError(f"artifact path {artifact.path!r} leaves its task folder")
-    data = base64.b64decode(artifact.content_b64 or "")
-    if sha256_hex(data) != artifact.sha256 or len(data) != artifact.bytes:
-        raise ArtifactError(f"artifact {artifact.path!r}: content does not match its sha256")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        raise ArtifactError(
+            f"artifact {artifact.path!r} cannot be written: {exc.strerror}"
+        ) from exc
     return target
 
 

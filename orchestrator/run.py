@@ -7,17 +7,24 @@ whatever the log says happened is never done or billed again.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from crewbox.models import (
     TASK_END_KINDS,
+    WORKER_EVENT_KINDS,
     AttemptInfo,
     AttemptRecord,
     AttemptStatus,
     BudgetInfo,
+    ConcurrencyChange,
     Event,
     LLMCall,
+    Payload,
     Plan,
     PlanReady,
     Request,
@@ -34,6 +41,20 @@ from orchestrator.dispatch import DependencyGraph
 
 ORPHANED = "in flight when its orchestrator stopped"
 
+MAX_NAME_CHARS = 200
+"""Names a worker gives (itself, a sub-agent) are cut to this many characters."""
+
+AttemptClaim = tuple[str, str | None, str | None, int | None, str]
+"""Who a message says it is from: run id, task id, persona, attempt number, token."""
+
+WORKER_PAYLOADS: dict[str, type[Payload]] = {
+    "task_started": AttemptInfo,
+    "llm_call": LLMCall,
+    "concurrency_changed": ConcurrencyChange,
+}
+"""The payload of each kind of event a worker may send (models.WORKER_EVENT_KINDS)."""
+assert set(WORKER_PAYLOADS) == WORKER_EVENT_KINDS
+
 
 @dataclass
 class AttemptState:
@@ -47,11 +68,25 @@ class AttemptState:
     worker: str = ""
     usage: Usage = field(default_factory=Usage)
     usage_by_subagent: dict[str, Usage] = field(default_factory=dict)
+    calls: list[Usage] = field(default_factory=list)
     error: str | None = None
+    token_sha256: str = ""
+    """The sha256 of the attempt's token (from its task_dispatched event after a replay,
+    when the token itself is not known)."""
+
+    def __post_init__(self) -> None:
+        if not self.token_sha256 and self.task.token:
+            self.token_sha256 = self.task.token_sha256
+
+    def token_matches(self, token: str) -> bool:
+        """True when ``token`` is this attempt's (compared in constant time)."""
+        given = hashlib.sha256(token.encode()).hexdigest()
+        return bool(self.token_sha256) and hmac.compare_digest(given, self.token_sha256)
 
     def add_call(self, call: LLMCall) -> None:
         """Count one ``llm_call`` of this attempt (under its sub-agent, if it has one)."""
         self.usage = self.usage + call.usage
+        self.calls.append(call.usage)
         if call.subagent:
             add_usage(self.usage_by_subagent, call.subagent, call.usage)
 
@@ -93,6 +128,8 @@ class ActiveRun:
     """When (``time.monotonic()``) each periodic check of the run (heartbeats, the cancel
     flag in the run log) is due next."""
     started_at_s: float = field(default_factory=time.time)
+    rejected: int = 0
+    """Messages of the run's inbox dropped so far (``message_rejected``)."""
     owner: str = ""
     orphaned: list[AttemptState] = field(default_factory=list)
 
@@ -165,6 +202,64 @@ class ActiveRun:
         return {tid: [a.record() for a in states] for tid, states in self.attempts.items()}
 
 
+def worker_payload(event: Event, attempt: int) -> tuple[Payload | None, str]:
+    """The checked payload of an event a worker sent for ``attempt`` (its token already
+    checked), rebuilt from known fields only; or None and why it is refused: a kind a worker
+    may not send, data that does not fit the kind, another attempt or stage, or usage that
+    cannot be one call's (Usage.one_call_problem)."""
+    model = WORKER_PAYLOADS.get(event.kind)
+    if model is None:
+        return None, f"a worker may not send {event.kind} events"
+    try:
+        payload = event.payload(model)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return None, f"data does not fit {event.kind}: {where}: {first['msg']}"[:200]
+    if isinstance(payload, AttemptInfo):
+        if payload.attempt != attempt:
+            return None, f"about attempt {payload.attempt}, sent for attempt {attempt}"
+        return AttemptInfo(attempt=attempt, worker=payload.worker[:MAX_NAME_CHARS]), ""
+    if isinstance(payload, LLMCall):
+        return _worker_call(payload, attempt)
+    assert isinstance(payload, ConcurrencyChange)
+    cut = {k: getattr(payload, k)[:MAX_NAME_CHARS] for k in ("credential", "reason")}
+    return payload.model_copy(update=cut), ""
+
+
+def _worker_call(call: LLMCall, attempt: int) -> tuple[LLMCall | None, str]:
+    if call.stage != "tasks" or call.attempt != attempt:
+        return None, f"a {call.stage} call of attempt {call.attempt}, sent for attempt {attempt}"
+    if problem := call.usage.one_call_problem():
+        return None, f"usage refused: {problem}"
+    subagent = call.subagent[:MAX_NAME_CHARS] if call.subagent else None
+    return call.model_copy(update={"subagent": subagent}), ""
+
+
+def trusted_result(result: Result, state: AttemptState) -> Result:
+    """``result`` with what the orchestrator knows in place of what the worker said: the
+    attempt's run, task, persona, title and number, its usage from the attempt's checked
+    ``llm_call`` events, no token (the stored result never holds one), and a budget scope
+    only of a budget the task has (the run's when it has one, its persona's)."""
+    task = state.task
+    scopes = {f"persona:{task.persona}", *(["run"] if task.budget_usd is not None else [])}
+    return result.model_copy(
+        update={
+            "run_id": task.run_id,
+            "task_id": task.task_id,
+            "persona": task.persona,
+            "title": task.spec.title,
+            "attempt": task.attempt,
+            "worker": result.worker[:MAX_NAME_CHARS],
+            "usage": state.usage,
+            "calls": list(state.calls),
+            "usage_by_subagent": dict(state.usage_by_subagent),
+            "token": "",
+            "budget_scope": result.budget_scope if result.budget_scope in scopes else "",
+        }
+    )
+
+
 def replay(
     request: Request, events: list[Event], store: RunStore, rerun: set[str] | None = None
 ) -> tuple[ActiveRun, list[str]]:
@@ -226,9 +321,14 @@ def _apply_dispatch(run: ActiveRun, event: Event) -> None:
     info = event.payload(AttemptInfo)
     spec = next(t for t in run.plan.tasks if t.id == event.task_id)
     task = Task(
-        run_id=run.run_id, spec=spec, request_text=run.request.text, attempt=info.attempt, token=""
+        run_id=run.run_id,
+        spec=spec,
+        request_text=run.request.text,
+        budget_usd=run.request.budget_usd,
+        attempt=info.attempt,
+        token="",
     )
-    state = AttemptState(task=task)
+    state = AttemptState(task=task, token_sha256=info.token_sha256)
     run.attempts.setdefault(spec.id, []).append(state)
 
 

@@ -7,9 +7,10 @@ by ``crewbox resume`` or by another orchestrator once its owner lease expires.
 
 Attempts: each dispatch of a task is an attempt with a number and a random token. A worker
 renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
-CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A result whose token does
-not match is rejected; a result of an attempt that is no longer the task's current one is
-superseded (its usage counts, its result is not used).
+CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A message (result or
+event) that does not parse or whose token does not match is dropped (``message_rejected``);
+a result of an attempt that is no longer the task's current one is superseded (its usage
+counts, its result is not used).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
 from crewbox.llm.base import LLMClient
 from crewbox.models import (
     END_KIND,
+    MAX_WORKER_MESSAGE_CHARS,
     AttemptInfo,
     BudgetInfo,
     ConcurrencyChange,
@@ -38,6 +40,7 @@ from crewbox.models import (
     Plan,
     PlanProblems,
     PlanReady,
+    RejectedMessage,
     Request,
     Result,
     RunEnded,
@@ -48,17 +51,26 @@ from crewbox.models import (
     TaskSpec,
     TaskStatus,
     Usage,
+    WorkerEvent,
 )
 from crewbox.periodic import Periodic
 from crewbox.personas import Persona
 from crewbox.procs import process_id
-from crewbox.queue.base import Message, TaskQueue
+from crewbox.queue.base import Inbound, TaskQueue
 from crewbox.runlog.base import LEASE_RENEW_S, RunLog
-from crewbox.store import RunStore
+from crewbox.store import RunStore, check_artifacts
 from crewbox.subagents import persona_models
 from orchestrator.dispatch import DependencyGraph
 from orchestrator.plan import Planner
-from orchestrator.run import ActiveRun, AttemptState, pending_work, replay
+from orchestrator.run import (
+    ActiveRun,
+    AttemptClaim,
+    AttemptState,
+    pending_work,
+    replay,
+    trusted_result,
+    worker_payload,
+)
 from orchestrator.synthesize import Synthesizer, fallback_answer
 
 RECEIVE_WAIT_S = 1.0
@@ -72,6 +84,9 @@ orchestrator's time in a 100-task run (py-spy)."""
 CANCEL_CHECK_S = 0.2
 """The run log's cancel flag (`crewbox cancel`) is read at most this often; Ctrl-C of the
 process that drives the run is seen at once."""
+
+MAX_REJECTED_LOGGED = 100
+"""``message_rejected`` events one run logs at most; later bad messages are dropped unlogged."""
 
 CANCEL_GRACE_S = 30.0
 """After a cancel, how long running attempts get to stop at their next turn and report
@@ -271,7 +286,9 @@ class Orchestrator:
             attempt=run.next_attempt(spec.id),
         )
         run.add_attempt(task)
-        info = AttemptInfo(attempt=task.attempt, priority=spec.priority)
+        info = AttemptInfo(
+            attempt=task.attempt, priority=spec.priority, token_sha256=task.token_sha256
+        )
         # logged first: an attempt a crash left unqueued is lost on replay and sent again
         self.emit(
             run, "task_dispatched", info, task_id=spec.id, persona=spec.persona, message=spec.title
@@ -294,49 +311,74 @@ class Orchestrator:
             )
         return outputs
 
-    def _on_message(self, run: ActiveRun, message: Message) -> None:
-        if isinstance(message, Result):
+    def _on_message(self, run: ActiveRun, message: Inbound) -> None:
+        """One message of the run's inbox, untrusted: whoever may write to the inbox may
+        write anything. What does not parse, or does not match an attempt this run
+        dispatched (run, task, persona, attempt, token), is dropped with a
+        ``message_rejected`` event; nothing a worker sends can end the run."""
+        if isinstance(message, RejectedMessage):
+            self._reject(run, f"{message.reason} ({message.size_bytes} bytes)")
+        elif isinstance(message, Result):
             self._on_result(run, message)
-        elif message.kind == "llm_call":
-            self._on_worker_call(run, message)
         else:
-            if message.kind == "task_started":
-                state = run.attempt(message.task_id, message.payload(AttemptInfo).attempt)
-                if state is not None:
-                    state.worker = message.payload(AttemptInfo).worker
-            self._publish(message)
+            self._on_worker_event(run, message)
 
-    def _on_worker_call(self, run: ActiveRun, event: Event) -> None:
-        call = event.payload(LLMCall)
-        state = run.attempt(event.task_id, call.attempt)
-        if state is None or event.persona != state.task.persona:
-            self.emit(
-                run,
-                "result_rejected",
-                task_id=event.task_id,
-                persona=event.persona,
-                message="usage of an attempt this run never dispatched",
-            )
+    def _reject(self, run: ActiveRun, reason: str, task_id: str | None = None) -> None:
+        """Log a dropped message; ``task_id`` only when it is a task of this run (the
+        event never names what a sender made up). After MAX_REJECTED_LOGGED of a run, the
+        rest are dropped without an event (a flood must not fill the run log)."""
+        run.rejected += 1
+        if run.rejected > MAX_REJECTED_LOGGED:
             return
-        state.add_call(call)
-        run.count_call("tasks", call.usage, state.task.persona)
-        self._publish(event)
+        if run.rejected == MAX_REJECTED_LOGGED:
+            reason += "; further rejected messages of this run are dropped without an event"
+        known = task_id if task_id in run.attempts else None
+        persona = run.attempts[known][0].task.persona if known else None
+        self.emit(run, "message_rejected", task_id=known, persona=persona, message=reason)
+
+    def _attempt_of(self, run: ActiveRun, claim: AttemptClaim) -> tuple[AttemptState | None, str]:
+        """The dispatched attempt a message is about, or None and why it is not one."""
+        run_id, task_id, persona, attempt, token = claim
+        what = f"attempt {attempt} of task {str(task_id)[:64]!r}"
+        if run_id != run.run_id:
+            return None, f"{what}: for run {run_id[:64]!r}, sent to run {run.run_id}"
+        state = run.attempt(task_id, attempt)
+        if state is None:
+            return None, f"{what}: never dispatched by this run"
+        if persona != state.task.persona:
+            return None, f"{what}: sent as {str(persona)[:64]!r}, not {state.task.persona}"
+        if not state.token_matches(token):
+            return None, f"{what}: wrong token"
+        return state, ""
+
+    def _on_worker_event(self, run: ActiveRun, message: WorkerEvent) -> None:
+        event = message.event
+        claim = (event.run_id, event.task_id, event.persona, message.attempt, message.token)
+        state, problem = self._attempt_of(run, claim)
+        payload: Payload | None = None
+        if state is not None:
+            payload, problem = worker_payload(event, message.attempt)
+        if state is None or payload is None:
+            self._reject(run, f"{event.kind} event refused: {problem}", event.task_id)
+            return
+        if isinstance(payload, AttemptInfo):
+            state.worker = payload.worker
+        elif isinstance(payload, LLMCall):
+            state.add_call(payload)
+            run.count_call("tasks", payload.usage, state.task.persona)
+        text = event.message[:MAX_WORKER_MESSAGE_CHARS]
+        task = state.task
+        self.emit(
+            run, event.kind, payload, task_id=task.task_id, persona=task.persona, message=text
+        )
 
     def _on_result(self, run: ActiveRun, result: Result) -> None:
-        state = run.attempt(result.task_id, result.attempt)
-        if (
-            state is None
-            or result.token != state.task.token
-            or result.persona != state.task.persona
-        ):
-            self.emit(
-                run,
-                "result_rejected",
-                task_id=result.task_id,
-                persona=result.persona,
-                message=f"attempt {result.attempt}: unknown attempt or wrong token",
-            )
+        claim = (result.run_id, result.task_id, result.persona, result.attempt, result.token)
+        state, problem = self._attempt_of(run, claim)
+        if state is None:
+            self._reject(run, f"result refused: {problem}", result.task_id)
             return
+        result = trusted_result(result, state)
         if state.status is not None or state is not run.latest(result.task_id):
             state.status = "superseded"
             self._emit_attempt(
@@ -346,11 +388,23 @@ class Orchestrator:
                 f"attempt {result.attempt} reported after it was replaced",
             )
             return
+        result = self._checked_artifacts(run, result)
         state.status = "failed" if result.status == "skipped" else result.status
         state.worker, state.error = result.worker, result.error
         if result.status == "failed" and result.retryable and self._retry(run, state):
             return
         self._end_task(run, result)
+
+    def _checked_artifacts(self, run: ActiveRun, result: Result) -> Result:
+        """``result``, or a failed one (not retried: the same output fails the same way)
+        saying why its artifacts are refused (crewbox.store.check_artifacts)."""
+        try:
+            folder = run.store.task_dir(result.persona, result.task_id)
+            check_artifacts(folder, result.artifacts, self.settings.max_artifact_bytes)
+        except ArtifactError as exc:
+            refused = {"status": "failed", "error": str(exc), "artifacts": [], "retryable": False}
+            return result.model_copy(update=refused)
+        return result
 
     def _retry(self, run: ActiveRun, state: AttemptState) -> bool:
         task = state.task
@@ -414,7 +468,7 @@ class Orchestrator:
     def _store_result(self, run: ActiveRun, result: Result) -> Result:
         """Write the result (and carried artifacts); a bad artifact fails the task instead."""
         try:
-            return run.store.write_result(result)
+            return run.store.write_result(result, self.settings.max_artifact_bytes)
         except ArtifactError as exc:
             failed = {"status": "failed", "error": str(exc), "artifacts": []}
             return run.store.write_result(result.model_copy(update=failed))

@@ -13,11 +13,13 @@ from crewbox.budget import CHARS_PER_TOKEN
 from crewbox.llm.base import LLMClient, Message, SystemBlock
 from crewbox.models import Request, Result, Usage
 from crewbox.personas import Persona
+from crewbox.store import file_inside
 
 
 def artifact_excerpt(path: Path, max_chars: int) -> str | None:
     """The start of a text file, at most ``max_chars`` characters; None for binary files."""
-    data = path.read_bytes()[: max_chars * 4]
+    with path.open("rb") as fh:
+        data = fh.read(max_chars * 4)
     if b"\x00" in data:
         return None
     text = data.decode("utf-8", errors="replace")
@@ -26,7 +28,9 @@ def artifact_excerpt(path: Path, max_chars: int) -> str | None:
 
 def results_digest(results: list[Result], run_folder: Path, budget_tokens: int) -> str:
     """Statuses, summaries and artifact excerpts of ``results`` within ``budget_tokens``:
-    summaries take at most half of it (cut evenly), artifact excerpts share the rest."""
+    summaries take at most half of it (cut evenly), artifact excerpts share the rest.
+    Only regular files inside ``run_folder`` are read, symlinks resolved: an artifact
+    path that leads anywhere else is shown as not readable."""
     budget_chars = budget_tokens * CHARS_PER_TOKEN
     artifacts = sum(len(r.artifacts) for r in results) or 1
     summary_chars = max(200, budget_chars // (2 * max(len(results), 1)))
@@ -35,12 +39,21 @@ def results_digest(results: list[Result], run_folder: Path, budget_tokens: int) 
     sections = []
     for result in results:
         sections.append(result_header(result, summary_chars))
-        folder = run_folder / result.persona / result.task_id
         for artifact in result.artifacts:
-            excerpt = artifact_excerpt(folder / artifact.path, per_file)
-            shown = "(binary file)" if excerpt is None else f"```\n{excerpt}\n```"
+            where = f"{result.persona}/{result.task_id}/{artifact.path}"
+            shown = _excerpt(file_inside(run_folder, where), per_file)
             sections.append(f"Artifact {result.persona}/{result.task_id}/{artifact.path}:\n{shown}")
     return "\n\n".join(sections)
+
+
+def _excerpt(path: Path | None, max_chars: int) -> str:
+    if path is None:
+        return "(not readable: not a file inside the run folder)"
+    try:
+        excerpt = artifact_excerpt(path, max_chars)
+    except OSError as exc:
+        return f"(not readable: {exc.strerror})"
+    return "(binary file)" if excerpt is None else f"```\n{excerpt}\n```"
 
 
 def result_header(result: Result, max_summary_chars: int | None = None) -> str:

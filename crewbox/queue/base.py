@@ -8,14 +8,15 @@ this protocol, so they run unchanged on either.
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ValidationError
 
-from crewbox.models import Event, Result, Task
+from crewbox.models import Event, RejectedMessage, Result, Task, WorkerEvent
 from crewbox.periodic import Periodic
 from crewbox.procs import process_id
 
@@ -29,11 +30,51 @@ when it discarded the task unrun (its run is no longer live) and nothing goes ba
 HEARTBEAT_INTERVAL_S = 1.0
 """How often a worker renews the heartbeat of the attempt it runs (the design: at most 2 s)."""
 
-Message = Result | Event
-"""What the orchestrator receives for a run: results of tasks and events of workers."""
+Message = Result | WorkerEvent
+"""What a worker sends to its run's inbox: the Result of a task, or an event of it
+(``emit``'s Event, sent with the attempt's number and token)."""
 
-MESSAGE_ADAPTER: TypeAdapter[Result | Event] = TypeAdapter(Result | Event)
-"""Reads a Message back from the JSON a backend carried."""
+Inbound = Result | WorkerEvent | RejectedMessage
+"""What the orchestrator reads from a run's inbox: a message, or what did not parse as one."""
+
+MAX_REASON_CHARS = 200
+"""A rejected message's reason is cut to this length (it never quotes the message)."""
+
+
+def parse_message(raw: bytes | str) -> Inbound:
+    """One inbox message read back: a Result, a WorkerEvent (a JSON object with an
+    ``event`` key), or a RejectedMessage saying why it is neither. Never raises: anyone
+    who may write to an inbox may write anything into it."""
+    size = len(raw)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError is one
+        return RejectedMessage(reason=_cut(f"not JSON: {exc}"), size_bytes=size)
+    if not isinstance(data, dict):
+        return RejectedMessage(
+            reason=f"not a JSON object but a {type(data).__name__}", size_bytes=size
+        )
+    model: type[BaseModel] = WorkerEvent if "event" in data else Result
+    try:
+        message = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        reason = f"not a valid {model.__name__}: {where}: {first['msg']}"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        return RejectedMessage(reason=_cut(reason) + more, size_bytes=size)
+    assert isinstance(message, (Result, WorkerEvent))
+    return message
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def worker_event(task: Task, event: Event) -> WorkerEvent:
+    """``event`` of ``task``'s attempt as its worker sends it: with the attempt's number and
+    token (the orchestrator checks both before it logs the event)."""
+    return WorkerEvent(attempt=task.attempt, token=task.token, event=event)
 
 
 def heartbeat(beat: Callable[[], None]) -> Periodic:
@@ -83,10 +124,12 @@ class TaskQueue(Protocol):
         """
         ...
 
-    def receive(self, run_id: str, timeout_s: float) -> list[Message]:
+    def receive(self, run_id: str, timeout_s: float) -> list[Inbound]:
         """Results and events of ``run_id`` that arrived, waiting up to ``timeout_s`` for one.
 
-        Returns an empty list on timeout. Each message is delivered once.
+        Each is parsed on its own (:func:`parse_message`): one that does not parse is a
+        RejectedMessage in its place, never an error. Returns an empty list on timeout.
+        Each message is delivered once.
         """
         ...
 

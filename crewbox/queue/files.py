@@ -34,7 +34,15 @@ from pydantic import BaseModel
 from crewbox.errors import QueueError
 from crewbox.models import PRIORITY_RANK, Event, Result, Task
 from crewbox.procs import is_dead_local
-from crewbox.queue.base import MESSAGE_ADAPTER, Message, TaskHandler, crashed_result, heartbeat
+from crewbox.queue.base import (
+    Inbound,
+    Message,
+    TaskHandler,
+    crashed_result,
+    heartbeat,
+    parse_message,
+    worker_event,
+)
 from crewbox.queue.watch import DirWatcher
 
 RUNS_DIR = "_runs"
@@ -88,8 +96,9 @@ class FileQueue:
         shutil.rmtree(self.root / RUNS_DIR / run_id, ignore_errors=True)
         shutil.rmtree(self.root / HEARTBEATS_DIR / run_id, ignore_errors=True)
 
-    def receive(self, run_id: str, timeout_s: float) -> list[Message]:
-        """Results and events of ``run_id``, waiting up to ``timeout_s`` for the first."""
+    def receive(self, run_id: str, timeout_s: float) -> list[Inbound]:
+        """Results and events of ``run_id``, waiting up to ``timeout_s`` for the first; each
+        parsed on its own (a bad one is a RejectedMessage, never an error)."""
         folder = self.root / RUNS_DIR / run_id
         deadline = time.monotonic() + timeout_s
         watcher = self._watchers.get(run_id) or self._watchers.setdefault(
@@ -101,11 +110,15 @@ class FileQueue:
                 return messages
             watcher.wait()
 
-    def _drain(self, folder: Path) -> list[Message]:
-        messages: list[Message] = []
+    def _drain(self, folder: Path) -> list[Inbound]:
+        messages: list[Inbound] = []
         for path in sorted(folder.glob("*.json")):
-            messages.append(MESSAGE_ADAPTER.validate_json(path.read_bytes()))
-            path.unlink()
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:  # e.g. a folder named *.json: no message, drop it
+                raw = f"unreadable: {exc.strerror}".encode()
+            messages.append(parse_message(raw))
+            _remove(path)
         return messages
 
     # -- worker side -------------------------------------------------------------------
@@ -143,7 +156,7 @@ class FileQueue:
         task = Task.model_validate_json(claimed.read_bytes())
         with heartbeat(lambda: self._beat(task)):
             try:
-                result = handler(task, self._emitter(task.run_id))
+                result = handler(task, self._emitter(task))
             except Exception as exc:  # the handler must not kill the worker; report instead
                 result = crashed_result(task, worker_id, exc)
             if result is not None:
@@ -159,8 +172,8 @@ class FileQueue:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
 
-    def _emitter(self, run_id: str) -> Emitter:
-        return Emitter(self, run_id)
+    def _emitter(self, task: Task) -> Emitter:
+        return Emitter(self, task)
 
     def recover_orphans(self, persona: str) -> list[Path]:
         """Put back tasks claimed by dead worker processes of this host that never started
@@ -211,14 +224,24 @@ class FileQueue:
 
 
 class Emitter:
-    """The ``emit`` callback a handler gets: sends events to the run's channel."""
+    """The ``emit`` callback a handler gets: sends events of the task's attempt to the
+    run's channel, with the attempt's number and token."""
 
-    def __init__(self, queue: FileQueue, run_id: str) -> None:
+    def __init__(self, queue: FileQueue, task: Task) -> None:
         self._queue = queue
-        self._run_id = run_id
+        self._task = task
 
     def __call__(self, event: Event) -> None:
-        self._queue._publish_message(self._run_id, event)
+        self._queue._publish_message(self._task.run_id, worker_event(self._task, event))
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, or a folder someone put in its place."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _suffix(task: Task) -> str:

@@ -32,14 +32,16 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from crewbox.config import Settings
-from crewbox.models import Event, Request, Result, Task
+from crewbox.models import Request, Result, Task
 from crewbox.queue.base import (
-    MESSAGE_ADAPTER,
+    Inbound,
     Message,
     TaskHandler,
     crashed_result,
     default_worker_id,
     heartbeat,
+    parse_message,
+    worker_event,
 )
 from crewbox.queue.rq_worker import (
     REQUEST_JOB,
@@ -111,14 +113,15 @@ class RQQueue:
             )
         )
 
-    def receive(self, run_id: str, timeout_s: float) -> list[Message]:
-        """Results and events of ``run_id`` (BLPOP on its inbox, then what else is there)."""
+    def receive(self, run_id: str, timeout_s: float) -> list[Inbound]:
+        """Results and events of ``run_id`` (BLPOP on its inbox, then what else is there),
+        each parsed on its own (a bad one is a RejectedMessage, never an error)."""
         key = run_key(run_id, "inbox")
         first = call(lambda: self.redis.blpop([key], timeout=max(timeout_s, 0.01)))
         if first is None:
             return []
         rest = call(lambda: self.redis.lpop(key, count=10_000)) or []
-        return [MESSAGE_ADAPTER.validate_json(item) for item in [first[1], *rest]]
+        return [parse_message(item) for item in [first[1], *rest]]
 
     def heartbeats(self, run_id: str, personas: Collection[str]) -> dict[str, float]:
         """HGETALL of the run's heartbeats hash of each persona, merged."""
@@ -210,7 +213,7 @@ class RQQueue:
             threading.Thread(target=stop_when_set, args=(stop, worker), daemon=True).start()
         call(lambda: worker.work(burst=burst, logging_level="WARNING"))
 
-    def push(self, run_id: str, message: Result | Event) -> None:
+    def push(self, run_id: str, message: Message) -> None:
         """RPUSH a message to the run's inbox."""
         key = run_key(run_id, "inbox")
         pipe = self.redis.pipeline()
@@ -271,7 +274,9 @@ class TaskJob:
 
     def _run(self, task: Task) -> Result | None:
         try:
-            return self.handler(task, lambda event: self.queue.push(task.run_id, event))
+            return self.handler(
+                task, lambda event: self.queue.push(task.run_id, worker_event(task, event))
+            )
         except JobTimeoutError:
             timeout = TimeoutError(f"job timeout ({task.spec.timeout_s}s)")
             return crashed_result(task, self.worker_id, timeout, retryable=False)

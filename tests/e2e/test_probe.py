@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.cluster import compose_answers
-from tests.e2e.probe import Attempt, run_probe, table
+from tests.e2e.probe import TRUST_ROWS, Attempt, run_probe, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-EXPECTED = 19
+EXPECTED = 19 + TRUST_ROWS
 """Attempts the probe makes: 9 on Redis, the egress tunnel, the forged result, the
-networks, 2 secret files, the environment, /proc, 2 hosts, the Read tool."""
+networks, 2 secret files, the environment, /proc, 2 hosts, the Read tool; and the
+untrusted messages' rows (tests/e2e/probe.py trust_attempts)."""
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from crewbox.models import Event, Result, Task, TaskSpec
+from crewbox.models import Event, Result, Task, TaskSpec, WorkerEvent
 from crewbox.queue.base import Emit
 from crewbox.queue.files import FileQueue
 
@@ -55,7 +55,9 @@ def test_two_workers_of_one_persona_never_run_the_same_task(tmp_path: Path) -> N
     assert len(set(task_ids)) == 60
     messages = queue.receive("r1", timeout_s=1)
     assert sum(isinstance(m, Result) for m in messages) == 60
-    assert sum(isinstance(m, Event) for m in messages) == 60
+    events = [m for m in messages if isinstance(m, WorkerEvent)]
+    assert len(events) == 60
+    assert all(e.token and e.attempt == 1 for e in events)  # sent with the attempt's token
     assert queue.receive("r1", timeout_s=0) == []
 
 
