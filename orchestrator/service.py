@@ -78,6 +78,12 @@ CANCEL_GRACE_S = 30.0
 their usage before they are counted cancelled without a result."""
 
 
+FINAL_NAME = "final.md"
+"""The answer's file, as summary.json's ``final_path`` and the ``synthesis_written`` event
+name it: relative to the run folder, which is not at the same path in a container and on
+the host."""
+
+
 class RunTakenOverError(CrewboxError):
     """Another orchestrator holds the run's lease: this one stops driving it."""
 
@@ -527,10 +533,9 @@ class Orchestrator:
     def _finish(self, run: ActiveRun) -> RunSummary:
         results = run.ordered_results()
         text = self._synthesize(run, results)
-        path = run.store.folder / "final.md"
-        summary = self._summary(run, results, str(path))
+        summary = self._summary(run, results, FINAL_NAME)
         self.log.finish(summary, text)
-        self.emit(run, "synthesis_written", message=str(path))
+        self.emit(run, "synthesis_written", message=FINAL_NAME)
         self.emit(
             run,
             "run_finished",
