@@ -23,8 +23,10 @@ export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 .PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@for w in $(WORKFLOWS); do printf "  %-22s %s\n" "workflow-$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done
+	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
+	for w in $(WORKFLOWS); do printf "workflow-%s\t%s\n" "$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done; } | \
+	awk -F'\t' '{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+	END { for (i = 1; i <= NR; i++) printf "  %-" width "s  %s\n", name[i], text[i] }'
 
 personas-compose: ## Generate docker-compose.override.yml: a worker service per prompts/*.md
 	@python3 -m crewbox.cluster compose

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -156,7 +157,9 @@ def run(
         return
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     err.print(f"run {request.run_id} (Ctrl-C cancels it; twice exits, resumable)")
-    drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request))
+    drive_embedded(
+        cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request), fmt
+    )
 
 
 @cli.command()
@@ -245,14 +248,14 @@ def build_request(
 
     Raises:
         UserError: no text (and no ``request`` in the plan file), unreadable context file,
-            negative budget. PlanError: an invalid plan file.
+            a budget that is not a positive finite number. PlanError: an invalid plan file.
     """
     plan, plan_text = load_plan_file(plan_file, personas) if plan_file else (None, None)
     text = text or plan_text
     if not text or not text.strip():
         raise UserError('no request: give TEXT, e.g. crewbox run "Plan a spring recital"')
-    if budget_usd is not None and budget_usd <= 0:
-        raise UserError(f"--budget-usd must be positive, got {budget_usd}")
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
+        raise UserError(f"--budget-usd must be a positive number of dollars, got {budget_usd}")
     return Request(
         text=text,
         context_files=[read_context(p) for p in context_files],
@@ -646,7 +649,9 @@ def follow(run_id: str | None, fmt: str) -> None:
     """Follow a run's progress (the latest without RUN_ID) and print its answer."""
     cfg = settings()
     log = make_run_log(cfg)
-    follow_and_print(cfg, log, known_run(log, run_id) if run_id else latest_run_id(cfg, log), fmt)
+    run_id = known_run(log, run_id) if run_id else latest_run_id(cfg, log)
+    err.print(f"following run {run_id} (Ctrl-C stops following; the run goes on)")
+    follow_and_print(cfg, log, run_id, fmt)
 
 
 def known_run(log: RunLog, run_id: str) -> str:
@@ -735,6 +740,9 @@ def dlq_list(run_id: str | None) -> None:
                 money(letter.cost_usd),
                 letter.error[:120],
             )
+    if not table.row_count:
+        out.print("no task in the dead-letter queue" + (f" of run {run_id}" if run_id else ""))
+        return
     out.print(table)
 
 
