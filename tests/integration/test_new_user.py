@@ -35,7 +35,9 @@ def one_task_script(final: str = "FINAL ANSWER") -> list[dict[str, Any]]:
 def json_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`crewbox run --format json` of a one-task request."""
     tmp = tmp_path_factory.mktemp("json")
-    proc = run_crewbox(["run", "--format", "json", REQUEST], scripted_env(tmp, one_task_script()), tmp)
+    proc = run_crewbox(
+        ["run", "--format", "json", REQUEST], scripted_env(tmp, one_task_script()), tmp
+    )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = [p for p in (tmp / "results").iterdir() if p.is_dir()]
     return {"proc": proc, "run_dir": run_dir}
