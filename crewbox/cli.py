@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -155,11 +156,10 @@ def run(
     request = build_request(text, context_files, plan_file, budget_usd, allow_bash, personas)
     if estimate and not confirm_estimate(cfg, personas, request, yes):
         return
+    check_llm_server(cfg)
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     err.print(f"run {request.run_id} (Ctrl-C cancels it; twice exits, resumable)")
-    drive_embedded(
-        cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request), fmt
-    )
+    drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request), fmt)
 
 
 @cli.command()
@@ -325,6 +325,31 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
     synth = cfg.model_of(load_role_prompt(cfg.prompts_dir, "synthesizer").model)
     rows.append(synthesis_estimate(synth, cfg.synthesis_tokens(), cfg.output_tokens()))
     return rows
+
+
+LLM_CONNECT_TIMEOUT_S = 3.0
+"""How long `crewbox run` waits for the local LLM server to accept a connection."""
+
+
+def check_llm_server(cfg: Settings) -> None:
+    """With the ``openai`` provider (no Anthropic key), check that the server at
+    CREWBOX_LLM_BASE_URL accepts connections, before a run is created for nothing.
+
+    Raises:
+        UserError: nothing listens there (one line: start a server or set a key).
+    """
+    if cfg.resolved_provider() != "openai":
+        return
+    url = urlsplit(cfg.llm_base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "localhost", port), LLM_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the LLM server at {cfg.llm_base_url} ({exc.strerror or exc}); "
+            "start an OpenAI-compatible server there (or set CREWBOX_LLM_BASE_URL), or set "
+            "ANTHROPIC_API_KEY to use Claude"
+        ) from exc
 
 
 def log_limit_change(change: ConcurrencyChange) -> None:
@@ -513,8 +538,9 @@ def run_state(
 
 def print_status(run_id: str, events: list[Event], summary: RunSummary | None, state: str) -> None:
     """The task table of a run and its overall state, on stdout."""
+    states = task_states(events)
     table = Table("task", "persona", "status", "worker", "seconds", "tokens", "cost")
-    for task_id, s in task_states(events).items():
+    for task_id, s in states.items():
         table.add_row(
             task_id,
             s.get("persona", ""),
@@ -524,7 +550,8 @@ def print_status(run_id: str, events: list[Event], summary: RunSummary | None, s
             f"{s['tokens']:,}" if "tokens" in s else "",
             money(s["cost_usd"]) if "cost_usd" in s else "",
         )
-    out.print(table)
+    if states:
+        out.print(table)
     out.print(f"run {run_id}: {state}")
 
 
@@ -566,11 +593,10 @@ def task_states(events: list[Event]) -> dict[str, dict[str, Any]]:
 def results(run_id: str, fmt: str) -> None:
     """List a run's artifacts (path, bytes, sha256) and where its answer is."""
     cfg = settings()
-    summary = make_run_log(cfg).summary(run_id) or FileRunLog(cfg.results_dir).summary(run_id)
+    log = make_run_log(cfg)
+    summary = log.summary(run_id) or FileRunLog(cfg.results_dir).summary(run_id)
     if summary is None:
-        raise UserError(
-            f"run {run_id} has not finished (or is unknown); `crewbox status {run_id}` shows it"
-        )
+        raise unfinished(log.events(run_id) or FileRunLog(cfg.results_dir).events(run_id), run_id)
     if fmt == "json":
         click.echo(summary.model_dump_json(indent=2))
         return
@@ -583,6 +609,19 @@ def results(run_id: str, fmt: str) -> None:
             )
     out.print(table)
     out.print(f"answer: {folder}/final.md  ({summary.status})")
+
+
+def unfinished(events: list[Event], run_id: str) -> CrewboxError:
+    """The error of `crewbox results` for a run without a summary: it failed (and why),
+    it is not finished, or it is unknown."""
+    failed = next((e.message for e in reversed(events) if e.kind == "run_failed"), None)
+    if failed is not None:
+        return CrewboxError(
+            f"run {run_id} failed: {failed}; `crewbox resume {run_id}` tries it again"
+        )
+    if events:
+        return UserError(f"run {run_id} has not finished; `crewbox status {run_id}` shows it")
+    return RunNotFoundError(f"no run {run_id!r}; `crewbox status` shows the latest run")
 
 
 # -- the cluster -------------------------------------------------------------------------

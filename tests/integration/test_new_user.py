@@ -4,6 +4,7 @@ embedded mode, ScriptedLLM answering."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,40 @@ def test_an_empty_dead_letter_queue_says_so(tmp_path: Path) -> None:
     proc = run_crewbox(["dlq", "list"], crewbox_env(tmp_path), tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "no task in the dead-letter queue"
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (just released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_no_key_and_no_local_server_is_one_line_and_no_run(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    env = crewbox_env(tmp_path, CREWBOX_LLM_BASE_URL=url)
+    proc = run_crewbox(["run", REQUEST], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"crewbox: error: cannot reach the LLM server at {url}"), line
+    assert "ANTHROPIC_API_KEY" in line
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_failed_run_says_so_once_and_results_and_status_show_why(tmp_path: Path) -> None:
+    why = "the model server refused the request"
+    env = scripted_env(
+        tmp_path, [{"match": "Call submit_plan", "error": {"status": 400, "message": why}}]
+    )
+    proc = run_crewbox(["run", REQUEST], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.count(why) == 1, proc.stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    results = run_crewbox(["results", run_dir.name], env, tmp_path)
+    assert results.returncode == 1
+    assert f"run {run_dir.name} failed: " in results.stderr and why in results.stderr
+    assert "has not finished" not in results.stderr
+    status = run_crewbox(["status", run_dir.name], env, tmp_path)
+    assert status.returncode == 0, status.stderr
+    (line,) = status.stdout.strip().splitlines()  # no empty task table
+    assert line.startswith(f"run {run_dir.name}: failed: ") and why in line, line
