@@ -20,7 +20,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
+.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -64,6 +64,10 @@ follow: ## Re-attach to a run and print its answer: make follow [RUN=<run_id>]
 cancel: ## Cancel a run cleanly: make cancel RUN=<run_id>
 	@if [ -z "$(RUN)" ]; then echo 'usage: make cancel RUN=<run_id>' >&2; exit 2; fi
 	@$(CLIENT) crewbox cancel $(RUN)
+
+resume: ## Go on with a cancelled or failed run: make resume RUN=<run_id>
+	@if [ -z "$(RUN)" ]; then echo 'usage: make resume RUN=<run_id>' >&2; exit 2; fi
+	@$(CLIENT) crewbox resume $(RUN)
 
 dlq: ## Tasks that failed after all retries (crewbox dlq retry/drop RUN TASK to act on one)
 	@$(CLIENT) crewbox dlq list $(RUN)

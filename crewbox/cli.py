@@ -53,6 +53,7 @@ from crewbox.runlog.mirror import MirroredRunLog
 from crewbox.store import RunStore
 from crewbox.subagents import offers_task, read_subagents
 from orchestrator.plan import load_plan_file
+from orchestrator.run import pending_work
 from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
 
@@ -167,22 +168,48 @@ def run(
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @workers_option
 def resume(run_id: str, fmt: str, per_persona: int) -> None:
-    """Go on with an embedded run left by a crash, a kill or Ctrl-C.
+    """Go on with a run that was cancelled, failed, or was left by a crash or a kill.
 
     Tasks that succeeded and whose artifacts still match their sha256 are not run again.
-    (In the cluster, orchestrators resume runs by themselves.)
+    In the cluster the request goes to the orchestrator service (which also takes over by
+    itself the runs whose orchestrator died), and the run is followed to its end.
     """
     cfg = settings()
     if cfg.queue == "rq":
-        raise UserError(
-            "in the cluster an orchestrator resumes runs by itself; "
-            f"`crewbox follow {run_id}` shows it"
-        )
+        resume_in_cluster(cfg, run_id, fmt)
+        return
+    err.print(f"resuming run {run_id} (Ctrl-C cancels it; twice exits, resumable)")
     personas = load_personas(cfg.prompts_dir)
     store = RunStore.open(cfg.results_dir, run_id)
     request = store.request()
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     drive_embedded(cfg, personas, names, run_id, per_persona, lambda o: o.resume(run_id), fmt)
+
+
+def resume_in_cluster(cfg: Settings, run_id: str, fmt: str) -> None:
+    """``crewbox resume`` in the cluster: a resume request on the requests queue, then
+    the run followed from there to its end.
+
+    Raises:
+        RunNotFoundError: no such run. UserError: an orchestrator drives it now, or it
+            has nothing left to do.
+    """
+    queue = rq_queue(cfg)
+    log = make_run_log(cfg)
+    events = log.events(known_run(log, run_id))
+    holder = log.owner(run_id)
+    if holder:
+        raise UserError(
+            f"run {run_id} is being run by {holder}; `crewbox follow {run_id}` shows it"
+        )
+    if not pending_work(events, requested=True)[0]:
+        raise UserError(
+            f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
+            "shows its failed tasks, `crewbox dlq retry` runs one again)"
+        )
+    queue.request_resume(run_id)
+    err.print(f"resume of run {run_id} requested; an orchestrator takes it up")
+    follow_and_print(cfg, log, run_id, fmt, skip=len(events))
 
 
 def drive_embedded(
@@ -422,10 +449,19 @@ def print_outcome(summary: RunSummary, fmt: str, final: str, folder: Path) -> No
         )
     err.print(f"results: {display_path(folder)}/")
     if summary.status == "cancelled":
-        err.print(f"run cancelled; `crewbox resume {summary.run_id}` runs what is left")
+        err.print(f"run cancelled; {resume_hint(summary.run_id)} runs what is left")
         raise SystemExit(130)
     if summary.status != "succeeded":
         raise SystemExit(1)
+
+
+def resume_hint(run_id: str) -> str:
+    """How to go on with a run: ``crewbox resume ID``, and in the cluster (its client runs
+    in a container) the make target too."""
+    hint = f"`crewbox resume {run_id}`"
+    if os.environ.get("CREWBOX_QUEUE") == "rq":
+        hint += f" (`make resume RUN={run_id}`)"
+    return hint
 
 
 def display_path(path: Path) -> str:
@@ -864,7 +900,7 @@ def orchestrator_service() -> None:
     log.info(
         "orchestrator %s serving requests (%d runs at once)", default_worker_id(), cfg.max_runs
     )
-    queue.serve_requests(pool.accept, stop=stop)
+    queue.serve_requests(pool.accept, resume=pool.accept_resume, stop=stop)
 
 
 @cli.command()

@@ -166,7 +166,7 @@ class Orchestrator:
         """
         request = self.log.request(run_id)
         events = self.log.events(run_id)
-        needed, rerun = pending_work(events)
+        needed, rerun = pending_work(events, requested=True)
         if not needed:
             raise UserError(
                 f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
