@@ -72,11 +72,19 @@ resume: ## Go on with a cancelled or failed run: make resume RUN=<run_id>
 dlq: ## Tasks that failed after all retries (crewbox dlq retry/drop RUN TASK to act on one)
 	@$(CLIENT) crewbox dlq list $(RUN)
 
+# Compose 2.26 starts every log line with ESC[2K even into a file or a pipe: there, the
+# lines go through PLAIN_LOG, which takes every terminal code out (and --no-color the colours).
+PLAIN_LOG := sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g'
+define compose_logs
+	@set -o pipefail; if [ -t 1 ]; then $(COMPOSE) logs $(1); \
+	else $(COMPOSE) logs --no-color $(1) | $(PLAIN_LOG); fi
+endef
+
 logs: ## Follow every service's log
-	$(COMPOSE) logs -f --tail=100
+	$(call compose_logs,-f --tail=100)
 
 logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLLOW=1]
-	$(COMPOSE) logs --no-color $(if $(FOLLOW),-f,) $*
+	$(call compose_logs,$(if $(FOLLOW),-f,) $*)
 
 ps: ## Containers of the cluster
 	$(COMPOSE) --profile llm --profile client ps
