@@ -32,6 +32,7 @@ from crewbox.dlq import dead_letters
 from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
+from crewbox.limits import check_request_size
 from crewbox.llm.base import LLMClient
 from crewbox.llm.factory import make_client, service_connection
 from crewbox.llm.limiter import ChangeSink, describe
@@ -155,6 +156,7 @@ def run(
     cfg = settings()
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, allow_bash, personas)
+    check_request_size(request, cfg)
     if estimate and not confirm_estimate(cfg, personas, request, yes):
         return
     check_llm_server(cfg)
@@ -700,6 +702,9 @@ def submit(
     queue = rq_queue(cfg)
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, False, personas)
+    # the client cannot see which model the services use: Claude's window here, the
+    # orchestrator checks against its own before any call
+    check_request_size(request, cfg.model_copy(update={"provider": "anthropic"}))
     if estimate:
         # the client cannot see which services have a key: price as if all used Claude
         claude = cfg.model_copy(update={"provider": "anthropic"})

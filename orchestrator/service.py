@@ -24,6 +24,7 @@ from decimal import Decimal
 from crewbox.budget import budgeted, unpriced_models
 from crewbox.config import Settings
 from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
+from crewbox.limits import check_request_size
 from crewbox.llm.base import LLMClient
 from crewbox.models import (
     END_KIND,
@@ -206,6 +207,7 @@ class Orchestrator:
                 raise
 
     def _drive_owned(self, run: ActiveRun, lease: LeaseKeeper) -> RunSummary:
+        check_request_size(run.request, self.settings, self.planner.model)  # before any call
         self._check_budget_enforceable(run)
         if run.plan is None:
             plan = run.request.plan or self._plan(run)
