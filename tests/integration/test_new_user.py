@@ -122,3 +122,16 @@ def test_a_failed_run_says_so_once_and_results_and_status_show_why(tmp_path: Pat
     assert status.returncode == 0, status.stderr
     (line,) = status.stdout.strip().splitlines()  # no empty task table
     assert line.startswith(f"run {run_dir.name}: failed: ") and why in line, line
+
+
+def test_crewbox_resume_tries_a_failed_run_again(tmp_path: Path) -> None:
+    refused = {"match": "Call submit_plan", "error": {"status": 400, "message": "refused"}}
+    env = scripted_env(tmp_path, [refused, *one_task_script()])
+    assert run_crewbox(["run", REQUEST], env, tmp_path).returncode == 1
+    (run_dir,) = (tmp_path / "results").iterdir()
+    resumed = run_crewbox(["resume", run_dir.name], env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "FINAL ANSWER"
+    assert RunSummary.model_validate_json((run_dir / "summary.json").read_text()).status == (
+        "succeeded"
+    )
