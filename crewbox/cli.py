@@ -180,6 +180,7 @@ def resume(run_id: str, fmt: str, per_persona: int) -> None:
     if cfg.queue == "rq":
         resume_in_cluster(cfg, run_id, fmt)
         return
+    check_llm_server(cfg)
     err.print(f"resuming run {run_id} (Ctrl-C cancels it; twice exits, resumable)")
     personas = load_personas(cfg.prompts_dir)
     store = RunStore.open(cfg.results_dir, run_id)
@@ -835,6 +836,8 @@ def dlq_retry(run_id: str, task_id: str, fmt: str) -> None:
     cfg = settings()
     log = make_run_log(cfg)
     letter = letter_of(log, known_run(log, run_id), task_id)
+    if cfg.queue != "rq":
+        check_llm_server(cfg)  # before the retry is logged
     before = len(log.events(run_id))
     retried = Event(kind="dlq_retried", run_id=run_id, task_id=task_id, persona=letter.persona)
     log.append(retried)

@@ -135,3 +135,16 @@ def test_crewbox_resume_tries_a_failed_run_again(tmp_path: Path) -> None:
     assert RunSummary.model_validate_json((run_dir / "summary.json").read_text()).status == (
         "succeeded"
     )
+
+
+def test_resume_with_no_local_server_is_one_line_too(tmp_path: Path) -> None:
+    refused = {"match": "Call submit_plan", "error": {"status": 400, "message": "refused"}}
+    assert (
+        run_crewbox(["run", REQUEST], scripted_env(tmp_path, [refused]), tmp_path).returncode == 1
+    )
+    (run_dir,) = (tmp_path / "results").iterdir()
+    env = crewbox_env(tmp_path, CREWBOX_LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
+    proc = run_crewbox(["resume", run_dir.name], env, tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "cannot reach the LLM server" in line
