@@ -280,6 +280,17 @@ def prune_references(plan: Plan) -> tuple[Plan, list[str]]:
     return Plan(tasks=tasks), changes
 
 
+def structural_plan(data: Any) -> Plan | None:
+    """``data`` as a Plan when its shape and fields are valid (references and content
+    unchecked), else None."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return Plan.model_validate({k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS})
+    except ValidationError:
+        return None
+
+
 def pruned_plan(
     data: Any,
     persona_names: Iterable[str],
@@ -288,11 +299,8 @@ def pruned_plan(
 ) -> tuple[Plan, list[str]] | None:
     """The plan in ``data`` with its references pruned, if that makes it valid (within
     ``max_tasks``, nothing copied from ``prompt``, when given); else None."""
-    if not isinstance(data, Mapping):
-        return None
-    try:
-        plan = Plan.model_validate({k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS})
-    except ValidationError:
+    plan = structural_plan(data)
+    if plan is None:
         return None
     pruned, changes = prune_references(plan)
     problems = validate_plan(pruned, persona_names, max_tasks, prompt)
@@ -337,13 +345,8 @@ def fallback_plan(
     :func:`content_problems`): a plan that says what it is, the request as it was asked
     sent to the personas whose descriptions match it best (:func:`best_personas`), one
     task each; and the sentence that says so. None for any other fault."""
-    if not isinstance(data, Mapping):
-        return None
-    try:
-        copied = Plan.model_validate(
-            {k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS}
-        )
-    except ValidationError:
+    copied = structural_plan(data)
+    if copied is None:
         return None
     problems = content_problems(copied, prompt)
     if not problems or not personas:
