@@ -20,11 +20,13 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel dlq chaos probe
+.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@for w in $(WORKFLOWS); do printf "  %-22s %s\n" "workflow-$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done
+	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
+	for w in $(WORKFLOWS); do printf "workflow-%s\t%s\n" "$$w" "$$(sed -n 's/^description: *//p' workflows/$$w.yaml)"; done; } | \
+	awk -F'\t' '{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+	END { for (i = 1; i <= NR; i++) printf "  %-" width "s  %s\n", name[i], text[i] }'
 
 personas-compose: ## Generate docker-compose.override.yml: a worker service per prompts/*.md
 	@python3 -m crewbox.cluster compose
@@ -63,14 +65,26 @@ cancel: ## Cancel a run cleanly: make cancel RUN=<run_id>
 	@if [ -z "$(RUN)" ]; then echo 'usage: make cancel RUN=<run_id>' >&2; exit 2; fi
 	@$(CLIENT) crewbox cancel $(RUN)
 
+resume: ## Go on with a cancelled or failed run: make resume RUN=<run_id>
+	@if [ -z "$(RUN)" ]; then echo 'usage: make resume RUN=<run_id>' >&2; exit 2; fi
+	@$(CLIENT) crewbox resume $(RUN)
+
 dlq: ## Tasks that failed after all retries (crewbox dlq retry/drop RUN TASK to act on one)
 	@$(CLIENT) crewbox dlq list $(RUN)
 
+# Compose 2.26 starts every log line with ESC[2K even into a file or a pipe: there, the
+# lines go through PLAIN_LOG, which takes every terminal code out (and --no-color the colours).
+PLAIN_LOG := sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g'
+define compose_logs
+	@set -o pipefail; if [ -t 1 ]; then $(COMPOSE) logs $(1); \
+	else $(COMPOSE) logs --no-color $(1) | $(PLAIN_LOG); fi
+endef
+
 logs: ## Follow every service's log
-	$(COMPOSE) logs -f --tail=100
+	$(call compose_logs,-f --tail=100)
 
 logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLLOW=1]
-	$(COMPOSE) logs --no-color $(if $(FOLLOW),-f,) $*
+	$(call compose_logs,$(if $(FOLLOW),-f,) $*)
 
 ps: ## Containers of the cluster
 	$(COMPOSE) --profile llm --profile client ps

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -30,6 +32,7 @@ from crewbox.dlq import dead_letters
 from crewbox.egress import LISTEN_PORT
 from crewbox.errors import CrewboxError, RunNotFoundError, UserError
 from crewbox.estimate import Estimate, synthesis_estimate, task_estimate, total
+from crewbox.limits import check_request_size
 from crewbox.llm.base import LLMClient
 from crewbox.llm.factory import make_client, service_connection
 from crewbox.llm.limiter import ChangeSink, describe
@@ -51,6 +54,7 @@ from crewbox.runlog.mirror import MirroredRunLog
 from crewbox.store import RunStore
 from crewbox.subagents import offers_task, read_subagents
 from orchestrator.plan import load_plan_file
+from orchestrator.run import pending_work
 from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
 
@@ -152,11 +156,13 @@ def run(
     cfg = settings()
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, allow_bash, personas)
+    check_request_size(request, cfg)
     if estimate and not confirm_estimate(cfg, personas, request, yes):
         return
+    check_llm_server(cfg)
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     err.print(f"run {request.run_id} (Ctrl-C cancels it; twice exits, resumable)")
-    drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request))
+    drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request), fmt)
 
 
 @cli.command()
@@ -164,22 +170,49 @@ def run(
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @workers_option
 def resume(run_id: str, fmt: str, per_persona: int) -> None:
-    """Go on with an embedded run left by a crash, a kill or Ctrl-C.
+    """Go on with a run that was cancelled, failed, or was left by a crash or a kill.
 
     Tasks that succeeded and whose artifacts still match their sha256 are not run again.
-    (In the cluster, orchestrators resume runs by themselves.)
+    In the cluster the request goes to the orchestrator service (which also takes over by
+    itself the runs whose orchestrator died), and the run is followed to its end.
     """
     cfg = settings()
     if cfg.queue == "rq":
-        raise UserError(
-            "in the cluster an orchestrator resumes runs by itself; "
-            f"`crewbox follow {run_id}` shows it"
-        )
+        resume_in_cluster(cfg, run_id, fmt)
+        return
+    check_llm_server(cfg)
+    err.print(f"resuming run {run_id} (Ctrl-C cancels it; twice exits, resumable)")
     personas = load_personas(cfg.prompts_dir)
     store = RunStore.open(cfg.results_dir, run_id)
     request = store.request()
     names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     drive_embedded(cfg, personas, names, run_id, per_persona, lambda o: o.resume(run_id), fmt)
+
+
+def resume_in_cluster(cfg: Settings, run_id: str, fmt: str) -> None:
+    """``crewbox resume`` in the cluster: a resume request on the requests queue, then
+    the run followed from there to its end.
+
+    Raises:
+        RunNotFoundError: no such run. UserError: an orchestrator drives it now, or it
+            has nothing left to do.
+    """
+    queue = rq_queue(cfg)
+    log = make_run_log(cfg)
+    events = log.events(known_run(log, run_id))
+    holder = log.owner(run_id)
+    if holder:
+        raise UserError(
+            f"run {run_id} is being run by {holder}; `crewbox follow {run_id}` shows it"
+        )
+    if not pending_work(events, requested=True)[0]:
+        raise UserError(
+            f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
+            "shows its failed tasks, `crewbox dlq retry` runs one again)"
+        )
+    queue.request_resume(run_id)
+    err.print(f"resume of run {run_id} requested; an orchestrator takes it up")
+    follow_and_print(cfg, log, run_id, fmt, skip=len(events))
 
 
 def drive_embedded(
@@ -245,14 +278,14 @@ def build_request(
 
     Raises:
         UserError: no text (and no ``request`` in the plan file), unreadable context file,
-            negative budget. PlanError: an invalid plan file.
+            a budget that is not a positive finite number. PlanError: an invalid plan file.
     """
     plan, plan_text = load_plan_file(plan_file, personas) if plan_file else (None, None)
     text = text or plan_text
     if not text or not text.strip():
         raise UserError('no request: give TEXT, e.g. crewbox run "Plan a spring recital"')
-    if budget_usd is not None and budget_usd <= 0:
-        raise UserError(f"--budget-usd must be positive, got {budget_usd}")
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
+        raise UserError(f"--budget-usd must be a positive number of dollars, got {budget_usd}")
     return Request(
         text=text,
         context_files=[read_context(p) for p in context_files],
@@ -322,6 +355,31 @@ def plan_estimates(cfg: Settings, personas: dict[str, Persona], request: Request
     synth = cfg.model_of(load_role_prompt(cfg.prompts_dir, "synthesizer").model)
     rows.append(synthesis_estimate(synth, cfg.synthesis_tokens(), cfg.output_tokens()))
     return rows
+
+
+LLM_CONNECT_TIMEOUT_S = 3.0
+"""How long `crewbox run` waits for the local LLM server to accept a connection."""
+
+
+def check_llm_server(cfg: Settings) -> None:
+    """With the ``openai`` provider (no Anthropic key), check that the server at
+    CREWBOX_LLM_BASE_URL accepts connections, before a run is created for nothing.
+
+    Raises:
+        UserError: nothing listens there (one line: start a server or set a key).
+    """
+    if cfg.resolved_provider() != "openai":
+        return
+    url = urlsplit(cfg.llm_base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "localhost", port), LLM_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the LLM server at {cfg.llm_base_url} ({exc.strerror or exc}); "
+            "start an OpenAI-compatible server there (or set CREWBOX_LLM_BASE_URL), or set "
+            "ANTHROPIC_API_KEY to use Claude"
+        ) from exc
 
 
 def log_limit_change(change: ConcurrencyChange) -> None:
@@ -394,10 +452,19 @@ def print_outcome(summary: RunSummary, fmt: str, final: str, folder: Path) -> No
         )
     err.print(f"results: {display_path(folder)}/")
     if summary.status == "cancelled":
-        err.print(f"run cancelled; `crewbox resume {summary.run_id}` runs what is left")
+        err.print(f"run cancelled; {resume_hint(summary.run_id)} runs what is left")
         raise SystemExit(130)
     if summary.status != "succeeded":
         raise SystemExit(1)
+
+
+def resume_hint(run_id: str) -> str:
+    """How to go on with a run: ``crewbox resume ID``, and in the cluster (its client runs
+    in a container) the make target too."""
+    hint = f"`crewbox resume {run_id}`"
+    if os.environ.get("CREWBOX_QUEUE") == "rq":
+        hint += f" (`make resume RUN={run_id}`)"
+    return hint
 
 
 def display_path(path: Path) -> str:
@@ -510,8 +577,9 @@ def run_state(
 
 def print_status(run_id: str, events: list[Event], summary: RunSummary | None, state: str) -> None:
     """The task table of a run and its overall state, on stdout."""
+    states = task_states(events)
     table = Table("task", "persona", "status", "worker", "seconds", "tokens", "cost")
-    for task_id, s in task_states(events).items():
+    for task_id, s in states.items():
         table.add_row(
             task_id,
             s.get("persona", ""),
@@ -521,7 +589,8 @@ def print_status(run_id: str, events: list[Event], summary: RunSummary | None, s
             f"{s['tokens']:,}" if "tokens" in s else "",
             money(s["cost_usd"]) if "cost_usd" in s else "",
         )
-    out.print(table)
+    if states:
+        out.print(table)
     out.print(f"run {run_id}: {state}")
 
 
@@ -563,11 +632,10 @@ def task_states(events: list[Event]) -> dict[str, dict[str, Any]]:
 def results(run_id: str, fmt: str) -> None:
     """List a run's artifacts (path, bytes, sha256) and where its answer is."""
     cfg = settings()
-    summary = make_run_log(cfg).summary(run_id) or FileRunLog(cfg.results_dir).summary(run_id)
+    log = make_run_log(cfg)
+    summary = log.summary(run_id) or FileRunLog(cfg.results_dir).summary(run_id)
     if summary is None:
-        raise UserError(
-            f"run {run_id} has not finished (or is unknown); `crewbox status {run_id}` shows it"
-        )
+        raise unfinished(log.events(run_id) or FileRunLog(cfg.results_dir).events(run_id), run_id)
     if fmt == "json":
         click.echo(summary.model_dump_json(indent=2))
         return
@@ -580,6 +648,19 @@ def results(run_id: str, fmt: str) -> None:
             )
     out.print(table)
     out.print(f"answer: {folder}/final.md  ({summary.status})")
+
+
+def unfinished(events: list[Event], run_id: str) -> CrewboxError:
+    """The error of `crewbox results` for a run without a summary: it failed (and why),
+    it is not finished, or it is unknown."""
+    failed = next((e.message for e in reversed(events) if e.kind == "run_failed"), None)
+    if failed is not None:
+        return CrewboxError(
+            f"run {run_id} failed: {failed}; `crewbox resume {run_id}` tries it again"
+        )
+    if events:
+        return UserError(f"run {run_id} has not finished; `crewbox status {run_id}` shows it")
+    return RunNotFoundError(f"no run {run_id!r}; `crewbox status` shows the latest run")
 
 
 # -- the cluster -------------------------------------------------------------------------
@@ -622,6 +703,9 @@ def submit(
     queue = rq_queue(cfg)
     personas = load_personas(cfg.prompts_dir)
     request = build_request(text, context_files, plan_file, budget_usd, False, personas)
+    # the client cannot see which model the services use: Claude's window here, the
+    # orchestrator checks against its own before any call
+    check_request_size(request, cfg.model_copy(update={"provider": "anthropic"}))
     if estimate:
         # the client cannot see which services have a key: price as if all used Claude
         claude = cfg.model_copy(update={"provider": "anthropic"})
@@ -646,7 +730,9 @@ def follow(run_id: str | None, fmt: str) -> None:
     """Follow a run's progress (the latest without RUN_ID) and print its answer."""
     cfg = settings()
     log = make_run_log(cfg)
-    follow_and_print(cfg, log, known_run(log, run_id) if run_id else latest_run_id(cfg, log), fmt)
+    run_id = known_run(log, run_id) if run_id else latest_run_id(cfg, log)
+    err.print(f"following run {run_id} (Ctrl-C stops following; the run goes on)")
+    follow_and_print(cfg, log, run_id, fmt)
 
 
 def known_run(log: RunLog, run_id: str) -> str:
@@ -735,6 +821,9 @@ def dlq_list(run_id: str | None) -> None:
                 money(letter.cost_usd),
                 letter.error[:120],
             )
+    if not table.row_count:
+        out.print("no task in the dead-letter queue" + (f" of run {run_id}" if run_id else ""))
+        return
     out.print(table)
 
 
@@ -747,6 +836,8 @@ def dlq_retry(run_id: str, task_id: str, fmt: str) -> None:
     cfg = settings()
     log = make_run_log(cfg)
     letter = letter_of(log, known_run(log, run_id), task_id)
+    if cfg.queue != "rq":
+        check_llm_server(cfg)  # before the retry is logged
     before = len(log.events(run_id))
     retried = Event(kind="dlq_retried", run_id=run_id, task_id=task_id, persona=letter.persona)
     log.append(retried)
@@ -817,7 +908,7 @@ def orchestrator_service() -> None:
     log.info(
         "orchestrator %s serving requests (%d runs at once)", default_worker_id(), cfg.max_runs
     )
-    queue.serve_requests(pool.accept, stop=stop)
+    queue.serve_requests(pool.accept, resume=pool.accept_resume, stop=stop)
 
 
 @cli.command()

@@ -16,6 +16,10 @@ from crewbox.models import MAX_TASKS
 
 MiB = 1024 * 1024
 
+CLAUDE_CONTEXT_TOKENS = 200_000
+"""The context window of the Claude models crewbox uses, in tokens (until crewbox/llm has a
+table of each model's capabilities to read it from)."""
+
 
 class Settings(BaseSettings):
     """Every knob of crewbox; each field maps to ``CREWBOX_<FIELD>`` in the environment.
@@ -56,6 +60,9 @@ class Settings(BaseSettings):
     """Output cap per call with the ``openai`` provider (small local models ramble)."""
     llm_context_tokens: int = Field(default=4096, ge=512)
     """Context window per request of the ``openai`` server (compose: 4 slots of 4096)."""
+    context_tokens: int | None = Field(default=None, ge=512)
+    """The model's context window in tokens; None: :data:`CLAUDE_CONTEXT_TOKENS` on Claude,
+    ``llm_context_tokens`` on an OpenAI-compatible server (see :meth:`context_window_tokens`)."""
     llm_timeout_s: float = 600.0
     llm_max_concurrency: int = Field(default=8, ge=1, le=256)
     """Calls in flight per credential at most (crewbox.llm.limiter: AIMD below it)."""
@@ -160,6 +167,21 @@ class Settings(BaseSettings):
     def output_tokens(self) -> int:
         """``max_tokens`` for every call: ``llm_max_tokens`` on openai, else ``max_tokens``."""
         return self.llm_max_tokens if self.resolved_provider() == "openai" else self.max_tokens
+
+    def context_window_tokens(self) -> int:
+        """Tokens one call can take in all: ``context_tokens`` when set, else the local
+        server's ``llm_context_tokens`` on openai, else :data:`CLAUDE_CONTEXT_TOKENS`."""
+        if self.context_tokens is not None:
+            return self.context_tokens
+        if self.resolved_provider() == "openai":
+            return self.llm_context_tokens
+        return CLAUDE_CONTEXT_TOKENS
+
+    def request_tokens_limit(self) -> int:
+        """Tokens a request may bring into each task's call (its text, context files and a
+        task's instructions): half of what the context window leaves after the output;
+        the other half is for the prompts, tools, dependencies and the task's turns."""
+        return max(0, self.context_window_tokens() - self.output_tokens()) // 2
 
     def synthesis_tokens(self) -> int:
         """The synthesizer's input budget; on openai at most a third of the context window."""

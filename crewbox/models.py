@@ -596,3 +596,4 @@ class RunSummary(BaseModel):
     concurrency_changes: list[ConcurrencyChange] = Field(default_factory=list)
     """Every change of a credential's limit of calls in flight during the run."""
     final_path: str | None = None
+    """The answer's file relative to the run folder (``final.md``)."""

@@ -28,13 +28,22 @@ def money(usd: Decimal | float) -> str:
     return f"${float(usd):.4f}"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 artifact``, ``2 artifacts``: ``count`` and ``noun``, plural unless it is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def usage_text(usage: Usage) -> str:
     """``12,345 tok $0.0123``: all tokens and the cost."""
     return f"{usage.total_tokens:,} tok {money(usage.cost_usd)}"
 
 
 class ProgressPrinter:
-    """Prints one line per notable event and keeps the run's running usage total."""
+    """Prints one line per notable event and keeps the run's running usage total.
+
+    Not shown: ``run_started`` (the command names the run as it starts or follows it) and
+    ``run_failed`` (the command ends with that error as its one ``crewbox: error:`` line).
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
@@ -61,7 +70,6 @@ class ProgressPrinter:
             "budget_exceeded",
             "plan_invalid",
             "plan_adjusted",
-            "run_failed",
             "synthesis_failed",
             "cancel_requested",
             "run_resumed",
@@ -71,9 +79,7 @@ class ProgressPrinter:
         if event.kind == "run_finished":
             ended = event.payload(RunEnded)
             return f"[bold]run {ended.status}[/]: {usage_text(ended.usage)}"
-        if event.kind == "run_started":
-            return f"[bold]run {event.run_id}[/]"
-        return None
+        return None  # run_started: the command that starts or follows a run names it
 
     def _task_line(self, event: Event) -> str:
         who = f"{event.persona or '?':<8} {event.task_id or '?'}"
@@ -89,7 +95,7 @@ class ProgressPrinter:
             error = detail if event.kind != "task_succeeded" else ""
             detail = (
                 f"{secs:.1f}s  {d.get('tokens', 0):,} tok  {money(d.get('cost_usd', 0))}  "
-                f"{len(d.get('artifacts', []))} artifacts  {error}"
+                f"{plural(len(d.get('artifacts', [])), 'artifact')}  {error}"
             )
         elif event.kind == "task_started":
             detail = f"on {event.data.get('worker', '?')}"

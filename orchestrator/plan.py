@@ -11,6 +11,7 @@ the tool into ``response_format`` json_schema.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from crewbox.models import (
     MAX_INSTRUCTIONS_CHARS,
     Plan,
     Request,
+    TaskSpec,
     Usage,
 )
 from crewbox.personas import Persona, Personas, unknown_persona
@@ -142,13 +144,18 @@ def find_cycle(plan: Plan) -> list[str] | None:
 
 
 def validate_plan(
-    plan: Plan, persona_names: Iterable[str], max_tasks: int | None = None
+    plan: Plan,
+    persona_names: Iterable[str],
+    max_tasks: int | None = None,
+    prompt: str | None = None,
 ) -> list[str]:
     """Every problem of a structurally valid plan; an empty list when it can be dispatched.
 
-    Checks: personas exist, ids unique, dependencies known, not on itself, acyclic. A
-    persona whose file is invalid (``persona_names`` a :class:`~crewbox.personas.Personas`)
-    is named with that file's reason.
+    Checks: personas exist, ids unique, dependencies known, not on itself, acyclic; with
+    ``prompt`` (the planner's instructions), no title or instructions copied from it or
+    holding a placeholder (:func:`content_problems`). A persona whose file is invalid
+    (``persona_names`` a :class:`~crewbox.personas.Personas`) is named with that file's
+    reason.
     """
     if not isinstance(persona_names, Personas):
         persona_names = list(persona_names)
@@ -170,14 +177,60 @@ def validate_plan(
     cycle = find_cycle(plan)
     if cycle:
         problems.append("dependency cycle: " + " -> ".join(cycle))
+    if prompt is not None:
+        problems += content_problems(plan, prompt)
+    return problems
+
+
+PLACEHOLDERS = re.compile(
+    r"\[(?:insert|your|add|enter|fill|describe|placeholder|task|topic|name|date|title)\b"
+    r"[^\]]{0,60}\]"  # [insert task here], [TASK], [your text]
+    r"|<[A-Za-z][A-Za-z _-]*\s[A-Za-z _-]*>"  # <task description> (not HTML like <h1>)
+    r"|\b(?:TODO|TBD|FIXME|XXX)\b|lorem ipsum"
+    r"|^\W*\w+\W*(?:\.\.\.|…)\W*$",  # "Write ..."
+    re.IGNORECASE,
+)
+"""Text that stands for content still to be written: a plan holding it was not written for
+the request."""
+
+COPIED_CHARS = 16
+"""A title or instructions at least this long found word for word in the planner's prompt
+was copied from it (an example), not written for the request."""
+
+
+def content_problems(plan: Plan, prompt: str) -> list[str]:
+    """One sentence per task whose title or instructions hold a placeholder
+    (:data:`PLACEHOLDERS`) or were copied from ``prompt``, the planner's instructions
+    (small local models copy its examples whatever the request)."""
+    problems = []
+    squeezed = " ".join(prompt.split()).lower()
+    for task in plan.tasks:
+        for field in ("title", "instructions"):
+            text = getattr(task, field)
+            found = PLACEHOLDERS.search(text)
+            flat = " ".join(text.split()).lower()
+            if found:
+                problems.append(
+                    f"task {task.id!r}: its {field} holds the placeholder {found.group(0)!r}; "
+                    "write the real content for this request"
+                )
+            elif len(flat) >= COPIED_CHARS and flat in squeezed:
+                problems.append(
+                    f"task {task.id!r}: its {field} is copied from the planner's instructions; "
+                    "write it for this request"
+                )
     return problems
 
 
 def parse_plan(
-    data: Any, persona_names: Iterable[str], max_tasks: int | None = None
+    data: Any,
+    persona_names: Iterable[str],
+    max_tasks: int | None = None,
+    prompt: str | None = None,
 ) -> tuple[Plan | None, list[str]]:
     """Validate raw plan data (a dict): the Plan, or None and the problems found (at most
-    ``max_tasks`` tasks when given: the LLM planner's cap)."""
+    ``max_tasks`` tasks when given: the LLM planner's cap; nothing copied from ``prompt``
+    when given: see :func:`validate_plan`)."""
     if not isinstance(data, Mapping):
         return None, ["a plan must be an object with a 'tasks' list"]
     fields = {k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS}
@@ -185,7 +238,7 @@ def parse_plan(
         plan = Plan.model_validate(fields)
     except ValidationError as exc:
         return None, pydantic_problems(exc)
-    problems = validate_plan(plan, persona_names, max_tasks)
+    problems = validate_plan(plan, persona_names, max_tasks, prompt)
     return (None, problems) if problems else (plan, [])
 
 
@@ -233,19 +286,97 @@ def prune_references(plan: Plan) -> tuple[Plan, list[str]]:
     return Plan(tasks=tasks), changes
 
 
-def pruned_plan(
-    data: Any, persona_names: Iterable[str], max_tasks: int | None = None
-) -> tuple[Plan, list[str]] | None:
-    """The plan in ``data`` with its references pruned, if that makes it valid (within
-    ``max_tasks`` when given); else None."""
+def structural_plan(data: Any) -> Plan | None:
+    """``data`` as a Plan when its shape and fields are valid (references and content
+    unchecked), else None."""
     if not isinstance(data, Mapping):
         return None
     try:
-        plan = Plan.model_validate({k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS})
+        return Plan.model_validate({k: v for k, v in data.items() if k not in PLAN_FILE_EXTRA_KEYS})
     except ValidationError:
         return None
+
+
+def pruned_plan(
+    data: Any,
+    persona_names: Iterable[str],
+    max_tasks: int | None = None,
+    prompt: str | None = None,
+) -> tuple[Plan, list[str]] | None:
+    """The plan in ``data`` with its references pruned, if that makes it valid (within
+    ``max_tasks``, nothing copied from ``prompt``, when given); else None."""
+    plan = structural_plan(data)
+    if plan is None:
+        return None
     pruned, changes = prune_references(plan)
-    return None if validate_plan(pruned, persona_names, max_tasks) else (pruned, changes)
+    problems = validate_plan(pruned, persona_names, max_tasks, prompt)
+    return None if problems else (pruned, changes)
+
+
+FALLBACK_PERSONAS = 3
+"""At most this many personas get the request as it is in a fallback plan."""
+
+STOPWORDS = frozenset({
+    "about", "anything", "pick", "with", "that", "this", "from", "your", "their", "them",
+    "have", "will", "what", "when", "which", "into", "also", "some", "more", "most",
+    "other", "than", "then", "they", "only", "just", "like",
+})  # fmt: skip
+"""Words a request or a persona's description holds whatever its topic."""
+
+
+def words(text: str) -> set[str]:
+    """The words of ``text`` that can tell a topic: lowercase, 4 letters or more, a final
+    ``s`` dropped, no stop words."""
+    found = {w.removesuffix("s") for w in re.findall(r"[a-z]{4,}", text.lower())}
+    return found - STOPWORDS
+
+
+def best_personas(text: str, personas: Mapping[str, Persona]) -> tuple[list[str], bool]:
+    """The personas whose descriptions share the most words with ``text`` (every one with
+    at least half the best count, at most FALLBACK_PERSONAS), and whether any word matched
+    at all (if not: the first persona alone)."""
+    wanted = words(text)
+    scores = {name: len(wanted & words(f"{name} {p.description}")) for name, p in personas.items()}
+    best = max(scores.values(), default=0)
+    if best == 0:
+        return list(personas)[:1], False
+    ranked = sorted((n for n in scores if 2 * scores[n] >= best), key=lambda n: -scores[n])
+    return ranked[:FALLBACK_PERSONAS], True
+
+
+def fallback_plan(
+    data: Any, request: Request, personas: Mapping[str, Persona], prompt: str
+) -> tuple[Plan, list[str]] | None:
+    """When the planner's last answer copied the prompt or held placeholders (see
+    :func:`content_problems`): a plan that says what it is, the request as it was asked
+    sent to the personas whose descriptions match it best (:func:`best_personas`), one
+    task each; and the sentence that says so. None for any other fault."""
+    copied = structural_plan(data)
+    if copied is None:
+        return None
+    problems = content_problems(copied, prompt)
+    if not problems or not personas:
+        return None
+    names, matched = best_personas(request.text, personas)
+    tasks = [
+        TaskSpec(
+            id=f"request-{name}",
+            persona=name,
+            title="The request as asked (no usable plan)",
+            instructions=(
+                "The planner could not split this request into tasks, so it comes to you as "
+                "the user asked it (see the request above). Answer it as well as your role "
+                "allows; say what falls outside your role."
+            ),
+        )
+        for name in names
+    ]
+    why = "whose description matches it best" if matched else "(no description matched it)"
+    change = (
+        f"the planner's plan was not written for the request ({problems[0]}); the request "
+        f"goes as it was asked to {', '.join(names)} {why}"
+    )
+    return Plan(tasks=tasks), [change]
 
 
 def catalog_text(personas: Mapping[str, Persona]) -> str:
@@ -302,7 +433,10 @@ class Planner:
         dependency on a task that is not in the plan or on itself, a repeated id), those
         are pruned by :func:`prune_references` and ``on_adjust`` receives what changed:
         small local models rarely get references right, and the run is worth more than a
-        PlanError. Any other fault (unknown persona, cycle, bad fields) stays an error.
+        PlanError. A last plan copied from the prompt or holding placeholders gives way to
+        :func:`fallback_plan` (the request as asked, to the best-matching personas), also
+        told to ``on_adjust``. Any other fault (unknown persona, cycle, bad fields) stays an
+        error.
 
         ``llm``: the client for this run (e.g. behind its budget); None: the planner's own.
 
@@ -322,14 +456,15 @@ class Planner:
             data = plan_input(response)
             cap = self.limits.max_tasks
             plan, problems = (
-                parse_plan(data, self.personas, cap)
+                parse_plan(data, self.personas, cap, self.prompt.prompt)
                 if data is not None
                 else (None, [no_plan(response)])
             )
             if plan is not None:
                 return plan
             messages = [ask, *repair_messages(response, problems)]  # only the latest try
-        pruned = pruned_plan(data, self.personas, self.limits.max_tasks)
+        pruned = pruned_plan(data, self.personas, self.limits.max_tasks, self.prompt.prompt)
+        pruned = pruned or fallback_plan(data, request, self.personas, self.prompt.prompt)
         if pruned is not None:
             if on_adjust:
                 on_adjust(pruned[1])

@@ -49,6 +49,17 @@ class RunPool:
         self.slots.acquire()
         self._start(request.run_id, lambda: self.orchestrator.run(request))
 
+    def accept_resume(self, run_id: str) -> None:
+        """Go on with ``run_id`` (``crewbox resume`` in the cluster: a cancelled or failed
+        run, or one whose owner is gone) once a slot is free; nothing when this
+        orchestrator drives it already."""
+        with self._lock:
+            if run_id in self.driving:
+                log.info("run %s: resume asked while it runs here; nothing to do", run_id)
+                return
+        self.slots.acquire()
+        self._start(run_id, lambda: self.orchestrator.resume(run_id))
+
     def take_over(self) -> list[str]:
         """Resume every recent run that has work and no live owner, while slots are free.
 

@@ -369,13 +369,16 @@ def _keep_results(run: ActiveRun, ended: dict[str, str], rerun: set[str] | None)
 TERMINAL_KINDS = ("run_finished", "run_failed")
 
 
-def pending_work(events: list[Event]) -> tuple[bool, set[str] | None]:
+def pending_work(events: list[Event], requested: bool = False) -> tuple[bool, set[str] | None]:
     """Whether a run's log leaves work to do, and what ``rerun`` to replay it with.
 
     - no ``run_finished``/``run_failed`` yet (its owner died): yes, every task not succeeded;
-    - finished ``cancelled``: yes, likewise (``crewbox resume`` of a cancelled run);
     - ``dlq_retried`` events after the end: yes, those tasks and every task that depends on
       them, directly or not;
+    - with ``requested`` (``crewbox resume``, not a takeover): a run that finished
+      ``cancelled`` or ended with ``run_failed``: yes, every task not succeeded. Without
+      it, a run a user cancelled stays cancelled, and one that failed is not tried again
+      and again by takeovers;
     - otherwise: no.
     """
     ends = [i for i, e in enumerate(events) if e.kind in TERMINAL_KINDS]
@@ -386,7 +389,7 @@ def pending_work(events: list[Event]) -> tuple[bool, set[str] | None]:
     if retried:
         plans = [e.payload(PlanReady).plan for e in events if e.kind == "plan_ready"]
         return True, _with_dependents(plans[-1], retried) if plans else retried
-    if last.kind == "run_finished" and last.payload(RunEnded).status == "cancelled":
+    if requested and (last.kind == "run_failed" or last.payload(RunEnded).status == "cancelled"):
         return True, None
     return False, None
 

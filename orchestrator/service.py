@@ -25,6 +25,7 @@ from decimal import Decimal
 from crewbox.budget import budgeted, unpriced_models
 from crewbox.config import Settings
 from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
+from crewbox.limits import check_request_size
 from crewbox.llm.base import LLMClient
 from crewbox.models import (
     END_KIND,
@@ -91,6 +92,12 @@ MAX_REJECTED_LOGGED = 100
 CANCEL_GRACE_S = 30.0
 """After a cancel, how long running attempts get to stop at their next turn and report
 their usage before they are counted cancelled without a result."""
+
+
+FINAL_NAME = "final.md"
+"""The answer's file, as summary.json's ``final_path`` and the ``synthesis_written`` event
+name it: relative to the run folder, which is not at the same path in a container and on
+the host."""
 
 
 class RunTakenOverError(CrewboxError):
@@ -175,7 +182,7 @@ class Orchestrator:
         """
         request = self.log.request(run_id)
         events = self.log.events(run_id)
-        needed, rerun = pending_work(events)
+        needed, rerun = pending_work(events, requested=True)
         if not needed:
             raise UserError(
                 f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
@@ -215,6 +222,7 @@ class Orchestrator:
                 raise
 
     def _drive_owned(self, run: ActiveRun, lease: LeaseKeeper) -> RunSummary:
+        check_request_size(run.request, self.settings, self.planner.model)  # before any call
         self._check_budget_enforceable(run)
         if run.plan is None:
             plan = run.request.plan or self._plan(run)
@@ -581,10 +589,9 @@ class Orchestrator:
     def _finish(self, run: ActiveRun) -> RunSummary:
         results = run.ordered_results()
         text = self._synthesize(run, results)
-        path = run.store.folder / "final.md"
-        summary = self._summary(run, results, str(path))
+        summary = self._summary(run, results, FINAL_NAME)
         self.log.finish(summary, text)
-        self.emit(run, "synthesis_written", message=str(path))
+        self.emit(run, "synthesis_written", message=FINAL_NAME)
         self.emit(
             run,
             "run_finished",

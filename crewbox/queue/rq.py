@@ -11,11 +11,12 @@ Keys and queues (``<run>`` is a run_id; the run log's keys are in crewbox.runlog
                                              that persona's attempts (its ACL user may
                                              write only its own)
 
-Jobs carry JSON (RQ's JSONSerializer), never pickle, and name ``crewbox:task`` or
-``crewbox:request``: a CrewboxWorker runs only those (see crewbox.queue.rq_worker). A worker
-is an RQ SimpleWorker: one job at a time in its own process, no fork (scale containers for
-concurrency). Retries are the orchestrator's: it re-dispatches failures marked retryable
-and attempts whose heartbeat stopped (their worker died).
+Jobs carry JSON (RQ's JSONSerializer), never pickle, and name ``crewbox:task``,
+``crewbox:request`` or ``crewbox:resume``: a CrewboxWorker runs only those (see
+crewbox.queue.rq_worker). A worker is an RQ SimpleWorker: one job at a time in its own
+process, no fork (scale containers for concurrency). Retries are the orchestrator's: it
+re-dispatches failures marked retryable and attempts whose heartbeat stopped (their worker
+died).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import secrets
 import threading
 import time
 from collections.abc import Callable, Collection
 
 import redis
+from pydantic import BaseModel, Field
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -45,6 +48,7 @@ from crewbox.queue.base import (
 )
 from crewbox.queue.rq_worker import (
     REQUEST_JOB,
+    RESUME_JOB,
     TASK_JOB,
     CrewboxWorker,
     JobFunction,
@@ -66,6 +70,14 @@ REQUEST_TIMEOUT_S = 300
 """RQ job_timeout of accepting a request (the run itself goes on in the orchestrator)."""
 
 RequestHandler = Callable[[Request], None]
+ResumeHandler = Callable[[str], None]
+"""Called with the run_id of a ``crewbox resume`` request."""
+
+
+class ResumeRequest(BaseModel):
+    """``crewbox resume RUN_ID`` in the cluster: a job on the requests queue."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def job_id(task: Task) -> str:
@@ -158,6 +170,21 @@ class RQQueue:
             )
         )
 
+    def request_resume(self, run_id: str) -> None:
+        """Ask the orchestrator service to go on with ``run_id`` (``crewbox resume``): a
+        job on the requests queue (the client's Redis user may enqueue only there)."""
+        call(
+            lambda: self._queue(REQUESTS_QUEUE).enqueue(
+                RESUME_JOB,
+                ResumeRequest(run_id=run_id).model_dump_json(),
+                job_id=f"request__{run_id}__resume__{secrets.token_hex(4)}",
+                job_timeout=REQUEST_TIMEOUT_S,
+                result_ttl=RUN_TTL_S,
+                failure_ttl=RUN_TTL_S,
+                description=f"resume {run_id}",
+            )
+        )
+
     # -- worker side -------------------------------------------------------------------
     def serve(
         self,
@@ -178,17 +205,28 @@ class RQQueue:
         self,
         handler: RequestHandler,
         *,
+        resume: ResumeHandler | None = None,
         burst: bool = False,
         stop: threading.Event | None = None,
     ) -> None:
-        """Run an RQ worker on the requests queue that calls ``handler`` for each request."""
+        """Run an RQ worker on the requests queue that calls ``handler`` for each request
+        and ``resume`` (when given) with the run_id of each resume request."""
 
         def request_job(raw: str) -> str:
             request = parse_payload(Request, raw)
             handler(request)
             return request.run_id
 
-        worker = self._worker(REQUESTS_QUEUE, {REQUEST_JOB: request_job}, stop, shared=True)
+        functions: dict[str, JobFunction] = {REQUEST_JOB: request_job}
+        if resume is not None:
+
+            def resume_job(raw: str) -> str:
+                run_id = parse_payload(ResumeRequest, raw).run_id
+                resume(run_id)
+                return run_id
+
+            functions[RESUME_JOB] = resume_job
+        worker = self._worker(REQUESTS_QUEUE, functions, stop, shared=True)
         self._work(worker, burst, stop)
 
     def _worker(

@@ -37,6 +37,9 @@ TASK_JOB = "crewbox:task"
 REQUEST_JOB = "crewbox:request"
 """The job function name of a request on the requests queue."""
 
+RESUME_JOB = "crewbox:resume"
+"""The job function name of ``crewbox resume RUN_ID`` on the requests queue."""
+
 WORKER_TTL_S = 20
 """RQ worker_ttl: an idle worker heartbeats every WORKER_TTL_S - 15 s (RQ's dequeue
 timeout), and a busy one every HEARTBEAT_INTERVAL_S; one silent for longer is dead."""

@@ -101,9 +101,17 @@ def test_pending_work_after_a_crash_a_finish_a_cancel_and_a_dlq_retry() -> None:
     finished = [*history(), ev("run_finished", RunEnded(status="partial", usage=usage))]
     assert pending_work(finished) == (False, None)
     cancelled = [*history(), ev("run_finished", RunEnded(status="cancelled", usage=usage))]
-    assert pending_work(cancelled) == (True, None)
+    assert pending_work(cancelled, requested=True) == (True, None)
     retried = [*finished, ev("dlq_retried", task="b")]
     assert pending_work(retried) == (True, {"b", "c"})
+
+
+def test_a_cancelled_or_failed_run_is_resumed_only_when_asked() -> None:
+    cancelled = [*history(), ev("run_finished", RunEnded(status="cancelled", usage=Usage()))]
+    failed = [*history(), ev("run_failed")]
+    for ended in (cancelled, failed):
+        assert pending_work(ended) == (False, None)  # a takeover leaves it alone
+        assert pending_work(ended, requested=True) == (True, None)  # crewbox resume
 
 
 def test_dead_letters_come_and_go() -> None:
