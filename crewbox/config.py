@@ -170,12 +170,18 @@ class Settings(BaseSettings):
 
     def context_window_tokens(self) -> int:
         """Tokens one call can take in all: ``context_tokens`` when set, else the local
-        server's ``llm_context_tokens`` on openai, else :data:`CLAUDE_CONTEXT_TOKENS`."""
+        server's ``llm_context_tokens`` on openai, else the default model's context window
+        in crewbox.llm.catalog (:data:`CLAUDE_CONTEXT_TOKENS` for the scripted provider)."""
+        from crewbox.llm.catalog import capabilities  # the catalog imports no settings
+
         if self.context_tokens is not None:
             return self.context_tokens
-        if self.resolved_provider() == "openai":
+        provider = self.resolved_provider()
+        if provider == "openai":
             return self.llm_context_tokens
-        return CLAUDE_CONTEXT_TOKENS
+        if provider == "scripted":
+            return CLAUDE_CONTEXT_TOKENS
+        return capabilities(self.default_model()).context_tokens
 
     def request_tokens_limit(self) -> int:
         """Tokens a request may bring into each task's call (its text, context files and a

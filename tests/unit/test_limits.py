@@ -10,15 +10,17 @@ import pytest
 from crewbox.config import CLAUDE_CONTEXT_TOKENS, Settings
 from crewbox.errors import UserError
 from crewbox.limits import check_request_size
+from crewbox.llm.catalog import capabilities
 from crewbox.models import ContextFile, Plan, Request, TaskSpec
 from tests.conftest import crewbox_env, run_crewbox, spec
 from tests.unit.test_orchestrator import cluster_of, settings  # noqa: F401 (fixtures)
 
 
 def test_the_limit_comes_from_the_model_context_window() -> None:
-    claude = Settings(provider="anthropic", max_tokens=4096)
-    assert claude.context_window_tokens() == CLAUDE_CONTEXT_TOKENS
-    assert claude.request_tokens_limit() == (CLAUDE_CONTEXT_TOKENS - 4096) // 2
+    claude = Settings(provider="anthropic", max_tokens=4096, model="claude-sonnet-4-5")
+    assert claude.context_window_tokens() == capabilities("claude-sonnet-4-5").context_tokens
+    assert claude.request_tokens_limit() == (claude.context_window_tokens() - 4096) // 2
+    assert Settings(provider="scripted").context_window_tokens() == CLAUDE_CONTEXT_TOKENS
     local = Settings(provider="openai", llm_context_tokens=4096, llm_max_tokens=768)
     assert local.request_tokens_limit() == (4096 - 768) // 2
     assert Settings(provider="openai", context_tokens=8192).context_window_tokens() == 8192
