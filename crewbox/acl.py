@@ -167,9 +167,10 @@ def password_hash(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
-MAXMEMORY = "384mb"
-"""Redis's default ``maxmemory``: below the container's ``mem_limit`` (512m in
-docker-compose.yml), so Redis refuses writes (OOM error to the writer) before the kernel
+MAXMEMORY = "256mb"
+"""Redis's default ``maxmemory``: half the container's ``mem_limit`` (512m in
+docker-compose.yml), leaving room for client buffers, the AOF buffer and the copy-on-write
+of an AOF rewrite, so Redis refuses writes (an OOM error to the writer) before the kernel
 kills it; ``CREWBOX_REDIS_MAXMEMORY`` (or ``--maxmemory``) changes it."""
 
 MEMORY_SIZE = re.compile(r"^[0-9]+(b|kb|mb|gb)?$", re.IGNORECASE)
@@ -182,11 +183,13 @@ appendonly yes
 appendfsync everysec
 maxmemory {maxmemory}
 maxmemory-policy noeviction
+proto-max-bulk-len 64mb
 protected-mode no
 """
 """The server settings: AOF with fsync every second keeps the runs across restarts;
 ``maxmemory`` with ``noeviction``: past it, writes fail (the writer gets an OOM error) and
-no run data is ever evicted."""
+no run data is ever evicted; no single value above 64 MB (a result carries at most
+``CREWBOX_MAX_ARTIFACT_BYTES``, 10 MiB, in base64: about 14 MB)."""
 
 
 DEFAULT_USER = "user default off nopass ~* &* +@all"

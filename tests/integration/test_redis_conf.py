@@ -230,3 +230,26 @@ def test_a_persona_runs_exactly_the_commands_the_readme_lists(conf_redis: ConfRe
         assert dangerous not in allowed, dangerous
     for needed in ("blmove", "lpush", "hset", "zadd", "multi", "exec", "watch", "subscribe"):
         assert needed in allowed, needed
+
+
+def test_a_result_redis_refuses_fails_its_task_with_the_reason(conf_redis: ConfRedis) -> None:
+    from crewbox.models import Result, Task, TaskSpec
+    from crewbox.queue.rq import RQQueue, TaskJob
+    from tests.conftest import spec
+
+    orchestrator = conf_redis.as_user("orchestrator")
+    for i in range(4):  # 16 MB of the 32 MB
+        orchestrator.set(f"crewbox:run:other{i}:final", "x" * (4 << 20))
+    task = Task(run_id="r", spec=TaskSpec(**spec("t", "marie")), request_text="go")
+    huge = "y" * (20 << 20)
+    job = TaskJob(
+        RQQueue(conf_redis.as_user("marie")),
+        "marie",
+        lambda t, emit: Result.failed(t, huge, worker="w"),
+        "w",
+    )  # noqa: E501
+    assert job(task.model_dump_json()) == "failed"
+    (raw,) = orchestrator.lrange("crewbox:run:r:inbox", 0, -1)
+    pushed = Result.model_validate_json(raw)
+    assert "Redis refused the result" in (pushed.error or "") and not pushed.retryable
+    assert orchestrator.get("crewbox:run:other0:final")  # nothing evicted, Redis up

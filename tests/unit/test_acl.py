@@ -39,7 +39,7 @@ def test_a_name_that_would_widen_a_pattern_is_refused(name: str) -> None:
 def test_the_conf_holds_hashes_and_turns_default_off(tmp_path: Path) -> None:
     conf = acl.write_redis_conf(tmp_path, ["marie", "anga"])
     text = conf.read_text()
-    assert "appendonly yes" in text and "maxmemory 384mb\nmaxmemory-policy noeviction" in text
+    assert "appendonly yes" in text and "maxmemory 256mb\nmaxmemory-policy noeviction" in text
     # off (no login) but with every permission: the AOF replays MULTI/EXEC as default
     assert "user default off nopass ~* &* +@all\n" in text
     for user in ("orchestrator", "client", "marie", "anga"):
