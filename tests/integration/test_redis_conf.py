@@ -247,7 +247,7 @@ def test_a_result_redis_refuses_fails_its_task_with_the_reason(conf_redis: ConfR
         "marie",
         lambda t, emit: Result.failed(t, huge, worker="w"),
         "w",
-    )  # noqa: E501
+    )
     assert job(task.model_dump_json()) == "failed"
     (raw,) = orchestrator.lrange("crewbox:run:r:inbox", 0, -1)
     pushed = Result.model_validate_json(raw)
