@@ -185,9 +185,13 @@ class RedisRunLog:
         return self.renew(run_id, owner, ttl_s)
 
     def renew(self, run_id: str, owner: str, ttl_s: float = LEASE_TTL_S) -> bool:
-        """PEXPIRE the lease if ``owner`` holds it (atomically, in a Lua script)."""
-        key = run_key(run_id, "owner")
-        return bool(call(lambda: self._renew(keys=[key], args=[owner, round(ttl_s * 1000)])))
+        """PEXPIRE the lease if ``owner`` holds it (atomically, in a Lua script); a lease
+        Redis lost (a restart that lost its last writes, a new volume) is taken again with
+        SET NX: the owner still drives the run, and only another holder means it is lost."""
+        key, ttl_ms = run_key(run_id, "owner"), round(ttl_s * 1000)
+        if call(lambda: self._renew(keys=[key], args=[owner, ttl_ms])):
+            return True
+        return bool(call(lambda: self.redis.set(key, owner, nx=True, px=ttl_ms)))
 
     def release(self, run_id: str, owner: str) -> None:
         """DEL the lease if ``owner`` holds it."""
