@@ -187,10 +187,13 @@ class RedisRunLog:
     def renew(self, run_id: str, owner: str, ttl_s: float = LEASE_TTL_S) -> bool:
         """PEXPIRE the lease if ``owner`` holds it (atomically, in a Lua script); a lease
         Redis lost (a restart that lost its last writes, a new volume) is taken again with
-        SET NX: the owner still drives the run, and only another holder means it is lost."""
+        SET NX: the owner still drives the run, and only another holder (or a summary: the
+        run was finished by another owner meanwhile) means it is lost."""
         key, ttl_ms = run_key(run_id, "owner"), round(ttl_s * 1000)
         if call(lambda: self._renew(keys=[key], args=[owner, ttl_ms])):
             return True
+        if call(lambda: self.redis.exists(run_key(run_id, "summary"))):
+            return False
         return bool(call(lambda: self.redis.set(key, owner, nx=True, px=ttl_ms)))
 
     def release(self, run_id: str, owner: str) -> None:

@@ -63,3 +63,6 @@ def test_the_owner_takes_its_lost_lease_again_and_puts_back_lost_events(
     ]
     primary.acquire("r3", "other")
     assert not log.renew("r3", "me")  # held by another: lost indeed
+    log.finish(summary_of("r2"), "done elsewhere")
+    redis_client.delete("crewbox:run:r2:owner")
+    assert not log.renew("r2", "me")  # another owner finished it: not taken again
