@@ -122,7 +122,7 @@ class RedisWindows:
             now_s = time.time()
             hits = [h for h in _hits(raw) if h[0] > now_s - window_s]
             if sum(h[1] for h in hits) + amount > item.amount:
-                return json.dumps(hits), min(h[0] for h in hits) + window_s
+                return json.dumps(hits), min((h[0] for h in hits), default=now_s) + window_s
             return json.dumps([*hits, [now_s, amount]]), None
 
         try:
