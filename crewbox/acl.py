@@ -5,8 +5,15 @@ those jobs, their registries and its own worker keys, push to run inboxes, beat 
 heartbeats of its own attempts, and read a run's owner lease and cancel flag. It can read
 no other persona's queue or jobs, no run's events or results, no request. The orchestrator
 (user ``orchestrator``) reaches every ``rq:*`` and ``crewbox:*`` key; the CLI (user
-``client``) records and follows runs and enqueues requests. The ``default`` user is off;
-``healthcheck`` (no password) may only PING.
+``client``) records and follows runs and enqueues requests. The ``default`` user is off
+(no connection can log in as it) but keeps every permission: Redis 7.0-7.4 replays the AOF's
+MULTI/EXEC blocks as ``default`` and re-checks its ACL at EXEC, so a ``default`` without
+permissions silently dropped every transaction on restart (redis/redis#14541, fixed upstream
+by redis/redis#14545). ``healthcheck`` (no password) may only PING.
+
+A persona has no Lua (``@scripting``), no SCAN, RANDOMKEY, DBSIZE, SELECT, INFO or PUBSUB
+(only SUBSCRIBE to its own workers' RQ command channels), no CLIENT but SETNAME/GETNAME/ID/
+INFO: nothing that runs unbounded on the server or lists keys it does not own.
 
 The key patterns follow RQ 3.0's layout (``rq:queue:<q>``, ``rq:job:<id>``,
 ``rq:wip:<q>`` and the other registries, ``rq:worker:<name>``, ``rq:workers:<q>``,
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -42,6 +50,20 @@ COMMANDS = ["-@all", "+@read", "+@write", "+@keyspace", "+@list", "+@hash", "+@s
 dangerous ones (KEYS, FLUSHALL, CONFIG, DEBUG, MONITOR, ACL changes...); INFO and
 CLIENT SETNAME/INFO because RQ asks for the server version and names its connections."""
 
+PERSONA_COMMANDS = ["-@all", "+@read", "+@write", "+@keyspace", "+@list", "+@hash", "+@set",
+                    "+@sortedset", "+@stream", "+@string", "+@transaction", "+@connection",
+                    "+@fast", "+@slow", "-@dangerous", "-@scripting", "-@pubsub", "-@admin",
+                    "-scan", "-randomkey", "-dbsize", "-select", "-swapdb", "-move", "-copy",
+                    "-object", "-client", "-memory", "-wait", "+subscribe",
+                    "+unsubscribe", "+client|setname", "+client|getname", "+client|id",
+                    "+client|info"]  # fmt: skip
+"""Commands a persona's worker may run, on its own keys only: COMMANDS without Lua (a
+script can hold the server BUSY for every client), SCAN/RANDOMKEY/DBSIZE (they list or count
+keys of others), INFO and PUBSUB (they show run ids, channels and clients), SELECT, MOVE and
+COPY (other databases), OBJECT/MEMORY/WAIT, and CLIENT but naming its own connection. RQ's
+worker still SUBSCRIBEs to its own command channel (kill-horse, shutdown, stop-job) and asks
+the server version through INFO, which crewbox.queue.rq_worker answers without asking."""
+
 RQ_REGISTRIES = ["wip", "finished", "failed", "deferred", "scheduled", "canceled", "ready"]
 """RQ 3.0's job registries of a queue: ``rq:<registry>:<queue>`` sorted sets."""
 
@@ -60,7 +82,10 @@ def persona_rules(persona: str) -> list[str]:
         ACLError: ``persona`` does not match PERSONA_NAME.
     """
     if not PERSONA_NAME.match(persona):
-        raise ACLError(f"persona name {persona!r} cannot be used in a Redis ACL pattern")
+        raise ACLError(
+            f"persona name {persona!r} cannot be used in a Redis ACL pattern; persona names "
+            "are lower-case letters, digits and -"
+        )
     p = persona
     own = [
         f"~rq:queue:{p}",
@@ -84,12 +109,13 @@ def persona_rules(persona: str) -> list[str]:
         "%R~rq:rl-keys",
         "%W~crewbox:run:*:inbox",
         f"%W~crewbox:run:*:heartbeats:{p}",
-        "~crewbox:run:*:spend",
-        "~crewbox:limit:*",
+        f"~crewbox:run:*:spend:{p}",
+        "%R~crewbox:run:*:spend:*",
+        f"~crewbox:limit:{p}:*",
         "%R~crewbox:run:*:owner",
         "%R~crewbox:run:*:cancel",
         f"&rq:pubsub:{p}.*",
-        *COMMANDS,
+        *PERSONA_COMMANDS,
     ]
 
 
@@ -141,15 +167,35 @@ def password_hash(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
+MAXMEMORY = "256mb"
+"""Redis's default ``maxmemory``: half the container's ``mem_limit`` (512m in
+docker-compose.yml), leaving room for client buffers, the AOF buffer and the copy-on-write
+of an AOF rewrite, so Redis refuses writes (an OOM error to the writer) before the kernel
+kills it; ``CREWBOX_REDIS_MAXMEMORY`` (or ``--maxmemory``) changes it."""
+
+MEMORY_SIZE = re.compile(r"^[0-9]+(b|kb|mb|gb)?$", re.IGNORECASE)
+"""A Redis memory size: bytes, or a number with kb/mb/gb."""
+
 REDIS_CONF = """\
 # Written by `make up` (python3 -m crewbox.acl); edits are lost on the next `make up`.
 dir /data
 appendonly yes
 appendfsync everysec
+maxmemory {maxmemory}
 maxmemory-policy noeviction
+proto-max-bulk-len 64mb
 protected-mode no
 """
-"""The server settings: AOF with fsync every second keeps the runs across restarts."""
+"""The server settings: AOF with fsync every second keeps the runs across restarts;
+``maxmemory`` with ``noeviction``: past it, writes fail (the writer gets an OOM error) and
+no run data is ever evicted; no single value above 64 MB (a result carries at most
+``CREWBOX_MAX_ARTIFACT_BYTES``, 10 MiB, in base64: about 14 MB)."""
+
+
+DEFAULT_USER = "user default off nopass ~* &* +@all"
+"""``default``: off, so no connection is ever logged in as it, and with every permission,
+because the AOF loader replays MULTI/EXEC as ``default`` and EXEC re-checks its ACL on Redis
+before 8.0 (redis/redis#14541): ``-@all`` there dropped every transaction on restart."""
 
 
 def users_conf(passwords: dict[str, str]) -> str:
@@ -159,7 +205,7 @@ def users_conf(passwords: dict[str, str]) -> str:
     Raises:
         ACLError: a persona name that cannot be used in a pattern.
     """
-    lines = ["user default off resetkeys -@all"]
+    lines = [DEFAULT_USER]
     lines.append("user healthcheck on " + " ".join(healthcheck_rules()))
     for service, password in sorted(passwords.items()):
         tokens = ["on", password_hash(password), *rules(service)]
@@ -179,19 +225,22 @@ def ensure_password(path: Path) -> str:
     return password
 
 
-def write_redis_conf(secrets_dir: Path, personas: list[str]) -> Path:
+def write_redis_conf(secrets_dir: Path, personas: list[str], maxmemory: str = MAXMEMORY) -> Path:
     """Make sure every service has a password in ``secrets_dir/redis/<service>.password``
-    and write ``secrets_dir/resolved/redis.conf`` (REDIS_CONF and the users); returns that
-    file's path.
+    and write ``secrets_dir/resolved/redis.conf`` (REDIS_CONF with ``maxmemory``, and the
+    users); returns that file's path.
 
     Raises:
-        ACLError: a persona name that cannot be used in a pattern.
+        ACLError: a persona name that cannot be used in a pattern, or a ``maxmemory`` that
+            is not a memory size (``384mb``).
     """
+    if not MEMORY_SIZE.match(maxmemory):
+        raise ACLError(f"maxmemory {maxmemory!r} is not a memory size such as 384mb")
     services = [*SERVICE_USERS, *personas]
     passwords = {s: ensure_password(secrets_dir / "redis" / f"{s}.password") for s in services}
     out = secrets_dir / "resolved" / "redis.conf"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(REDIS_CONF + users_conf(passwords))
+    out.write_text(REDIS_CONF.format(maxmemory=maxmemory) + users_conf(passwords))
     out.chmod(0o644)  # hashes only; Redis reads it as a non-root user
     return out
 
@@ -204,13 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python3 -m crewbox.acl", description=__doc__)
     parser.add_argument("--secrets", type=Path, default=Path("secrets"))
+    parser.add_argument(
+        "--maxmemory", default=os.environ.get("CREWBOX_REDIS_MAXMEMORY") or MAXMEMORY
+    )
     parser.add_argument("personas", nargs="+")
     args = parser.parse_args(argv)
     try:
-        write_redis_conf(args.secrets, args.personas)
+        write_redis_conf(args.secrets, args.personas, args.maxmemory)
     except ACLError as exc:
-        print(f"crewbox.acl: {exc}; persona names are lower-case letters, digits and -",
-              file=sys.stderr)  # fmt: skip
+        print(f"crewbox.acl: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -10,7 +10,8 @@ little, the call is not made (:class:`~crewbox.errors.BudgetExceededError`); whe
 calls' holds are in the way, it waits for them to settle. After the call the hold is
 settled to what the call really cost (0 for a call that failed: nothing billed), once; a
 hold of a process that died expires after the call's timeout. Holds are atomic in the
-ledger (a file lock embedded, a Lua script in Redis), so workers running in parallel, on
+ledger (a file lock embedded, a WATCH/MULTI transaction over the run's per-spender ledgers
+in Redis), so workers running in parallel, on
 any host, never hold more than the budget together: spend stays within the budget unless
 a call costs more than its estimate.
 
@@ -145,12 +146,21 @@ class BudgetedLLM:
     ledger (``run_log``) before making it, and settles it after (see the module docstring).
     """
 
-    def __init__(self, inner: LLMClient, run_log: RunLog, run_id: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        inner: LLMClient,
+        run_log: RunLog,
+        run_id: str,
+        limits: Limits,
+        sharers: tuple[str, ...] = (),
+    ) -> None:
         self.inner = inner
         self.model = inner.model
         self.run_log = run_log
         self.run_id = run_id
         self.limits = limits
+        self.sharers = sharers
+        """Who else spends in the run's budget (SpendHold.sharers): the run's personas."""
 
     def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
         """``inner.complete`` once an estimate is held in every scope, with ``max_tokens``
@@ -195,7 +205,7 @@ class BudgetedLLM:
             )
             nano = to_nano(estimate)
             holds = [
-                SpendHold(scope, hold_id, nano, to_nano(limit), hold_s)
+                SpendHold(scope, hold_id, nano, to_nano(limit), hold_s, self.sharers)
                 for scope, limit in self.limits
             ]
             answer, failed = self._hold(holds, timeout_s)
@@ -242,6 +252,9 @@ def over_budget(hold: SpendHold) -> BudgetExceededError:
     )
 
 
-def budgeted(llm: LLMClient, run_log: RunLog, run_id: str, limits: Limits) -> LLMClient:
-    """``llm`` behind the budgets of ``limits``, or ``llm`` itself when there are none."""
-    return BudgetedLLM(llm, run_log, run_id, limits) if limits else llm
+def budgeted(
+    llm: LLMClient, run_log: RunLog, run_id: str, limits: Limits, sharers: tuple[str, ...] = ()
+) -> LLMClient:
+    """``llm`` behind the budgets of ``limits`` (``sharers``: the other spenders of the run's
+    budget), or ``llm`` itself when there are none."""
+    return BudgetedLLM(llm, run_log, run_id, limits, sharers) if limits else llm

@@ -994,7 +994,7 @@ def worker_llm(cfg: Settings, persona: Persona, sink: ChangeSink) -> LLMClient:
     )
     connection = service_connection(cfg) if cfg.queue == "rq" else None  # one, for both
     share = 1 if connection is not None else cfg.rate_limit_share
-    client = make_client(cfg, sink, connection)
+    client = make_client(cfg, sink, connection, persona.name)
     return rate_limited(client, limits.shared_by(share), persona.name, connection)
 
 

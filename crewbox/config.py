@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 600.0
     llm_max_concurrency: int = Field(default=8, ge=1, le=256)
     """Calls in flight per credential at most (crewbox.llm.limiter: AIMD below it)."""
+    llm_persona_concurrency: int = Field(default=2, ge=1, le=256)
+    """Calls in flight per persona at most on an OpenAI-compatible server (the local model's
+    few slots are shared by every persona; crewbox.llm.factory.limit_policy)."""
     llm_circuit_failures: int = Field(default=5, ge=1)
     """Retryable failures in a row that open a credential's circuit."""
     llm_circuit_cooldown_s: float = Field(default=10.0, gt=0)

@@ -239,6 +239,9 @@ class Task(BaseModel):
     allow_bash: bool = False
     budget_usd: USD | None = None
     """The run's budget: the worker checks it before every LLM call (crewbox.budget)."""
+    budget_spenders: list[str] = Field(default_factory=list)
+    """The personas of the run: who spends in its budget besides the orchestrator (the
+    Redis ledger sums their spend, crewbox.runlog.redis)."""
     attempt: int = 1
     token: str = Field(default_factory=new_token)
     enqueued_at_s: float = Field(default_factory=now_s)

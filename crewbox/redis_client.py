@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -60,6 +60,31 @@ def call(fn: Callable[[], T]) -> T:
         ) from exc
     except redis.exceptions.ConnectionError as exc:
         raise QueueError(f"cannot reach Redis: {exc}; is the cluster up (`make up`)?") from exc
+
+
+def watched_update(
+    connection: redis.Redis, key: str, ttl_s: int, fn: Callable[[str | None], tuple[str, T]]
+) -> T:
+    """Read-modify-write of the string ``key`` with optimistic locking (WATCH, GET, then
+    MULTI/SET EX ``ttl_s``/EXEC; redis-py's ``transaction`` runs it again when another
+    client wrote ``key`` in between). ``fn`` gets the stored text (None: no key) and returns
+    (new text, result); it may run several times. Plain commands, no Lua: a persona's Redis
+    user may run it on its own keys (crewbox.acl). Returns ``fn``'s result."""
+
+    def attempt(pipe: Any) -> T:
+        raw = pipe.get(key)
+        new, result = fn(None if raw is None else text(raw))
+        pipe.multi()
+        pipe.set(key, new, ex=ttl_s)
+        return result
+
+    return cast(T, connection.transaction(cast(Any, attempt), key, value_from_callable=True))
+
+
+def username_of(connection: redis.Redis, default: str = "orchestrator") -> str:
+    """The ACL user ``connection`` logs in as (``default`` when it names none)."""
+    user = connection.connection_pool.connection_kwargs.get("username")
+    return str(user) if user and user != "default" else default
 
 
 def text(value: Any) -> str:

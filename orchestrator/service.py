@@ -291,6 +291,7 @@ class Orchestrator:
             dependencies=self._dependency_outputs(run, spec),
             allow_bash=run.request.allow_bash,
             budget_usd=run.request.budget_usd,
+            budget_spenders=list(_spenders(run)),
             attempt=run.next_attempt(spec.id),
         )
         run.add_attempt(task)
@@ -583,7 +584,8 @@ class Orchestrator:
     def _run_llm(self, run: ActiveRun) -> LLMClient:
         """The orchestrator's LLM behind the run's budget, for the planner and synthesizer."""
         budget = run.request.budget_usd
-        return budgeted(self.llm, self.log, run.run_id, [("run", budget)] if budget else [])
+        limits = [("run", budget)] if budget else []
+        return budgeted(self.llm, self.log, run.run_id, limits, _spenders(run))
 
     # -- synthesis and summary -----------------------------------------------------------
     def _finish(self, run: ActiveRun) -> RunSummary:
@@ -714,3 +716,8 @@ class LeaseKeeper:
         """Raises RunTakenOverError once another owner took the run."""
         if self._lost:
             raise RunTakenOverError(f"run {self._run_id}: another orchestrator took it over")
+
+
+def _spenders(run: ActiveRun) -> tuple[str, ...]:
+    """The personas of ``run``'s plan (none before it has one): who spends in its budget."""
+    return tuple(sorted({t.persona for t in run.plan.tasks})) if run.plan else ()

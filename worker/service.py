@@ -171,7 +171,8 @@ class TaskRunner:
             limits.append((f"persona:{self.persona.name}", self.persona.budget_usd))
         if self.run_log is None:
             return self.llm
-        return budgeted(self.llm, self.run_log, task.run_id, limits)
+        sharers = tuple(task.budget_spenders)
+        return budgeted(self.llm, self.run_log, task.run_id, limits, sharers)
 
     def output_dir(self, task: Task) -> Path:
         """The task's working directory: its folder in results/, or in CREWBOX_WORK_DIR."""

@@ -16,6 +16,7 @@ from crewbox.llm.limiter import (
     LimitStore,
     RedisLimitStore,
     credential_key,
+    limiter_key,
 )
 from crewbox.llm.retry import RetryingLLM
 from crewbox.models import ConcurrencyChange
@@ -89,10 +90,27 @@ def credential_of(settings: Settings) -> str:
     return credential_key(provider, str(settings.script_path), "")
 
 
+def limit_policy(settings: Settings, persona: str) -> LimitPolicy:
+    """The limiter's numbers for ``persona``'s calls: at most ``llm_max_concurrency`` in
+    flight, and at most ``llm_persona_concurrency`` for a persona on an OpenAI-compatible
+    server (the local model: a few slots shared by every persona; the orchestrator is not
+    capped so)."""
+    max_limit = settings.llm_max_concurrency
+    if settings.resolved_provider() == "openai" and persona != "orchestrator":
+        max_limit = min(max_limit, settings.llm_persona_concurrency)
+    return LimitPolicy(
+        max_limit=max_limit,
+        failures_to_open=settings.llm_circuit_failures,
+        cooldown_s=settings.llm_circuit_cooldown_s,
+        lease_s=settings.llm_timeout_s + 60,
+    )
+
+
 def make_client(
     settings: Settings,
     on_limit_change: Callable[[ConcurrencyChange], None] | None = None,
     connection: redis.Redis | None = None,
+    persona: str = "orchestrator",
 ) -> LLMClient:
     """The :class:`~crewbox.llm.base.LLMClient` for ``settings.resolved_provider()``.
 
@@ -103,9 +121,10 @@ def make_client(
     - ``scripted``: ``crewbox.testing.ScriptedLLM`` replaying ``script_path``
       (recording calls to ``script_record_dir``).
 
-    Each is wrapped in :class:`~crewbox.llm.limiter.LimitedLLM` (the credential's AIMD
-    concurrency limit and circuit breaker, shared through :func:`limit_store`; its changes
-    go to ``on_limit_change``), then in :class:`~crewbox.llm.retry.RetryingLLM` with
+    Each is wrapped in :class:`~crewbox.llm.limiter.LimitedLLM` (``persona``'s AIMD
+    concurrency limit and circuit breaker for the credential, :func:`limit_policy`, shared by
+    the persona's processes through :func:`limit_store`; its changes go to
+    ``on_limit_change``), then in :class:`~crewbox.llm.retry.RetryingLLM` with
     ``llm_max_retries`` (the one retry layer: the SDKs' own retries are off), so every try
     takes a slot. Both real clients use ``llm_timeout_s``.
 
@@ -119,11 +138,6 @@ def make_client(
         client = _openai_client(settings)
     else:
         client = _scripted_client(settings)
-    policy = LimitPolicy(
-        max_limit=settings.llm_max_concurrency,
-        failures_to_open=settings.llm_circuit_failures,
-        cooldown_s=settings.llm_circuit_cooldown_s,
-        lease_s=settings.llm_timeout_s + 60,
-    )
-    limiter = AIMDLimiter(limit_store(settings, connection), credential_of(settings), policy)
+    key = limiter_key(persona, credential_of(settings))
+    limiter = AIMDLimiter(limit_store(settings, connection), key, limit_policy(settings, persona))
     return RetryingLLM(LimitedLLM(client, limiter, on_limit_change), settings.llm_max_retries)

@@ -9,9 +9,15 @@ congestion control). After ``failures_to_open`` retryable failures in a row the 
 for ``cooldown_s``: calls wait for it to close instead of failing. A slot is a lease that
 expires after ``lease_s``, so a process killed mid-call never keeps its slot.
 
-The state lives in a LimitStore keyed by a hash of the credential (never the key itself):
-a file under ``tasks/_limits/`` (flock) embedded, a Redis key (compare-and-set in one Lua
-call) in the cluster.
+The state lives in a LimitStore keyed by the caller's persona (``orchestrator`` for the
+orchestrator) and a hash of the credential (never the key itself): a file under
+``tasks/_limits/`` (flock) embedded, the Redis string ``crewbox:limit:<persona>:<credential>``
+in the cluster, updated with WATCH/MULTI (no Lua: a persona's Redis user has none). Each
+persona's state is its own, so a 429 halves only that persona's limit, and no persona can
+open another's circuit or take its slots (its Redis user may write its own limiter keys
+only, crewbox.acl). On an OpenAI-compatible server (the local model, whose llama.cpp server
+has a few slots) a persona's limit is at most ``CREWBOX_LLM_PERSONA_CONCURRENCY``, so one
+persona cannot take every slot.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pydantic import BaseModel, Field
 from crewbox.errors import LLMAPIError
 from crewbox.llm.base import CallArgs, LLMClient, LLMResponse, deadline_of, time_left
 from crewbox.models import ConcurrencyChange
-from crewbox.redis_client import text
+from crewbox.redis_client import watched_update
 from crewbox.store import locked_json
 
 T = TypeVar("T")
@@ -138,41 +144,28 @@ class FileLimitStore:
         return result
 
 
-COMPARE_AND_SET = """
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return {0, current} end
-if ARGV[2] ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
-return {1, ARGV[2]}
-"""
-"""Write ARGV[2] to KEYS[1] (with a TTL of ARGV[3] s) only if it still holds ARGV[1] (''
-for none); returns ``{1, new}`` or ``{0, what it holds}``. One round trip."""
-
 STATE_TTL_S = 7 * 24 * 3600
 """A credential's state is dropped a week after its last change."""
 
 
 class RedisLimitStore:
-    """Limiter states as Redis strings ``crewbox:limit:<key>``, updated by compare-and-set
-    (a Lua script, one round trip): ``fn`` runs on the state this process saw last, and
-    again on the stored one when another process changed it meanwhile. A process that is
-    the only user of a credential makes one round trip per update."""
+    """Limiter states as Redis strings ``crewbox:limit:<key>`` (``<key>`` is
+    ``<persona>:<credential>``), each updated with WATCH/MULTI
+    (crewbox.redis_client.watched_update): ``fn`` runs again when another process of the
+    same persona changed the state meanwhile."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
-        self._cas = connection.register_script(COMPARE_AND_SET)
-        self._seen: dict[str, str] = {}
 
     def update(self, key: str, initial: LimitState, fn: Callable[[LimitState], T]) -> T:
         """See LimitStore."""
-        name = f"crewbox:limit:{key}"
-        before = self._seen.get(name, "")  # wrong or unknown: the set fails and says why
-        while True:
-            state = _state(before or None, initial)
+
+        def change(raw: str | None) -> tuple[str, T]:
+            state = _state(raw, initial)
             result = fn(state)
-            done, held = self._cas(keys=[name], args=[before, state.model_dump_json(), STATE_TTL_S])
-            before = self._seen[name] = text(held)
-            if done:
-                return result
+            return state.model_dump_json(), result
+
+        return watched_update(self.redis, f"crewbox:limit:{key}", STATE_TTL_S, change)
 
 
 def _state(raw: str | None, initial: LimitState) -> LimitState:
@@ -197,6 +190,13 @@ def _state_of(data: dict[str, object], initial: LimitState) -> LimitState:
 def credential_key(provider: str, endpoint: str, api_key: str) -> str:
     """A name for a credential that does not reveal it: 16 hex of a sha256."""
     return hashlib.sha256(f"{provider}\0{endpoint}\0{api_key}".encode()).hexdigest()[:16]
+
+
+def limiter_key(persona: str, credential: str) -> str:
+    """The store key of ``persona``'s limiter state for ``credential``:
+    ``<persona>:<credential>`` (inside the persona's ``crewbox:limit:<persona>:*`` ACL
+    pattern in Redis)."""
+    return f"{persona}:{credential}"
 
 
 class AIMDLimiter:

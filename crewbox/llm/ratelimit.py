@@ -9,8 +9,10 @@ library's MovingWindowRateLimiter); when a window is full the call waits for roo
 ``timeout_s``, and logs that it waits. A call whose estimate alone exceeds the token limit
 takes the whole window.
 
-Windows are shared by every worker of the persona: in Redis in the cluster (keys
-``crewbox:limit:rate:*``, which each persona's Redis user may use); embedded, each of the
+Windows are shared by every worker of the persona: in Redis in the cluster (strings
+``crewbox:limit:<persona>:rate:<window>``, a log of the window's hits updated with
+WATCH/MULTI: :class:`RedisWindows`; a persona's Redis user may write only its own, and has
+no Lua); embedded, each of the
 persona's N worker processes keeps its own window with 1/N of each limit
 (``CREWBOX_RATE_LIMIT_SHARE``, set by ``crewbox run``). When Redis cannot be reached the
 calls go ahead without the rate limit, with a warning.
@@ -18,11 +20,12 @@ calls go ahead without the rate limit, with a warning.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING, Protocol, Unpack
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
@@ -38,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crewbox.llm")
 
-KEY_PREFIX = "crewbox:limit:rate"
-"""Where the windows live in Redis (inside the personas' ``crewbox:limit:*`` ACL pattern)."""
+KEY_PREFIX = "crewbox:limit"
+"""Where the windows live in Redis: ``<prefix>:<persona>:rate:<window>`` (inside the
+persona's ``crewbox:limit:<persona>:*`` ACL pattern)."""
 
 WAIT_STEP_S = 1.0
 """A waiting call looks for room at least this often."""
@@ -69,6 +73,72 @@ class RateLimits:
 Cost = Callable[[CallArgs], int]
 
 
+class Windows(Protocol):
+    """Moving windows of hits: ``take`` ``amount`` from window ``name`` of ``persona``
+    (``item``: its size and length) and return None, or, when there is no room, the Unix
+    time (s) room may come; nothing is taken then.
+
+    Raises:
+        StorageError: the windows' store cannot be reached.
+    """
+
+    def take(self, persona: str, name: str, item: RateLimitItem, amount: int) -> float | None:
+        """See Windows."""
+        ...
+
+
+class LimitsWindows:
+    """Windows of the ``limits`` library's MovingWindowRateLimiter over ``storage`` (this
+    process's memory embedded)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    def take(self, persona: str, name: str, item: RateLimitItem, amount: int) -> float | None:
+        """See Windows."""
+        if self.limiter.hit(item, persona, name, cost=amount):
+            return None
+        return float(self.limiter.get_window_stats(item, persona, name).reset_time)
+
+
+class RedisWindows:
+    """Windows in Redis: the string ``crewbox:limit:<persona>:rate:<name>`` holds the
+    window's hits as JSON ``[[unix s, amount], ...]``, updated with WATCH/MULTI
+    (crewbox.redis_client.watched_update): plain commands on the persona's own key."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def take(self, persona: str, name: str, item: RateLimitItem, amount: int) -> float | None:
+        """See Windows."""
+        import redis as redis_lib
+
+        from crewbox.redis_client import watched_update
+
+        key = f"{KEY_PREFIX}:{persona}:rate:{name.replace(' ', '-')}"
+        window_s = item.get_expiry()
+
+        def hit(raw: str | None) -> tuple[str, float | None]:
+            now_s = time.time()
+            hits = [h for h in _hits(raw) if h[0] > now_s - window_s]
+            if sum(h[1] for h in hits) + amount > item.amount:
+                return json.dumps(hits), min((h[0] for h in hits), default=now_s) + window_s
+            return json.dumps([*hits, [now_s, amount]]), None
+
+        try:
+            return watched_update(self.redis, key, window_s + 1, hit)
+        except redis_lib.exceptions.ConnectionError as exc:
+            raise StorageError(exc) from exc
+
+
+def _hits(raw: str | None) -> list[tuple[float, int]]:
+    """The hits of a stored window; none for a missing or unreadable one."""
+    try:
+        return [(float(t), int(a)) for t, a in json.loads(raw or "[]")]
+    except (ValueError, TypeError):
+        return []
+
+
 WINDOW_S = 60
 """The limits are per minute: moving windows of 60 s."""
 
@@ -81,14 +151,14 @@ class RateLimitedLLM:
         self,
         inner: LLMClient,
         limits: RateLimits,
-        storage: Storage,
+        storage: Storage | Windows,
         persona: str,
         window_s: int = WINDOW_S,
     ) -> None:
         self.inner = inner
         self.model = inner.model
         self.persona = persona
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.windows_store = LimitsWindows(storage) if isinstance(storage, Storage) else storage
         self.windows: list[tuple[str, RateLimitItem, Cost]] = []
         if limits.requests_per_minute:
             item = RateLimitItemPerSecond(limits.requests_per_minute, window_s)
@@ -124,8 +194,7 @@ class RateLimitedLLM:
         self, name: str, item: RateLimitItem, amount: int, deadline_m: float | None
     ) -> None:
         waited = False
-        while not self.limiter.hit(item, self.persona, name, cost=amount):
-            reset_s = self.limiter.get_window_stats(item, self.persona, name).reset_time
+        while (reset_s := self.windows_store.take(self.persona, name, item, amount)) is not None:
             wait_s = min(WAIT_STEP_S, max(0.05, reset_s - time.time()))
             if deadline_m is not None and time.monotonic() + wait_s > deadline_m:
                 raise LLMAPIError(
@@ -146,20 +215,12 @@ def _input_tokens(call: CallArgs) -> int:
     return estimate_input_tokens(call["system"], call["messages"], call.get("tools"))
 
 
-def rate_storage(connection: redis.Redis | None) -> Storage:
-    """The windows' storage: Redis through ``connection`` (the cluster), else this
-    process's memory."""
+def rate_storage(connection: redis.Redis | None) -> Windows:
+    """The windows: in Redis through ``connection`` (the cluster), else in this process's
+    memory."""
     if connection is None:
-        return MemoryStorage()
-    from limits.storage import RedisStorage
-
-    host = connection.connection_pool.connection_kwargs.get("host", "redis")
-    return RedisStorage(
-        f"redis://{host}",
-        connection_pool=connection.connection_pool,
-        key_prefix=KEY_PREFIX,
-        wrap_exceptions=True,
-    )
+        return LimitsWindows(MemoryStorage())
+    return RedisWindows(connection)
 
 
 def rate_limited(

@@ -299,8 +299,23 @@ class TaskJob:
         with heartbeat(lambda: self._beat(task, first=next(beats) == 0)):
             result = self._run(task)
             if result is not None:
-                self.queue.push(task.run_id, result)
+                result = self._deliver(task, result)
         return result.status if result else "discarded"
+
+    def _deliver(self, task: Task, result: Result) -> Result:
+        """Push ``result``; when Redis refuses it (past its ``maxmemory``: OOM), push a
+        failed result that says so instead (small: it fits where the big one did not), so
+        the task fails with the reason instead of being waited for. Returns what was
+        pushed."""
+        try:
+            self.queue.push(task.run_id, result)
+            return result
+        except redis.exceptions.ResponseError as exc:
+            size = len(result.model_dump_json())
+            refused = RuntimeError(f"Redis refused the result of {size} bytes ({exc})")
+            failed = crashed_result(task, self.worker_id, refused, retryable=False)
+            self.queue.push(task.run_id, failed)
+            return failed
 
     def _beat(self, task: Task, first: bool) -> None:
         """The attempt's heartbeat; from the second on, the RQ worker's too (RQ itself

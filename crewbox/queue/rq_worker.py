@@ -44,6 +44,18 @@ WORKER_TTL_S = 20
 """RQ worker_ttl: an idle worker heartbeats every WORKER_TTL_S - 15 s (RQ's dequeue
 timeout), and a busy one every HEARTBEAT_INTERVAL_S; one silent for longer is dead."""
 
+RQ_SERVER_VERSION = (7, 0, 0)
+"""The Redis version RQ is told, so it never sends INFO (which a persona's Redis user may
+not run, crewbox.acl): RQ only compares it with 6.0.6 (for BLMOVE) and copies it into jobs.
+The lowest of the images crewbox runs on (redis:7-alpine; Debian's redis-server 7.0)."""
+
+
+def known_server_version(connection: Any) -> None:
+    """Give RQ ``RQ_SERVER_VERSION`` for ``connection``, cached where rq.utils.get_version
+    looks first, so no INFO is ever sent on it."""
+    setattr(connection, "__rq_redis_server_version", RQ_SERVER_VERSION)
+
+
 JobFunction = Callable[[str], str]
 """A job function a worker carries: the job's one JSON argument in, a short status out."""
 
@@ -71,6 +83,8 @@ class CrewboxWorker(SimpleWorker):
     ) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         super().__init__(*args, **kwargs)
+        known_server_version(self.connection)
+        self.redis_server_version = RQ_SERVER_VERSION  # type: ignore[assignment]
         self.job_functions = job_functions or {}
         self.stop = stop
         self.shared_maintenance = shared_maintenance

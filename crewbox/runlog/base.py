@@ -25,7 +25,8 @@ class SpendHold:
 
     ``scope``: ``run`` or ``persona:<name>``; ``hold_id``: the call's (random); ``nano_usd``:
     the call's estimate; ``limit_nano_usd``: the scope's budget; ``ttl_s``: after this the
-    hold expires (its process died mid-call). Amounts in whole nano-dollars.
+    hold expires (its process died mid-call); ``sharers``: see below. Amounts in whole
+    nano-dollars.
     """
 
     scope: str
@@ -33,6 +34,9 @@ class SpendHold:
     nano_usd: int
     limit_nano_usd: int
     ttl_s: float
+    sharers: tuple[str, ...] = ()
+    """Who else spends in this scope (the run scope: the orchestrator and the run's
+    personas): a ledger kept per spender (Redis) sums their spend and holds too."""
 
 
 LEASE_TTL_S = 10.0

@@ -9,8 +9,15 @@ Keys (``<run>`` is a run_id; each expires RUN_TTL_S after its last write)::
     string  crewbox:run:<run>:cancel     "1" once a cancel was requested
     string  crewbox:run:<run>:final      the synthesis (final.md)
     string  crewbox:run:<run>:summary    the RunSummary JSON
-    hash    crewbox:run:<run>:spend      <scope> -> nano-USD spent; <scope>|<id> ->
-                                         "<nano-USD>:<expiry s>", a hold of a call
+    hash    crewbox:run:<run>:spend:<who>  the spend ledger of one spender (``orchestrator``
+                                         or a persona: the connection's ACL user): <scope> ->
+                                         nano-USD spent; <scope>|<id> -> "<nano-USD>:<expiry
+                                         s>", a hold of a call
+
+Each spender writes only its own ledger (a persona's Redis user may write no other,
+crewbox.acl) with WATCH/MULTI, no Lua; a hold in the ``run`` scope watches and sums the
+ledgers of the hold's sharers too, so spenders in parallel never hold more than the budget
+together, and no spender can change what another spent. Negative amounts count as 0.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import redis
 
 from crewbox.errors import RunNotFoundError
 from crewbox.models import Event, Request, RunSummary
-from crewbox.redis_client import call, text
+from crewbox.redis_client import call, text, username_of
 from crewbox.runlog.base import LEASE_TTL_S, Reservation, SpendHold
 
 RUN_TTL_S = 7 * 24 * 3600
@@ -40,42 +47,53 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-RESERVE_SCRIPT = """
--- ARGV: scope, reservation id, nano-USD, limit nano-USD, now (s), hold ttl (s), key ttl (s)
-local scope, prefix = ARGV[1], ARGV[1] .. '|'
-local spent = tonumber(redis.call('HGET', KEYS[1], scope) or '0')
-local need, limit, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if spent + need > limit then return 'over' end
-local held = 0
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  if string.sub(all[i], 1, #prefix) == prefix then
-    local amount, expiry = string.match(all[i + 1], '^(%d+):([%d.]+)$')
-    if tonumber(expiry) <= now then
-      redis.call('HDEL', KEYS[1], all[i])
-    else
-      held = held + tonumber(amount)
-    end
-  end
-end
-if spent + held + need > limit then return 'busy' end
-redis.call('HSET', KEYS[1], prefix .. ARGV[2], ARGV[3] .. ':' .. (now + tonumber(ARGV[6])))
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-return 'reserved'
-"""
-SETTLE_SCRIPT = """
--- ARGV: scope, reservation id, actual nano-USD; applied once per hold
-if redis.call('HDEL', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-end
-return 1
-"""
 RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+def _sharers(hold: SpendHold, spender: str) -> list[str]:
+    """The other spenders whose ledgers count for ``hold``: its sharers in the ``run``
+    scope (always with the orchestrator), none in a persona's scope (only that persona
+    spends there: another's ledger cannot move its budget)."""
+    if hold.scope != "run":
+        return []
+    return sorted({*hold.sharers, "orchestrator"} - {spender})
+
+
+def _tally(ledger: dict[bytes, bytes], scope: str, now_s: float) -> tuple[int, int, list[bytes]]:
+    """(spent, held, expired hold fields) of ``scope`` in one spender's ledger (HGETALL);
+    unreadable or negative amounts count as 0."""
+    spent = held = 0
+    expired: list[bytes] = []
+    prefix = f"{scope}|".encode()
+    for field, value in ledger.items():
+        if field == scope.encode():
+            spent += max(0, _int(value.decode(errors="replace")))
+        elif field.startswith(prefix):
+            amount, _, expiry = value.decode(errors="replace").partition(":")
+            if _float(expiry) <= now_s:
+                expired.append(field)
+            else:
+                held += max(0, _int(amount))
+    return spent, held, expired
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
 
 
 def run_key(run_id: str, part: str) -> str:
@@ -90,8 +108,7 @@ class RedisRunLog:
         self.redis = connection
         self._renew = connection.register_script(RENEW_SCRIPT)
         self._release = connection.register_script(RELEASE_SCRIPT)
-        self._reserve = connection.register_script(RESERVE_SCRIPT)
-        self._settle = connection.register_script(SETTLE_SCRIPT)
+        self.spender = username_of(connection)
 
     def create(self, request: Request) -> None:
         """Store the request and list the run."""
@@ -168,9 +185,16 @@ class RedisRunLog:
         return self.renew(run_id, owner, ttl_s)
 
     def renew(self, run_id: str, owner: str, ttl_s: float = LEASE_TTL_S) -> bool:
-        """PEXPIRE the lease if ``owner`` holds it (atomically, in a Lua script)."""
-        key = run_key(run_id, "owner")
-        return bool(call(lambda: self._renew(keys=[key], args=[owner, round(ttl_s * 1000)])))
+        """PEXPIRE the lease if ``owner`` holds it (atomically, in a Lua script); a lease
+        Redis lost (a restart that lost its last writes, a new volume) is taken again with
+        SET NX: the owner still drives the run, and only another holder (or a summary: the
+        run was finished by another owner meanwhile) means it is lost."""
+        key, ttl_ms = run_key(run_id, "owner"), round(ttl_s * 1000)
+        if call(lambda: self._renew(keys=[key], args=[owner, ttl_ms])):
+            return True
+        if call(lambda: self.redis.exists(run_key(run_id, "summary"))):
+            return False
+        return bool(call(lambda: self.redis.set(key, owner, nx=True, px=ttl_ms)))
 
     def release(self, run_id: str, owner: str) -> None:
         """DEL the lease if ``owner`` holds it."""
@@ -191,19 +215,49 @@ class RedisRunLog:
         call(lambda: self.redis.set(run_key(run_id, "cancel"), "1", ex=RUN_TTL_S))
 
     def reserve_spend(self, run_id: str, hold: SpendHold) -> Reservation:
-        """RESERVE_SCRIPT on the run's spend hash: expire, check and hold in one step."""
-        key = run_key(run_id, "spend")
-        args: list[str | int | float] = [
-            hold.scope, hold.hold_id, hold.nano_usd, hold.limit_nano_usd, time.time(),
-            hold.ttl_s, RUN_TTL_S,
-        ]  # fmt: skip
-        return cast(Reservation, text(call(lambda: self._reserve(keys=[key], args=args))))
+        """Expire, check and hold in one transaction over this spender's ledger and, in the
+        ``run`` scope, its sharers' (WATCHed: a change of any of them starts it over)."""
+        own = run_key(run_id, f"spend:{self.spender}")
+        others = [run_key(run_id, f"spend:{w}") for w in _sharers(hold, self.spender)]
+
+        def attempt(pipe: Any) -> Reservation:
+            now_s = time.time()
+            spent, held, expired = _tally(pipe.hgetall(own), hold.scope, now_s)
+            for key in others:
+                more_spent, more_held, _ = _tally(pipe.hgetall(key), hold.scope, now_s)
+                spent, held = spent + more_spent, held + more_held
+            answer: Reservation = "reserved"
+            if spent + hold.nano_usd > hold.limit_nano_usd:
+                answer = "over"
+            elif spent + held + hold.nano_usd > hold.limit_nano_usd:
+                answer = "busy"
+            pipe.multi()
+            if expired:
+                pipe.hdel(own, *expired)
+            if answer == "reserved":
+                expiry_s = now_s + hold.ttl_s
+                pipe.hset(own, f"{hold.scope}|{hold.hold_id}", f"{hold.nano_usd}:{expiry_s}")
+                pipe.expire(own, RUN_TTL_S)
+            return answer
+
+        return cast(Reservation, call(lambda: self._transaction(attempt, own, *others)))
 
     def settle_spend(self, run_id: str, hold: SpendHold, actual_nano_usd: int) -> None:
-        """SETTLE_SCRIPT: drop the hold and add the actual cost, once."""
-        key = run_key(run_id, "spend")
-        args: list[str | int] = [hold.scope, hold.hold_id, actual_nano_usd]
-        call(lambda: self._settle(keys=[key], args=args))
+        """Drop the hold and add the actual cost to this spender's ledger, once."""
+        own = run_key(run_id, f"spend:{self.spender}")
+        field = f"{hold.scope}|{hold.hold_id}"
+
+        def attempt(pipe: Any) -> None:
+            held = pipe.hexists(own, field)
+            pipe.multi()
+            if held:
+                pipe.hdel(own, field)
+                pipe.hincrby(own, hold.scope, max(0, actual_nano_usd))
+
+        call(lambda: self._transaction(attempt, own))
+
+    def _transaction(self, fn: Any, *keys: str) -> Any:
+        return self.redis.transaction(fn, *keys, value_from_callable=True)
 
     def cancel_requested(self, run_id: str) -> bool:
         """True when the cancel flag is set."""

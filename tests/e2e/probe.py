@@ -103,6 +103,44 @@ egress("example.com:443")
 """Runs in marie's container (as `docker compose exec` does: root, marie's secrets)."""
 
 
+ACL_INSIDE = r"""
+import json, sys
+import redis
+run = sys.argv[1]
+me = redis.Redis(host="redis", username="marie",
+                 password=open("/run/secrets/redis_password").read().strip())
+def attempt(name, fn):
+    try:
+        fn()
+        print(json.dumps({"attempt": name, "refused": False, "detail": "allowed"}))
+    except redis.exceptions.NoPermissionError as exc:
+        print(json.dumps({"attempt": name, "refused": True, "detail": str(exc)[:80]}))
+attempt("run a Lua script (EVAL: Redis BUSY)", lambda: me.eval("return 1", 0))
+attempt("list keys (SCAN)", lambda: me.scan(0))
+attempt("pick a random key (RANDOMKEY)", lambda: me.randomkey())
+attempt("read the server's INFO", lambda: me.info())
+attempt("list channels (PUBSUB CHANNELS)", lambda: me.pubsub_channels())
+attempt("open anga's circuit (write its limiter)",
+        lambda: me.set("crewbox:limit:anga:x", '{"limit": 1, "open_until_s": 1e12}'))
+attempt("zero anga's spend in the run (its ledger)",
+        lambda: me.hset(f"crewbox:run:{run}:spend:anga", "run", 0))
+"""
+"""Runs in marie's container: what her Redis user may not run (crewbox.acl), one row each."""
+
+
+def redis_acl_attempts(cluster: ChaosCluster, run_id: str) -> list[Attempt]:
+    """Run ACL_INSIDE in marie's container; its rows.
+
+    Raises:
+        RuntimeError: the script itself failed.
+    """
+    done = cluster.compose("exec", "-T", "marie", "python", "-c", ACL_INSIDE, run_id)
+    if done.returncode != 0:
+        raise RuntimeError(f"ACL probe in marie failed: {done.stderr[-2000:]}")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [Attempt(r["attempt"], r["refused"], r["detail"]) for r in rows]
+
+
 @dataclass
 class Attempt:
     """One thing marie tried: ``refused`` when the cluster did not let it happen."""
@@ -219,6 +257,7 @@ def probe(cluster: ChaosCluster) -> list[Attempt]:
         for r in redis_attempts(cluster, run_id, anga_job)
         if "refused" in r
     ]
+    rows += redis_acl_attempts(cluster, run_id)
     pushed = trust_pushes(cluster, run_id, anga_run)
     rows.append(forged_result(cluster, run_id))
     rows.append(internal_networks(cluster, "marie"))

@@ -1,5 +1,5 @@
-"""The limiter's Redis store: compare-and-set loses no update between processes, under a
-persona's own ACL user."""
+"""The limiter's Redis store: WATCH/MULTI loses no update between a persona's processes,
+under its own ACL user, and no persona can touch another's state."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from crewbox.errors import LLMAPIError
 from crewbox.llm.limiter import AIMDLimiter, LimitPolicy, LimitState, RedisLimitStore
 from tests.integration.conftest import acl_denials, acl_password
 
-KEY = "0123456789abcdef"
+KEY = "marie:0123456789abcdef"
 
 
 def store_of(redis_url: str, user: str) -> RedisLimitStore:
@@ -26,7 +26,7 @@ def store_of(redis_url: str, user: str) -> RedisLimitStore:
 def test_concurrent_updates_from_several_stores_lose_nothing(
     redis_url: str, redis_client: redis.Redis, acl_users: list[str]
 ) -> None:
-    stores = [store_of(redis_url, user) for user in ("marie", "anga", "fabien", "marie")]
+    stores = [store_of(redis_url, "marie") for _ in range(4)]
     initial = LimitState(limit=8.0)
 
     def bump(state: LimitState) -> int:
@@ -59,3 +59,20 @@ def test_slots_are_shared_by_the_stores_of_one_credential(
         one.acquire(deadline_m=time.monotonic() + 0.05)  # every slot is taken
     two.release(leases[0], "ok")  # another process's store frees it
     assert one.acquire(deadline_m=time.monotonic() + 0.05)
+
+
+def test_a_persona_cannot_open_anothers_circuit_nor_run_lua(
+    redis_url: str, redis_client: redis.Redis, acl_users: list[str]
+) -> None:
+    policy = LimitPolicy(max_limit=2)
+    anga = AIMDLimiter(store_of(redis_url, "anga"), "anga:0123456789abcdef", policy, 0.01)
+    assert anga.acquire(None)
+    marie = redis.Redis.from_url(redis_url, username="marie", password=acl_password("marie"))
+    opened = LimitState(limit=1.0, open_until_s=time.time() + 3600).model_dump_json()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        marie.set("crewbox:limit:anga:0123456789abcdef", opened)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        marie.eval("return 1", 0)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        store_of(redis_url, "marie").update("anga:0123456789abcdef", LimitState(limit=1.0), len)
+    assert anga.acquire(deadline_m=time.monotonic() + 0.05)  # anga's circuit is still closed

@@ -31,6 +31,6 @@ def test_two_workers_of_a_persona_share_its_window_and_others_have_their_own(
     anga = worker_llm(redis_url, "anga", scripted)
     call(anga)
     assert len(scripted.calls) == 3
-    assert all(k.startswith(b"crewbox:limit:rate:") for k in redis_client.keys("*limit*"))
-    assert redis_client.keys("crewbox:limit:rate:*")
+    keys = sorted(redis_client.keys("*limit*"))
+    assert keys == [b"crewbox:limit:anga:rate:requests", b"crewbox:limit:marie:rate:requests"]
     assert acl_denials(redis_client) == []

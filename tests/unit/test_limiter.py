@@ -16,6 +16,7 @@ from crewbox.llm.limiter import (
     LimitedLLM,
     LimitPolicy,
     LimitState,
+    limiter_key,
     outcome_of,
     settle,
     try_admit,
@@ -125,3 +126,21 @@ def test_a_lowered_maximum_takes_effect_at_once() -> None:
     small = LimitPolicy(max_limit=2)
     assert try_admit(state, "a", 0, small) and try_admit(state, "b", 0, small)
     assert not try_admit(state, "c", 0, small) and state.limit == 2
+
+
+def test_a_persona_on_the_local_model_gets_at_most_its_share_of_slots(tmp_path: Path) -> None:
+    from crewbox.config import Settings
+    from crewbox.llm.factory import limit_policy
+
+    local = Settings(provider="openai", llm_max_concurrency=8, llm_persona_concurrency=2)
+    assert limit_policy(local, "marie").max_limit == 2
+    assert limit_policy(local, "orchestrator").max_limit == 8
+    remote = Settings(provider="scripted", llm_max_concurrency=8, llm_persona_concurrency=2)
+    assert limit_policy(remote, "marie").max_limit == 8
+    store = FileLimitStore(tmp_path)
+    marie = AIMDLimiter(store, limiter_key("marie", "c"), limit_policy(local, "marie"), 0.01)
+    anga = AIMDLimiter(store, limiter_key("anga", "c"), limit_policy(local, "anga"), 0.01)
+    marie.acquire(None), marie.acquire(None)
+    with pytest.raises(LLMAPIError, match="no free call slot"):
+        marie.acquire(time.monotonic() + 0.05)  # marie holds her 2 of the server's slots
+    assert anga.acquire(time.monotonic() + 0.05)  # anga still gets one
