@@ -48,6 +48,10 @@ class AttemptState:
     usage: Usage = field(default_factory=Usage)
     usage_by_subagent: dict[str, Usage] = field(default_factory=dict)
     error: str | None = None
+    dispatched_m: float = field(default_factory=time.monotonic)
+    """When (``time.monotonic()``) this orchestrator dispatched it (or took it over)."""
+    missing_since_m: float | None = None
+    """Since when its job is neither on its queue nor started (None: it is there)."""
 
     def add_call(self, call: LLMCall) -> None:
         """Count one ``llm_call`` of this attempt (under its sub-agent, if it has one)."""

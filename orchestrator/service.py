@@ -7,9 +7,11 @@ by ``crewbox resume`` or by another orchestrator once its owner lease expires.
 
 Attempts: each dispatch of a task is an attempt with a number and a random token. A worker
 renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
-CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A result whose token does
-not match is rejected; a result of an attempt that is no longer the task's current one is
-superseded (its usage counts, its result is not used).
+CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once; so is one whose job the queue
+lost (neither queued nor started). An attempt not started within CREWBOX_START_TIMEOUT_S while
+no worker of its persona is alive ends failed, in the dead-letter queue: nothing waits for ever.
+A result whose token does not match is rejected; a result of an attempt that is no longer the
+task's current one is superseded (its usage counts, its result is not used).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ HEARTBEAT_CHECK_S = 0.5
 """Heartbeats are read at most this often (a lost attempt is seen within the heartbeat
 timeout plus this): reading them after every batch of results took a quarter of the
 orchestrator's time in a 100-task run (py-spy)."""
+
+UNSTARTED_CHECK_S = 2.0
+"""Attempts not started yet are looked up on their queues at most this often (a job lost
+by the queue is dispatched again within CREWBOX_HEARTBEAT_TIMEOUT_S plus this)."""
 
 CANCEL_CHECK_S = 0.2
 """The run log's cancel flag (`crewbox cancel`) is read at most this often; Ctrl-C of the
@@ -421,15 +427,57 @@ class Orchestrator:
 
     # -- lost attempts, cancel, budget --------------------------------------------------
     def _check_heartbeats(self, run: ActiveRun) -> None:
+        """Lose attempts whose heartbeat stopped; check those not started (see
+        :meth:`_check_unstarted`)."""
         in_flight = run.in_flight()
         if not in_flight or not run.due("heartbeats", HEARTBEAT_CHECK_S):
             return
         beats = self.queue.heartbeats(run.run_id, {a.task.persona for a in in_flight})
         now = time.time()
+        unstarted = []
         for state in in_flight:
             beat = beats.get(state.task.attempt_key)
-            if beat is not None and now - beat > self.settings.heartbeat_timeout_s:
+            if beat is None and not state.worker:
+                unstarted.append(state)
+            elif beat is not None and now - beat > self.settings.heartbeat_timeout_s:
                 self._lose(run, state, f"no heartbeat for {now - beat:.0f}s: its worker died")
+        if unstarted and run.due("unstarted", UNSTARTED_CHECK_S):
+            self._check_unstarted(run, unstarted)
+
+    def _check_unstarted(self, run: ActiveRun, unstarted: list[AttemptState]) -> None:
+        """Attempts no worker started yet. One whose job is neither queued nor started for
+        CREWBOX_HEARTBEAT_TIMEOUT_S was lost by the queue (a Redis restart): it is
+        dispatched again. One not started within CREWBOX_START_TIMEOUT_S while no worker of
+        its persona is alive ends failed, in the dead-letter queue."""
+        waiting = self.queue.waiting([s.task for s in unstarted])
+        now_m = time.monotonic()
+        live: dict[str, int] = {}
+        for state in unstarted:
+            task = state.task
+            if task.attempt_key not in waiting:
+                state.missing_since_m = state.missing_since_m or now_m
+                if now_m - state.missing_since_m >= self.settings.heartbeat_timeout_s:
+                    self._lose(run, state, f"its job is no longer on {task.persona}'s queue")
+                continue
+            state.missing_since_m = None
+            if now_m - state.dispatched_m < self.settings.start_timeout_s:
+                continue
+            if task.persona not in live:
+                live[task.persona] = self.queue.live_workers(task.persona)
+            if not live[task.persona] and self.queue.withdraw([task]):
+                self._not_started(run, state)
+
+    def _not_started(self, run: ActiveRun, state: AttemptState) -> None:
+        """End a withdrawn attempt no worker started: failed, in the dead-letter queue."""
+        task = state.task
+        reason = (
+            f"no worker of persona {task.persona} is alive: attempt {task.attempt} was not "
+            f"started within {self.settings.start_timeout_s:.0f}s (CREWBOX_START_TIMEOUT_S); "
+            f"start one, then `crewbox dlq retry {run.run_id} {task.task_id}`"
+        )
+        state.status, state.error = "lost", reason
+        self._emit_attempt(run, "attempt_lost", state, f"attempt {task.attempt}: {reason}")
+        self._end_task(run, self._unfinished(state, reason, "failed"))
 
     def _lose(self, run: ActiveRun, state: AttemptState, reason: str) -> None:
         state.status, state.error = "lost", reason

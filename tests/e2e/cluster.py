@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
+
 def project_name(base: str) -> str:
     """``base`` plus ``CREWBOX_TEST_PROJECT_SUFFIX`` when set, so test clusters of two
     checkouts on one Docker engine never share a compose project."""
