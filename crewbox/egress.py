@@ -23,6 +23,7 @@ import logging
 import resource
 import time
 from collections import Counter
+from typing import Any
 from urllib.parse import urlsplit
 
 log = logging.getLogger("crewbox.egress")
@@ -215,7 +216,7 @@ class IdleClock:
         """A byte went through now."""
         self.last_m = time.monotonic()
 
-    async def watch(self, pipes: asyncio.Future[object], idle_timeout_s: float) -> None:
+    async def watch(self, pipes: asyncio.Future[Any], idle_timeout_s: float) -> None:
         """Wait for ``pipes`` to end; cancel them once idle for ``idle_timeout_s``."""
         while not pipes.done():
             left_s = self.last_m + idle_timeout_s - time.monotonic()
