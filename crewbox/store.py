@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -31,12 +32,22 @@ from crewbox.models import Artifact, Event, Plan, Request, Result, RunSummary
 RESULT_FILE = "result.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8) or bytes to ``path`` through a temporary file and a rename
+    (atomic on POSIX): a failed write (a full disk) leaves neither ``path`` nor the
+    temporary file.
+
+    Raises:
+        OSError: the write failed (ENOSPC: no space left on the device).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(text.encode() if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -93,9 +104,9 @@ class RunStore:
 
     def append_event(self, event: Event) -> None:
         """Append one line to ``events.jsonl`` (one write call per line)."""
-        line = event.model_dump_json() + "\n"
-        with self._lock, open(self.folder / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(line)
+        line = (event.model_dump_json() + "\n").encode()
+        with self._lock:
+            append_whole(self.folder / "events.jsonl", line)
 
     def events(self) -> list[Event]:
         """Every event so far, in order; an empty list before the first."""
@@ -178,9 +189,28 @@ def write_carried_artifact(folder: Path, artifact: Artifact) -> Path:
     data = base64.b64decode(artifact.content_b64 or "")
     if sha256_hex(data) != artifact.sha256 or len(data) != artifact.bytes:
         raise ArtifactError(f"artifact {artifact.path!r}: content does not match its sha256")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    write_atomic(target, data)  # a full disk leaves no empty or partial artifact
     return target
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` in one write, or not at all: a short or failed write (a
+    full disk) is cut off again, so no half line is left.
+
+    Raises:
+        OSError: the write failed (ENOSPC for a short write).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def list_artifacts(

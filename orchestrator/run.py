@@ -277,7 +277,8 @@ def pending_work(events: list[Event]) -> tuple[bool, set[str] | None]:
     """Whether a run's log leaves work to do, and what ``rerun`` to replay it with.
 
     - no ``run_finished``/``run_failed`` yet (its owner died): yes, every task not succeeded;
-    - finished ``cancelled``: yes, likewise (``crewbox resume`` of a cancelled run);
+    - finished ``cancelled``, or failed marked ``resumable`` (the results disk was full):
+      yes, likewise (``crewbox resume``);
     - ``dlq_retried`` events after the end: yes, those tasks and every task that depends on
       them, directly or not;
     - otherwise: no.
@@ -286,6 +287,8 @@ def pending_work(events: list[Event]) -> tuple[bool, set[str] | None]:
     if not ends:
         return True, None
     last = events[ends[-1]]
+    if last.kind == "run_failed" and last.data.get("resumable"):  # e.g. a full results disk
+        return True, None
     retried = {e.task_id or "" for e in events[ends[-1] :] if e.kind == "dlq_retried"}
     if retried:
         plans = [e.payload(PlanReady).plan for e in events if e.kind == "plan_ready"]

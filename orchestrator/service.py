@@ -17,11 +17,14 @@ task's current one is superseded (its usage counts, its result is not used).
 from __future__ import annotations
 
 import contextlib
+import errno
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 from crewbox.budget import budgeted, unpriced_models
 from crewbox.config import Settings
@@ -90,6 +93,19 @@ class RunTakenOverError(CrewboxError):
 
 class RunHandedOverError(RunTakenOverError):
     """This orchestrator is shutting down: it gives the run's lease up for another."""
+
+
+class ResultsDiskFullError(CrewboxError):
+    """The results folder's disk is full: the run stopped where it was, resumable."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""A write failed for want of space (or quota) on the device."""
+
+RESULTS_MIN_FREE_BYTES = 64 * 1024 * 1024
+"""A run is resumed only when the results folder's disk has this much free (64 MiB: a few
+artifacts of CREWBOX_MAX_ARTIFACT_BYTES), so a takeover does not rerun tasks into a disk that
+is still full."""
 
 
 class Orchestrator:
@@ -172,6 +188,7 @@ class Orchestrator:
                 f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
                 "shows its failed tasks, `crewbox dlq retry` runs one again)"
             )
+        self._check_results_space(run_id)
         owner = self._acquire(run_id)
         self.log.clear_cancel(run_id)
         store = RunStore(self.settings.results_dir, run_id)
@@ -200,10 +217,42 @@ class Orchestrator:
             try:
                 return self._drive_owned(run, lease)
             except Exception as exc:  # every failure ends the run visibly, then propagates
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                    self._stop_disk_full(run, exc)
                 if not isinstance(exc, RunTakenOverError):
                     with contextlib.suppress(Exception):
                         self.emit(run, "run_failed", message=str(exc) or type(exc).__name__)
                 raise
+
+    def _stop_disk_full(self, run: ActiveRun, exc: OSError) -> None:
+        """End a run whose results could not be written for want of space with a
+        ``run_failed`` that leaves it resumable (``data.resumable``).
+
+        Raises:
+            ResultsDiskFullError: always, naming the disk and how to go on.
+        """
+        where = exc.filename or self.settings.results_dir
+        reason = (
+            f"the results disk is full ({where}: {exc.strerror}); the run stopped and can go "
+            f"on: free space under {self.settings.results_dir}, then `crewbox resume "
+            f"{run.run_id}` (in the cluster an orchestrator goes on with it by itself)"
+        )
+        with contextlib.suppress(Exception):  # the event log may be on that disk too
+            self._publish(
+                Event(kind="run_failed", run_id=run.run_id, message=reason, data={"resumable": 1})
+            )
+        raise ResultsDiskFullError(reason) from exc
+
+    def _check_results_space(self, run_id: str) -> None:
+        """Raises ResultsDiskFullError when the results disk has less than
+        RESULTS_MIN_FREE_BYTES free (nothing is written, nothing dispatched)."""
+        folder = self.settings.results_dir
+        free = shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
+        if free < RESULTS_MIN_FREE_BYTES:
+            raise ResultsDiskFullError(
+                f"run {run_id} not resumed: the results disk ({folder}) has {free // 1024} KiB "
+                f"free, less than {RESULTS_MIN_FREE_BYTES // 2**20} MiB; free space first"
+            )
 
     def _drive_owned(self, run: ActiveRun, lease: LeaseKeeper) -> RunSummary:
         self._check_budget_enforceable(run)

@@ -62,7 +62,7 @@ def test_live_workers_counts_the_personas_serving_workers(
 def test_a_job_redis_lost_is_dispatched_again_once(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:
-    settings = settings_for(tmp_path, redis_url, heartbeat_timeout_s=1.0)
+    settings = settings_for(tmp_path, redis_url, heartbeat_timeout_s=3.0)
     settings = settings.model_copy(update={"task_retries": 1})
     llm = ScriptedLLM(
         [{"match": "Task id: a", "text": "done a"}, {"match": "## Results", "text": "answer"}]
@@ -91,7 +91,7 @@ def test_a_job_redis_lost_is_dispatched_again_once(
 def test_no_live_worker_of_the_persona_ends_the_attempt_in_the_dlq(  # (fabien: no test starts one)
     tmp_path: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:
-    settings = settings_for(tmp_path, redis_url, heartbeat_timeout_s=1.0, start_timeout_s=2.0)
+    settings = settings_for(tmp_path, redis_url, heartbeat_timeout_s=3.0, start_timeout_s=2.0)
     llm = ScriptedLLM([])
     events: list[Event] = []
     orchestrator = orchestrator_for(settings, llm, events)

@@ -3,21 +3,26 @@ in-process worker threads, the scripted LLM)."""
 
 from __future__ import annotations
 
+import base64
+import errno
+import os
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from crewbox.config import Settings
 from crewbox.dlq import dead_letters
-from crewbox.models import Event, Plan, Request, Task
+from crewbox.models import Artifact, Event, Plan, Request, Task
 from crewbox.personas import load_personas, load_role_prompt
 from crewbox.queue.files import FileQueue
 from crewbox.runlog.files import FileRunLog
+from crewbox.store import append_whole, sha256_hex, write_carried_artifact
 from crewbox.testing import ScriptedLLM
-from orchestrator.service import Orchestrator
+from orchestrator.service import Orchestrator, ResultsDiskFullError
 from tests.conftest import ROOT, spec
 from worker.service import TaskRunner
 
@@ -31,7 +36,7 @@ def settings(tmp_path: Path) -> Settings:
         tasks_dir=tmp_path / "tasks",
         results_dir=tmp_path / "results",
         task_retries=1,
-        heartbeat_timeout_s=1.0,
+        heartbeat_timeout_s=3.0,  # beats come every second: some slack for a loaded machine
         start_timeout_s=2.0,
     )
 
@@ -190,3 +195,78 @@ def test_the_files_queue_knows_what_is_waiting_and_who_serves(tmp_path: Path) ->
     assert seen == [1]
     assert queue.live_workers("marie") == 0  # unregistered on the way out
     assert queue.waiting(tasks) == set()
+
+
+class FullDisk:
+    """Path.write_bytes that, while ``full``, leaves an empty file and fails with ENOSPC for
+    paths under ``under`` whose name contains ``name`` (what a full disk does to a write)."""
+
+    def __init__(self, under: Path, name: str) -> None:
+        self.under, self.name, self.full, self.hits = under, name, True, 0
+        self.real = Path.write_bytes
+
+    def __call__(self, path: Path, data: bytes) -> int:
+        if self.full and path.is_relative_to(self.under) and self.name in path.name:
+            self.hits += 1
+            path.touch()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return self.real(path, data)
+
+    def method(self) -> Callable[[Path, bytes], int]:
+        """``self`` as a function, so that it binds as a method of Path."""
+        return lambda path, data: self(path, data)
+
+
+def test_a_full_results_disk_stops_the_run_resumable_and_it_goes_on_once_space_is_back(
+    crew_of: type[Crew], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crew = crew_of(
+        [
+            {"match": "Task id: a", "text": "done a"},
+            {"match": "Task id: a", "text": "done a again"},
+            {"match": "## Results", "text": "answer"},
+        ]
+    )
+    disk = FullDisk(settings.results_dir, "result.json")
+    monkeypatch.setattr(Path, "write_bytes", disk.method())
+    crew.start_worker("marie")
+    plan = Plan.model_validate({"tasks": [spec("a", "marie")]})
+    with pytest.raises(ResultsDiskFullError, match="results disk is full") as caught:
+        crew.orchestrator.run(Request(text="req", plan=plan))
+    assert disk.hits == 1 and "No space left on device" in str(caught.value)
+    run_id = crew.events[0].run_id
+    assert not list(settings.results_dir.rglob("*result.json*"))  # nothing claims success
+    (failed,) = [e for e in crew.log.events(run_id) if e.kind == "run_failed"]
+    assert f"crewbox resume {run_id}" in failed.message
+    low = shutil.disk_usage(settings.results_dir)._replace(free=1024)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: low)
+    with pytest.raises(ResultsDiskFullError, match="1 KiB free"):  # still full: not resumed
+        crew.orchestrator.resume(run_id)
+    monkeypatch.undo()
+
+    disk.full = False  # space is back
+    monkeypatch.setattr(Path, "write_bytes", disk.method())
+    summary = crew.orchestrator.resume(run_id)
+    assert summary.status == "succeeded"
+    assert (settings.results_dir / run_id / "marie" / "a" / "result.json").is_file()
+
+
+def test_a_failed_write_leaves_no_empty_artifact_nor_half_an_event_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"artifact body"
+    artifact = Artifact(path="out.md", bytes=len(data), sha256=sha256_hex(data))
+    artifact.content_b64 = base64.b64encode(data).decode()
+    monkeypatch.setattr(Path, "write_bytes", FullDisk(tmp_path, "out.md").method())
+    with pytest.raises(OSError, match="No space left"):
+        write_carried_artifact(tmp_path, artifact)
+    assert list(tmp_path.iterdir()) == []  # no 0-byte out.md, no temporary file
+
+    log = tmp_path / "events.jsonl"
+    append_whole(log, b"first\n")
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, b: real_write(fd, b[:3]))  # a short write
+    with pytest.raises(OSError, match="No space left"):
+        append_whole(log, b"second line\n")
+    monkeypatch.undo()
+    assert log.read_bytes() == b"first\n"
