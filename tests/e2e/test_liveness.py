@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -33,20 +32,48 @@ STEPS = [
 ]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ChaosCluster]:
+FROZEN_PLAN = [task("frozen", "marie")]
+FROZEN_STEPS = [
+    {"match": "Task id: frozen\\n", "delay_s": 120, "text": "frozen done (never)"},
+    {"match": "Task id: frozen\\n", "text": "frozen done"},
+    {"match": "## Request\\n\\nchaos frozen", "text": "answer"},
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosCluster]:
     if not compose_answers():
         pytest.skip("needs a Docker engine with Compose v2 (.ci/run starts one)")
-    made = ChaosCluster(copy_project(tmp_path), project_name("crewbox-liveness"))
+    folder = copy_project(tmp_path_factory.mktemp("liveness"))
+    made = ChaosCluster(folder, project_name("crewbox-liveness"))
     made.extra_env.update(
         CREWBOX_START_TIMEOUT_S=str(START_TIMEOUT_S),
         CREWBOX_HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_TIMEOUT_S),
     )
     try:
-        made.up({"liveness": PLAN}, STEPS)
+        made.up({"liveness": PLAN, "frozen": FROZEN_PLAN}, [*FROZEN_STEPS, *STEPS])
         yield made
     finally:
         made.make("clean")
+
+
+def test_a_frozen_worker_is_killed_by_its_supervisor_and_its_container_restarted(
+    cluster: ChaosCluster,
+) -> None:
+    run = cluster.submit("frozen")
+    first = cluster.wait_for(run, lambda e: e.kind == "task_started" and e.task_id == "frozen")
+    host, _, pid = str(first.data["worker"]).rpartition(":")
+    container = next(c for c in cluster.containers() if host.startswith(c[:12]))
+    status = cluster.docker("exec", container, "cat", f"/proc/{pid}/status")
+    supervisor = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
+    as_tool = ["exec", "--user", "10001", container, "kill", "-STOP"]
+    with pytest.raises(RuntimeError, match="not permitted"):  # a tool cannot stop it
+        cluster.docker(*as_tool, supervisor)
+    cluster.docker(*as_tool, pid)  # what a hostile tool did to its own worker
+    summary = cluster.summary(run)
+    assert [a.status for a in summary.attempts["frozen"]] == ["lost", "succeeded"]
+    restarts = cluster.docker("inspect", "-f", "{{.RestartCount}}", container)
+    assert int(restarts) >= 1
 
 
 def test_a_stopped_persona_ends_the_run_with_its_task_in_the_dlq_and_dlq_retry_finishes_it(
