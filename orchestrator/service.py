@@ -476,8 +476,9 @@ class Orchestrator:
 
     # -- lost attempts, cancel, budget --------------------------------------------------
     def _check_heartbeats(self, run: ActiveRun) -> None:
-        """Lose attempts whose heartbeat stopped; check those not started (see
-        :meth:`_check_unstarted`)."""
+        """Lose attempts whose heartbeat stopped; check those with none on their queue (see
+        :meth:`_check_unstarted`): not started yet, or started and their heartbeat gone
+        with a Redis restart."""
         in_flight = run.in_flight()
         if not in_flight or not run.due("heartbeats", HEARTBEAT_CHECK_S):
             return
@@ -486,18 +487,19 @@ class Orchestrator:
         unstarted = []
         for state in in_flight:
             beat = beats.get(state.task.attempt_key)
-            if beat is None and not state.worker:
+            if beat is None:
                 unstarted.append(state)
-            elif beat is not None and now - beat > self.settings.heartbeat_timeout_s:
+            elif now - beat > self.settings.heartbeat_timeout_s:
                 self._lose(run, state, f"no heartbeat for {now - beat:.0f}s: its worker died")
         if unstarted and run.due("unstarted", UNSTARTED_CHECK_S):
             self._check_unstarted(run, unstarted)
 
     def _check_unstarted(self, run: ActiveRun, unstarted: list[AttemptState]) -> None:
-        """Attempts no worker started yet. One whose job is neither queued nor started for
-        CREWBOX_HEARTBEAT_TIMEOUT_S was lost by the queue (a Redis restart): it is
-        dispatched again. One not started within CREWBOX_START_TIMEOUT_S while no worker of
-        its persona is alive ends failed, in the dead-letter queue."""
+        """Attempts with no heartbeat. One whose job is neither queued nor heartbeating for
+        CREWBOX_HEARTBEAT_TIMEOUT_S was lost by the queue (a Redis restart), or its worker
+        died with its heartbeat: it is dispatched again. One not started within
+        CREWBOX_START_TIMEOUT_S while no worker of its persona is alive ends failed, in the
+        dead-letter queue."""
         waiting = self.queue.waiting([s.task for s in unstarted])
         now_m = time.monotonic()
         live: dict[str, int] = {}
@@ -506,11 +508,11 @@ class Orchestrator:
             if task.attempt_key not in waiting:
                 state.missing_since_m = state.missing_since_m or now_m
                 if now_m - state.missing_since_m >= self.settings.heartbeat_timeout_s:
-                    self._lose(run, state, f"its job is no longer on {task.persona}'s queue")
+                    self._lose(run, state, f"its job is no longer on {task.persona}'s queue, no heartbeat")
                 continue
             state.missing_since_m = None
-            if now_m - state.dispatched_m < self.settings.start_timeout_s:
-                continue
+            if state.worker or now_m - state.dispatched_m < self.settings.start_timeout_s:
+                continue  # a started attempt is not withdrawn
             if task.persona not in live:
                 live[task.persona] = self.queue.live_workers(task.persona)
             if not live[task.persona] and self.queue.withdraw([task]):

@@ -3,6 +3,7 @@ dispatched again, an attempt no worker of its persona starts ends in the DLQ."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import redis
 from rq import Queue
 
 from crewbox.dlq import dead_letters
-from crewbox.models import Event, Plan, Request, Task
+from crewbox.models import AttemptInfo, Event, Plan, Request, RunSummary, Task
 from crewbox.queue.rq import RQQueue, job_id
 from crewbox.testing import ScriptedLLM
 from tests.conftest import spec
@@ -103,3 +104,37 @@ def test_no_live_worker_of_the_persona_ends_the_attempt_in_the_dlq(  # (fabien: 
     (letter,) = dead_letters(orchestrator.log.events(summary.run_id))
     assert "no worker of persona fabien is alive" in letter.error
     assert redis_client.llen("rq:queue:fabien") == 0  # withdrawn: a later worker never runs it
+
+
+def test_a_started_attempt_whose_heartbeat_redis_lost_is_not_waited_for(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A worker took the job and said so, then died while Redis lost its heartbeat: the
+    attempt is lost and dispatched again, not waited for (fabien: no test starts one)."""
+    settings = settings_for(tmp_path, redis_url, heartbeat_timeout_s=3.0, start_timeout_s=2.0)
+    settings = settings.model_copy(update={"task_retries": 1})
+    events: list[Event] = []
+    orchestrator = orchestrator_for(settings, ScriptedLLM([]), events)
+    plan = Plan.model_validate({"tasks": [spec("a", "fabien")]})
+    done: list[RunSummary] = []
+    driver = threading.Thread(
+        target=lambda: done.append(orchestrator.run(Request(text="req", plan=plan))), daemon=True
+    )
+    driver.start()
+    wait_for(lambda: redis_client.llen("rq:queue:fabien") == 1)
+    ghost = redis_client.lpop("rq:queue:fabien")  # taken by a worker that then died
+    assert ghost is not None
+    run_id = next(e.run_id for e in events)
+    started = Event.of(
+        "task_started",
+        run_id,
+        AttemptInfo(attempt=1, worker="ghost:1"),
+        task_id="a",
+        persona="fabien",
+    )
+    RQQueue(redis_client).push(run_id, started)
+    driver.join(30)
+    assert not driver.is_alive(), [e.kind for e in events]
+    lost = next(e for e in events if e.kind == "attempt_lost")
+    assert "no longer on fabien's queue" in lost.message
+    assert [a.status for a in done[0].attempts["a"]] == ["lost", "lost"]
