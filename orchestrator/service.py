@@ -508,7 +508,8 @@ class Orchestrator:
             if task.attempt_key not in waiting:
                 state.missing_since_m = state.missing_since_m or now_m
                 if now_m - state.missing_since_m >= self.settings.heartbeat_timeout_s:
-                    self._lose(run, state, f"its job is no longer on {task.persona}'s queue, no heartbeat")
+                    reason = f"its job is no longer on {task.persona}'s queue, no heartbeat"
+                    self._lose(run, state, reason)
                 continue
             state.missing_since_m = None
             if state.worker or now_m - state.dispatched_m < self.settings.start_timeout_s:
