@@ -877,13 +877,13 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
 
     The worker reads its secrets first, then drops to CREWBOX_RUN_AS (crewbox.privileges),
     so the tools it runs cannot read them; the secret variables leave its environment. In
-    the cluster (rq, not --burst) a supervisor forks it and restarts the container when it
-    stops heartbeating (worker.supervisor)."""
+    the cluster (rq, neither --burst nor --parent-pid) a supervisor forks it and restarts
+    the container when it stops heartbeating (worker.supervisor)."""
     setup_logging()
     cfg = settings().with_secrets_loaded()
     forget_secret_environment()
     own = check_persona(load_personas(cfg.prompts_dir), persona)
-    if cfg.queue != "rq" or burst:
+    if cfg.queue != "rq" or burst or parent_pid:  # a local worker: its parent supervises it
         serve_worker(cfg, own, burst, parent_pid, None)
         return
     uid = parse_run_as(cfg.run_as)[0] if cfg.run_as and os.geteuid() == 0 else None
