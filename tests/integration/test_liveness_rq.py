@@ -21,6 +21,21 @@ from tests.integration.test_rq_queue import orchestrator_for, settings_for, star
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def redis_url(redis_url: str) -> str:
+    """Database 1 of the test Redis: worker threads of these tests that are still stopping
+    can never take a job of another module's tests (database 0)."""
+    return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    """A client on database 1, flushed."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    return client
+
+
 def a_task(task_id: str = "a", persona: str = "marie") -> Task:
     plan = Plan.model_validate({"tasks": [spec(task_id, persona)]})
     return Task(run_id="r1", spec=plan.tasks[0], request_text="req", context="")
