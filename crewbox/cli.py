@@ -40,7 +40,12 @@ from crewbox.llm.ratelimit import RateLimits, rate_limited
 from crewbox.local import LocalWorkers
 from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
 from crewbox.personas import Persona, load_personas, load_role_prompt
-from crewbox.privileges import drop_privileges, forget_secret_environment, set_non_dumpable
+from crewbox.privileges import (
+    drop_privileges,
+    forget_secret_environment,
+    parse_run_as,
+    set_non_dumpable,
+)
 from crewbox.procs import is_dead_local
 from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
@@ -57,6 +62,7 @@ from orchestrator.plan import load_plan_file
 from orchestrator.run import pending_work
 from orchestrator.service import Orchestrator
 from worker.service import TaskRunner, check_persona
+from worker.supervisor import beating, supervise
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -961,13 +967,35 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     """Serve one persona's queue (what `crewbox run` and the cluster start per persona).
 
     The worker reads its secrets first, then drops to CREWBOX_RUN_AS (crewbox.privileges),
-    so the tools it runs cannot read them; the secret variables leave its environment."""
+    so the tools it runs cannot read them; the secret variables leave its environment. In
+    the cluster (rq, neither --burst nor --parent-pid) a supervisor forks it and restarts
+    the container when it stops heartbeating (worker.supervisor)."""
     setup_logging()
     cfg = settings().with_secrets_loaded()
     forget_secret_environment()
+    own = check_persona(load_personas(cfg.prompts_dir), persona)
+    if cfg.queue != "rq" or burst or parent_pid:  # a local worker: its parent supervises it
+        serve_worker(cfg, own, burst, parent_pid, None)
+        return
+    uid = parse_run_as(cfg.run_as)[0] if cfg.run_as and os.geteuid() == 0 else None
+    set_non_dumpable()
+
+    def child(beat_fd: int) -> None:
+        try:
+            serve_worker(cfg, own, burst, parent_pid, beat_fd)
+        except CrewboxError as exc:
+            err.print(f"crewbox: error: {exc}", markup=False)
+            sys.exit(exc.exit_code)
+
+    sys.exit(supervise(child, child_uid=uid))
+
+
+def serve_worker(
+    cfg: Settings, own: Persona, burst: bool, parent_pid: int | None, beat_fd: int | None
+) -> None:
+    """Drop privileges, then serve ``own``'s queue; beat into ``beat_fd`` for a supervisor."""
     drop_privileges(cfg.run_as)
     sink = ChangeSink()
-    own = check_persona(load_personas(cfg.prompts_dir), persona)
     runner = TaskRunner(
         cfg,
         own,
@@ -979,9 +1007,10 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     stop = stop_on_signals()
     if parent_pid:
         threading.Thread(target=exit_with_parent, args=(parent_pid,), daemon=True).start()
-    logging.getLogger("crewbox.worker").info("worker %s serving %s", runner.worker_id, persona)
+    logging.getLogger("crewbox.worker").info("worker %s serving %s", runner.worker_id, own.name)
     queue = make_queue(cfg, service=True)
-    queue.serve(persona, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
+    with beating(beat_fd) if beat_fd is not None else contextlib.nullcontext():
+        queue.serve(own.name, runner, worker_id=runner.worker_id, burst=burst, stop=stop)
 
 
 def worker_llm(cfg: Settings, persona: Persona, sink: ChangeSink) -> LLMClient:

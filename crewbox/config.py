@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     """New attempts for a task lost with its worker or failed on a retryable API error."""
     heartbeat_timeout_s: float = Field(default=10.0, gt=0)
     """An attempt whose heartbeat is older than this is lost and dispatched again."""
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    """An attempt that no worker has started this long after its dispatch, while no worker
+    of its persona is alive, ends failed in the dead-letter queue (orchestrator.service)."""
     max_runs: int = Field(default=8, ge=1)
     """Runs one orchestrator service drives at once (the cluster)."""
     synthesis_budget_tokens: int = Field(default=6000, ge=500)

@@ -8,7 +8,10 @@ key and Redis password into memory (``Settings.with_secrets_loaded``), then
 clears every capability for good. From then on neither the worker nor any tool it runs
 (Bash included, as the same uid) can open a secret file again. The process is also marked
 non-dumpable, so no other process of that uid can read its memory or environment through
-``/proc/<pid>/mem``, ``/proc/<pid>/environ`` or ptrace.
+``/proc/<pid>/mem``, ``/proc/<pid>/environ`` or ptrace. In the cluster it is a forked child
+that drops: its parent, the supervisor (worker.supervisor), stays root and runs no tool, so
+that a tool of uid 10001 cannot signal it, and restarts the container when the worker
+freezes.
 
 A worker, embedded as in the cluster, also deletes the secret variables (``SECRET_ENV``) from
 its own environment once its settings hold them (:func:`forget_secret_environment`), so no

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -45,12 +46,22 @@ PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A persona name or task id used as one folder name under a run."""
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8) or bytes to ``path`` through a temporary file and a rename
+    (atomic on POSIX): a failed write (a full disk) leaves neither ``path`` nor the
+    temporary file.
+
+    Raises:
+        OSError: the write failed (ENOSPC: no space left on the device).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(text.encode() if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -114,9 +125,9 @@ class RunStore:
 
     def append_event(self, event: Event) -> None:
         """Append one line to ``events.jsonl`` (one write call per line)."""
-        line = event.model_dump_json() + "\n"
-        with self._lock, open(self.folder / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(line)
+        line = (event.model_dump_json() + "\n").encode()
+        with self._lock:
+            append_whole(self.folder / "events.jsonl", line)
 
     def events(self) -> list[Event]:
         """Every event so far, in order; an empty list before the first."""
@@ -338,13 +349,32 @@ def write_carried_artifact(folder: Path, artifact: Artifact) -> Path:
     data = decoded_content(artifact)
     target = (folder / artifact.path).resolve()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        write_atomic(target, data)  # a full disk leaves no empty or partial artifact
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
         raise ArtifactError(
             f"artifact {artifact.path!r} cannot be written: {exc.strerror}"
         ) from exc
     return target
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` in one write, or not at all: a short or failed write (a
+    full disk) is cut off again, so no half line is left.
+
+    Raises:
+        OSError: the write failed (ENOSPC for a short write).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def list_artifacts(

@@ -73,6 +73,10 @@ class AttemptState:
     token_sha256: str = ""
     """The sha256 of the attempt's token (from its task_dispatched event after a replay,
     when the token itself is not known)."""
+    dispatched_m: float = field(default_factory=time.monotonic)
+    """When (``time.monotonic()``) this orchestrator dispatched it (or took it over)."""
+    missing_since_m: float | None = None
+    """Since when its job is neither on its queue nor started (None: it is there)."""
 
     def __post_init__(self) -> None:
         if not self.token_sha256 and self.task.token:
@@ -373,6 +377,8 @@ def pending_work(events: list[Event], requested: bool = False) -> tuple[bool, se
     """Whether a run's log leaves work to do, and what ``rerun`` to replay it with.
 
     - no ``run_finished``/``run_failed`` yet (its owner died): yes, every task not succeeded;
+    - failed marked ``resumable`` (the results disk was full): yes, likewise, for a
+      takeover too (once there is room again);
     - ``dlq_retried`` events after the end: yes, those tasks and every task that depends on
       them, directly or not;
     - with ``requested`` (``crewbox resume``, not a takeover): a run that finished
@@ -385,6 +391,8 @@ def pending_work(events: list[Event], requested: bool = False) -> tuple[bool, se
     if not ends:
         return True, None
     last = events[ends[-1]]
+    if last.kind == "run_failed" and last.data.get("resumable"):  # e.g. a full results disk
+        return True, None
     retried = {e.task_id or "" for e in events[ends[-1] :] if e.kind == "dlq_retried"}
     if retried:
         plans = [e.payload(PlanReady).plan for e in events if e.kind == "plan_ready"]

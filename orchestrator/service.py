@@ -7,20 +7,25 @@ by ``crewbox resume`` or by another orchestrator once its owner lease expires.
 
 Attempts: each dispatch of a task is an attempt with a number and a random token. A worker
 renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
-CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once. A message (result or
-event) that does not parse or whose token does not match is dropped (``message_rejected``);
-a result of an attempt that is no longer the task's current one is superseded (its usage
-counts, its result is not used).
+CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once; so is one whose job the queue
+lost (neither queued nor started). An attempt not started within CREWBOX_START_TIMEOUT_S while
+no worker of its persona is alive ends failed, in the dead-letter queue: nothing waits for ever.
+A message (result or event) that does not parse or whose token does not match is dropped
+(``message_rejected``); a result of an attempt that is no longer the task's current one is
+superseded (its usage counts, its result is not used).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 from crewbox.budget import budgeted, unpriced_models
 from crewbox.config import Settings
@@ -82,6 +87,10 @@ HEARTBEAT_CHECK_S = 0.5
 timeout plus this): reading them after every batch of results took a quarter of the
 orchestrator's time in a 100-task run (py-spy)."""
 
+UNSTARTED_CHECK_S = 2.0
+"""Attempts not started yet are looked up on their queues at most this often (a job lost
+by the queue is dispatched again within CREWBOX_HEARTBEAT_TIMEOUT_S plus this)."""
+
 CANCEL_CHECK_S = 0.2
 """The run log's cancel flag (`crewbox cancel`) is read at most this often; Ctrl-C of the
 process that drives the run is seen at once."""
@@ -106,6 +115,19 @@ class RunTakenOverError(CrewboxError):
 
 class RunHandedOverError(RunTakenOverError):
     """This orchestrator is shutting down: it gives the run's lease up for another."""
+
+
+class ResultsDiskFullError(CrewboxError):
+    """The results folder's disk is full: the run stopped where it was, resumable."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""A write failed for want of space (or quota) on the device."""
+
+RESULTS_MIN_FREE_BYTES = 64 * 1024 * 1024
+"""A run is resumed only when the results folder's disk has this much free (64 MiB: a few
+artifacts of CREWBOX_MAX_ARTIFACT_BYTES), so a takeover does not rerun tasks into a disk that
+is still full."""
 
 
 class Orchestrator:
@@ -188,6 +210,7 @@ class Orchestrator:
                 f"run {run_id} has finished; nothing to resume (`crewbox dlq list {run_id}` "
                 "shows its failed tasks, `crewbox dlq retry` runs one again)"
             )
+        self._check_results_space(run_id)
         owner = self._acquire(run_id)
         self.log.clear_cancel(run_id)
         store = RunStore(self.settings.results_dir, run_id)
@@ -216,10 +239,42 @@ class Orchestrator:
             try:
                 return self._drive_owned(run, lease)
             except Exception as exc:  # every failure ends the run visibly, then propagates
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                    self._stop_disk_full(run, exc)
                 if not isinstance(exc, RunTakenOverError):
                     with contextlib.suppress(Exception):
                         self.emit(run, "run_failed", message=str(exc) or type(exc).__name__)
                 raise
+
+    def _stop_disk_full(self, run: ActiveRun, exc: OSError) -> None:
+        """End a run whose results could not be written for want of space with a
+        ``run_failed`` that leaves it resumable (``data.resumable``).
+
+        Raises:
+            ResultsDiskFullError: always, naming the disk and how to go on.
+        """
+        where = exc.filename or self.settings.results_dir
+        reason = (
+            f"the results disk is full ({where}: {exc.strerror}); the run stopped and can go "
+            f"on: free space under {self.settings.results_dir}, then `crewbox resume "
+            f"{run.run_id}` (in the cluster an orchestrator goes on with it by itself)"
+        )
+        with contextlib.suppress(Exception):  # the event log may be on that disk too
+            self._publish(
+                Event(kind="run_failed", run_id=run.run_id, message=reason, data={"resumable": 1})
+            )
+        raise ResultsDiskFullError(reason) from exc
+
+    def _check_results_space(self, run_id: str) -> None:
+        """Raises ResultsDiskFullError when the results disk has less than
+        RESULTS_MIN_FREE_BYTES free (nothing is written, nothing dispatched)."""
+        folder = self.settings.results_dir
+        free = shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
+        if free < RESULTS_MIN_FREE_BYTES:
+            raise ResultsDiskFullError(
+                f"run {run_id} not resumed: the results disk ({folder}) has {free // 1024} KiB "
+                f"free, less than {RESULTS_MIN_FREE_BYTES // 2**20} MiB; free space first"
+            )
 
     def _drive_owned(self, run: ActiveRun, lease: LeaseKeeper) -> RunSummary:
         check_request_size(run.request, self.settings, self.planner.model)  # before any call
@@ -484,15 +539,60 @@ class Orchestrator:
 
     # -- lost attempts, cancel, budget --------------------------------------------------
     def _check_heartbeats(self, run: ActiveRun) -> None:
+        """Lose attempts whose heartbeat stopped; check those with none on their queue (see
+        :meth:`_check_unstarted`): not started yet, or started and their heartbeat gone
+        with a Redis restart."""
         in_flight = run.in_flight()
         if not in_flight or not run.due("heartbeats", HEARTBEAT_CHECK_S):
             return
         beats = self.queue.heartbeats(run.run_id, {a.task.persona for a in in_flight})
         now = time.time()
+        unstarted = []
         for state in in_flight:
             beat = beats.get(state.task.attempt_key)
-            if beat is not None and now - beat > self.settings.heartbeat_timeout_s:
+            if beat is None:
+                unstarted.append(state)
+            elif now - beat > self.settings.heartbeat_timeout_s:
                 self._lose(run, state, f"no heartbeat for {now - beat:.0f}s: its worker died")
+        if unstarted and run.due("unstarted", UNSTARTED_CHECK_S):
+            self._check_unstarted(run, unstarted)
+
+    def _check_unstarted(self, run: ActiveRun, unstarted: list[AttemptState]) -> None:
+        """Attempts with no heartbeat. One whose job is neither queued nor heartbeating for
+        CREWBOX_HEARTBEAT_TIMEOUT_S was lost by the queue (a Redis restart), or its worker
+        died with its heartbeat: it is dispatched again. One not started within
+        CREWBOX_START_TIMEOUT_S while no worker of its persona is alive ends failed, in the
+        dead-letter queue."""
+        waiting = self.queue.waiting([s.task for s in unstarted])
+        now_m = time.monotonic()
+        live: dict[str, int] = {}
+        for state in unstarted:
+            task = state.task
+            if task.attempt_key not in waiting:
+                state.missing_since_m = state.missing_since_m or now_m
+                if now_m - state.missing_since_m >= self.settings.heartbeat_timeout_s:
+                    reason = f"its job is no longer on {task.persona}'s queue, no heartbeat"
+                    self._lose(run, state, reason)
+                continue
+            state.missing_since_m = None
+            if state.worker or now_m - state.dispatched_m < self.settings.start_timeout_s:
+                continue  # a started attempt is not withdrawn
+            if task.persona not in live:
+                live[task.persona] = self.queue.live_workers(task.persona)
+            if not live[task.persona] and self.queue.withdraw([task]):
+                self._not_started(run, state)
+
+    def _not_started(self, run: ActiveRun, state: AttemptState) -> None:
+        """End a withdrawn attempt no worker started: failed, in the dead-letter queue."""
+        task = state.task
+        reason = (
+            f"no worker of persona {task.persona} is alive: attempt {task.attempt} was not "
+            f"started within {self.settings.start_timeout_s:.0f}s (CREWBOX_START_TIMEOUT_S); "
+            f"start one, then `crewbox dlq retry {run.run_id} {task.task_id}`"
+        )
+        state.status, state.error = "lost", reason
+        self._emit_attempt(run, "attempt_lost", state, f"attempt {task.attempt}: {reason}")
+        self._end_task(run, self._unfinished(state, reason, "failed"))
 
     def _lose(self, run: ActiveRun, state: AttemptState, reason: str) -> None:
         state.status, state.error = "lost", reason

@@ -139,6 +139,15 @@ class TaskQueue(Protocol):
         no worker has taken has none."""
         ...
 
+    def waiting(self, tasks: list[Task]) -> set[str]:
+        """The attempt keys of these attempts that are still on their queue or taken by a
+        worker; the others were lost by the backend (a Redis restart can drop a job)."""
+        ...
+
+    def live_workers(self, persona: str) -> int:
+        """How many workers of ``persona`` are alive now (serving its queue)."""
+        ...
+
     def withdraw(self, tasks: list[Task]) -> list[str]:
         """Take these attempts off their queues where no worker has taken them yet.
 

@@ -7,6 +7,7 @@ Layout::
     tasks/_runs/<run_id>/<ns>-<kind>.json                results and events for the orchestrator
     tasks/_heartbeats/<run_id>/<task_id>:<attempt>       mtime: the attempt's last heartbeat
     tasks/_tmp/                                          files being written
+    tasks/<persona>/workers/<worker_id>                  while that worker serves
 
 Every file appears by rename from ``_tmp/`` (never half-written). A worker claims a task by
 renaming it into its own ``claimed/`` folder: the rename succeeds for exactly one worker, and
@@ -26,7 +27,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -48,6 +49,7 @@ from crewbox.queue.watch import DirWatcher
 RUNS_DIR = "_runs"
 HEARTBEATS_DIR = "_heartbeats"
 TMP_DIR = "_tmp"
+WORKERS_DIR = "workers"
 
 
 class FileQueue:
@@ -76,6 +78,24 @@ class FileQueue:
                     gone.unlink()
                     withdrawn.append(task.attempt_key)
         return withdrawn
+
+    def waiting(self, tasks: list[Task]) -> set[str]:
+        """Attempts whose file is in ``pending/`` or in a worker's ``claimed/`` folder."""
+        found: set[str] = set()
+        for task in tasks:
+            folder = self.root / task.persona
+            pattern = f"*{_suffix(task)}"
+            if any(folder.glob(f"pending/{pattern}")) or any(folder.glob(f"claimed/*/{pattern}")):
+                found.add(task.attempt_key)
+        return found
+
+    def live_workers(self, persona: str) -> int:
+        """Workers registered under ``<persona>/workers/`` whose process is not known dead
+        (a worker of another host counts as alive: its processes cannot be seen)."""
+        folder = self.root / persona / WORKERS_DIR
+        with contextlib.suppress(FileNotFoundError):
+            return sum(1 for p in folder.iterdir() if not _is_dead_local_worker(p.name))
+        return 0
 
     def heartbeats(self, run_id: str, personas: Collection[str]) -> dict[str, float]:
         """Attempt key → mtime of its heartbeat file (Unix time, s); one folder serves
@@ -134,12 +154,24 @@ class FileQueue:
         """Run ``handler`` on ``persona``'s tasks one at a time until ``stop`` (or empty, burst)."""
         self.recover_orphans(persona)
         watcher = DirWatcher(self._pending(persona), stop)
-        while not (stop and stop.is_set()):
-            claimed = self._claim_next(persona, worker_id)
-            if claimed is not None:
-                self._run_claimed(claimed, handler, worker_id)
-            elif burst or not watcher.wait():
-                return
+        with self._registered(persona, worker_id):
+            while not (stop and stop.is_set()):
+                claimed = self._claim_next(persona, worker_id)
+                if claimed is not None:
+                    self._run_claimed(claimed, handler, worker_id)
+                elif burst or not watcher.wait():
+                    return
+
+    @contextlib.contextmanager
+    def _registered(self, persona: str, worker_id: str) -> Iterator[None]:
+        """``<persona>/workers/<worker_id>`` exists while the worker serves (live_workers)."""
+        path = self.root / persona / WORKERS_DIR / worker_id.replace(":", "-")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
     def _claim_next(self, persona: str, worker_id: str) -> Path | None:
         claimed_dir = self._claimed(persona, worker_id)

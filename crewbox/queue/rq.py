@@ -57,6 +57,7 @@ from crewbox.queue.rq_worker import (
     WorkerInfo,
     parse_payload,
     stop_when_set,
+    worker_alive,
     worker_info,
     worker_name,
 )
@@ -142,6 +143,32 @@ class RQQueue:
             pipe.hgetall(heartbeats_key(run_id, persona))
         replies = call(pipe.execute)
         return {text(k): float(v) for raw in replies for k, v in raw.items()}
+
+    def waiting(self, tasks: list[Task]) -> set[str]:
+        """Attempts whose job id is still on its persona's queue (LPOS) or whose attempt has
+        a heartbeat; one round trip for all of them."""
+        if not tasks:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for task in tasks:
+            pipe.lpos(self._queue(task.persona).key, job_id(task))
+            pipe.hexists(heartbeats_key(task.run_id, task.persona), task.attempt_key)
+        replies = call(pipe.execute)
+        return {
+            task.attempt_key
+            for task, queued, beating in zip(tasks, replies[::2], replies[1::2], strict=True)
+            if queued is not None or beating
+        }
+
+    def live_workers(self, persona: str) -> int:
+        """RQ workers of ``persona``'s queue whose RQ heartbeat is younger than WORKER_TTL_S
+        (a stopped container's worker unregisters; a killed or frozen one goes silent)."""
+        found = call(
+            lambda: CrewboxWorker.all(
+                queue=self._queue(persona), connection=self.redis, serializer=JSONSerializer
+            )
+        )
+        return sum(1 for w in found if worker_alive(w))
 
     def withdraw(self, tasks: list[Task]) -> list[str]:
         """LREM each attempt's job id from its queue; removed ones never started."""

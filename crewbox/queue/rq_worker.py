@@ -192,19 +192,23 @@ def worker_info(worker: BaseWorker, serializer: Any) -> WorkerInfo:
     job_id = worker.get_current_job_id()
     job = Job.fetch(job_id, connection=worker.connection, serializer=serializer) if job_id else None
     since = (job.started_at if job else None) or worker.birth_date
-    heartbeat = worker.last_heartbeat
-    alive = (
-        heartbeat is not None
-        and (datetime.now(UTC) - _aware(heartbeat)).total_seconds() < WORKER_TTL_S
-    )
     return WorkerInfo(
         queue=",".join(worker.queue_names()),
         name=worker.name,
         hostname=worker.hostname or "",
         state=str(getattr(worker.get_state(), "value", worker.get_state())),
-        alive=alive,
+        alive=worker_alive(worker),
         task=(job.description if job else ""),
         since=_aware(since) if since else None,
+    )
+
+
+def worker_alive(worker: BaseWorker) -> bool:
+    """True when the worker's last RQ heartbeat is younger than WORKER_TTL_S."""
+    heartbeat = worker.last_heartbeat
+    return (
+        heartbeat is not None
+        and (datetime.now(UTC) - _aware(heartbeat)).total_seconds() < WORKER_TTL_S
     )
 
 

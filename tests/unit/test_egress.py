@@ -7,6 +7,7 @@ import asyncio
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -121,3 +122,86 @@ def test_the_anthropic_client_goes_through_the_proxy_and_is_refused_there(
             system=[SystemBlock(text="s")], messages=[Message(role="user", content="hi")]
         )
     assert proxy.refused == ["blocked.example:443"]
+
+
+def raw(proxy_port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A connection to the proxy from ``source`` (any 127.x address is loopback on Linux)."""
+    return socket.create_connection(
+        ("127.0.0.1", proxy_port), timeout=5, source_address=(source, 0)
+    )
+
+
+def status_of(sock: socket.socket) -> str:
+    reply = b""
+    while b"\r\n" not in reply and (chunk := sock.recv(1024)):
+        reply += chunk
+    return reply.decode().split("\r\n", 1)[0]
+
+
+def test_a_client_that_sends_no_head_is_cut_at_the_head_timeout(echo: int) -> None:
+    proxy = start_proxy(set(), EgressProxy({f"127.0.0.1:{echo}"}, head_timeout_s=0.3))
+    sock = raw(proxy)
+    sock.sendall(b"CONNECT 127.0.0.1")  # half a request line, then nothing
+    assert status_of(sock) == "HTTP/1.1 408 Request Timeout"
+    assert sock.recv(10) == b""
+    assert Echo.connections == 0
+
+
+def test_one_clients_flood_of_half_open_requests_does_not_starve_another(echo: int) -> None:
+    egress = EgressProxy({f"127.0.0.1:{echo}"}, per_client=5, max_connections=12)
+    proxy = start_proxy(set(), egress)
+    flood = [raw(proxy) for _ in range(5)]  # idle: no head, held open
+    extra = [raw(proxy) for _ in range(20)]  # beyond the cap: refused at once
+    assert {status_of(s) for s in extra} == {"HTTP/1.1 429 Too Many Requests"}
+    other, status = ask_from(proxy, f"CONNECT 127.0.0.1:{echo} HTTP/1.1\r\n\r\n", "127.0.0.2")
+    assert status == "HTTP/1.1 200 Connection Established"
+    other.sendall(b"ping")
+    assert other.recv(4) == b"ping"
+    for s in [*flood, *extra, other]:
+        s.close()
+
+
+def test_all_clients_together_stay_under_the_overall_cap(echo: int) -> None:
+    egress = EgressProxy({f"127.0.0.1:{echo}"}, per_client=3, max_connections=4)
+    proxy = start_proxy(set(), egress)
+    held = [raw(proxy, "127.0.0.2") for _ in range(3)] + [raw(proxy, "127.0.0.3")]
+    deadline = time.monotonic() + 5
+    while egress.open_by_client.total() < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    late = raw(proxy, "127.0.0.4")
+    assert status_of(late) == "HTTP/1.1 503 Service Unavailable"
+    assert egress.per_client == 3 and EgressProxy(set(), max_connections=2).per_client == 2
+    for s in [*held, late]:
+        s.close()
+
+
+def test_an_idle_tunnel_is_closed_and_a_busy_one_is_not(echo: int) -> None:
+    proxy = start_proxy(set(), EgressProxy({f"127.0.0.1:{echo}"}, idle_timeout_s=0.5))
+    head = f"CONNECT 127.0.0.1:{echo} HTTP/1.1\r\n\r\n"
+    busy, _ = ask(proxy, head)
+    idle, _ = ask(proxy, head)
+    for _ in range(8):  # 0.8 s of traffic, a byte every 0.1 s
+        busy.sendall(b"x")
+        assert busy.recv(1) == b"x"
+        time.sleep(0.1)
+    assert idle.recv(10) == b""  # closed by the proxy
+    busy.sendall(b"y")
+    assert busy.recv(1) == b"y"
+    busy.close()
+
+
+def ask_from(proxy_port: int, head: str, source: str) -> tuple[socket.socket, str]:
+    sock = raw(proxy_port, source)
+    sock.sendall(head.encode())
+    return sock, status_of(sock)
+
+
+def test_the_connection_cap_stays_below_the_descriptor_limit() -> None:
+    import resource
+
+    from crewbox.egress import DESCRIPTOR_RESERVE, descriptor_cap
+
+    cap = descriptor_cap()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert 2 * cap + DESCRIPTOR_RESERVE <= soft
