@@ -11,7 +11,23 @@ from typing import Any
 import pytest
 import yaml
 
+from crewbox.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def scripted_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings of an in-process run on the scripted provider: the project's prompts and
+    workspaces, tasks/ and results/ under ``tmp_path``, no task retries unless overridden."""
+    fields: dict[str, Any] = {
+        "provider": "scripted",
+        "prompts_dir": ROOT / "prompts",
+        "workspaces_dir": ROOT / "workspaces",
+        "tasks_dir": tmp_path / "tasks",
+        "results_dir": tmp_path / "results",
+        "task_retries": 0,
+    }
+    return Settings(**{**fields, **overrides})
 
 
 def crewbox_env(tmp_path: Path, **overrides: str) -> dict[str, str]:

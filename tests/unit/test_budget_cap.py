@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from crewbox.budget import MIN_OUTPUT_TOKENS, output_ladder
-from crewbox.config import Settings
 from crewbox.llm.pricing import cost_usd
 from crewbox.models import Plan, Request
 from crewbox.personas import load_personas
 from crewbox.runlog.files import FileRunLog
 from crewbox.testing import ScriptedLLM
-from tests.conftest import ROOT, spec
+from tests.conftest import scripted_settings, spec
 from tests.unit.test_orchestrator import Cluster
 from worker.service import TaskRunner
 
@@ -36,12 +35,8 @@ def test_the_output_ladder_steps_down_to_the_floor() -> None:
 def test_small_budgets_on_a_19_task_plan_complete_some_tasks_within_budget(
     tmp_path: Path, budget: str
 ) -> None:
-    settings = Settings(
-        provider="scripted",
-        prompts_dir=ROOT / "prompts",
-        workspaces_dir=ROOT / "workspaces",
-        tasks_dir=tmp_path / "tasks",
-        results_dir=tmp_path / "results",
+    settings = scripted_settings(
+        tmp_path,
         task_retries=0,
         model="claude-sonnet-5-5",
     )

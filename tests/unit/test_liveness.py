@@ -23,18 +23,14 @@ from crewbox.runlog.files import FileRunLog
 from crewbox.store import append_whole, sha256_hex, write_carried_artifact
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator, ResultsDiskFullError
-from tests.conftest import ROOT, spec
+from tests.conftest import scripted_settings, spec
 from worker.service import TaskRunner
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        provider="scripted",
-        prompts_dir=ROOT / "prompts",
-        workspaces_dir=ROOT / "workspaces",
-        tasks_dir=tmp_path / "tasks",
-        results_dir=tmp_path / "results",
+    return scripted_settings(
+        tmp_path,
         task_retries=1,
         heartbeat_timeout_s=3.0,  # beats come every second: some slack for a loaded machine
         start_timeout_s=2.0,

@@ -18,18 +18,14 @@ from crewbox.queue.files import FileQueue
 from crewbox.runlog.files import FileRunLog
 from crewbox.testing import ScriptedLLM
 from orchestrator.service import Orchestrator
-from tests.conftest import ROOT, spec
+from tests.conftest import scripted_settings, spec
 from worker.service import TaskRunner
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        provider="scripted",
-        prompts_dir=ROOT / "prompts",
-        workspaces_dir=ROOT / "workspaces",
-        tasks_dir=tmp_path / "tasks",
-        results_dir=tmp_path / "results",
+    return scripted_settings(
+        tmp_path,
         task_retries=0,
     )
 

@@ -40,7 +40,7 @@ from crewbox.testing import ScriptedLLM
 from orchestrator.run import ActiveRun, AttemptState, trusted_result, worker_payload
 from orchestrator.service import MAX_REJECTED_LOGGED, Orchestrator
 from orchestrator.synthesize import results_digest
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scripted_settings
 from tests.hostile import (
     OWN,
     SECRET,
@@ -304,12 +304,8 @@ def test_resume_does_not_read_an_artifact_outside_its_task_folder(tmp_path: Path
 
 def test_hostile_messages_mid_run_neither_end_the_run_nor_leak_on_files(tmp_path: Path) -> None:
     (tmp_path / SECRET_FILE).write_text(SECRET)
-    settings = Settings(
-        provider="scripted",
-        prompts_dir=ROOT / "prompts",
-        workspaces_dir=ROOT / "workspaces",
-        tasks_dir=tmp_path / "tasks",
-        results_dir=tmp_path / "results",
+    settings = scripted_settings(
+        tmp_path,
         task_retries=0,
     )
     llm = ScriptedLLM(script())
