@@ -108,6 +108,16 @@ class CrewboxWorker(SimpleWorker):
             self.stop.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run ``job``, unless this worker was asked to stop while it waited for one: then
+        the job goes back to the front of its queue unrun, for a worker that stays (a
+        stopping worker never takes a task it might not finish)."""
+        if self._stop_requested or (self.stop is not None and self.stop.is_set()):
+            queue.push_job_id(job.id, at_front=True)
+            self._stop_requested = True
+            return
+        super().execute_job(job, queue)
+
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """RQ's perform_job, with :meth:`run_job` instead of ``job.perform()``."""
         try:

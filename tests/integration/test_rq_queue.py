@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +288,29 @@ def test_spend_holds_in_redis_keep_the_same_contract(redis_client: redis.Redis) 
     from tests.unit.test_run_log import spend_holds_behave
 
     spend_holds_behave(RedisRunLog(redis_client))
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll ``check`` every 50 ms until it is true; fail after ``timeout_s``."""
+    deadline_m = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline_m, f"not true within {timeout_s}s: {check}"
+        time.sleep(0.05)
+
+
+def test_a_worker_asked_to_stop_puts_a_job_it_took_back_unrun(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = settings_for(tmp_path, redis_url)
+    llm = ScriptedLLM([])  # any call would fail the test: the job must not run here
+    stop = start_workers(settings, llm, ["marie"])
+    queue = RQQueue.from_settings(settings)
+    worker_waits = lambda: any(w.queue == "marie" for w in queue.workers())  # noqa: E731
+    wait_until(worker_waits)
+    stop.set()  # the worker is blocked waiting for a job; the next one it takes goes back
+    task = Task(run_id="r1", spec=spec("a", "marie"), request_text="req", attempt=1)
+    queue.enqueue(task)
+    wait_until(lambda: not any(w.queue == "marie" for w in queue.workers()))
+    queued = Queue("marie", connection=redis_client).job_ids
+    assert queued == ["marie__r1__a__1"], "the job is queued again, for a worker that stays"
+    assert llm.calls == []
