@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,8 +24,9 @@ import pytest
 
 from crewbox.config import Settings
 from crewbox.llm.factory import make_client
-from crewbox.models import Event, Task, TaskSpec
+from crewbox.models import Event, Request, Task, TaskSpec
 from crewbox.personas import load_personas
+from crewbox.runlog.files import FileRunLog
 from tests.fakes.messages_server import FakeLLMServer, RecordedRequest, Reply
 from worker.engines.claude_code import cli_path
 from worker.service import TaskRunner
@@ -41,6 +43,7 @@ pytestmark = pytest.mark.skipif(
 KEY = "sk-ant-real-key-that-must-not-leak-0123456789"
 MARKER = "You are Tess, the test persona."
 MODEL = "claude-sonnet-4-6"
+RUN_ID = "r1"
 
 
 @dataclass
@@ -53,6 +56,8 @@ class ScriptedModel:
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "calls": 0}
     )
     main_calls: int = 0
+    input_tokens: int = 100
+    """What each call bills as input, plus one per 100 bytes of its request."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, request: RecordedRequest) -> Reply:
@@ -64,7 +69,10 @@ class ScriptedModel:
                 self.main_calls += 1
             else:
                 content, stop = [{"type": "text", "text": "Done."}], "end_turn"
-            usage = {"input_tokens": 100 + len(json.dumps(body)) // 100, "output_tokens": 7}
+            usage = {
+                "input_tokens": self.input_tokens + len(json.dumps(body)) // 100,
+                "output_tokens": 7,
+            }
             self.ledger["input_tokens"] += usage["input_tokens"]
             self.ledger["output_tokens"] += usage["output_tokens"]
             self.ledger["calls"] += 1
@@ -106,7 +114,13 @@ def model_server() -> Iterator[tuple[FakeLLMServer, ScriptedModel]]:
 
 
 def run_task(
-    server: FakeLLMServer, tmp_path: Path, prompts: Path, timeout_s: int = 60, **settings: Any
+    server: FakeLLMServer,
+    tmp_path: Path,
+    prompts: Path,
+    timeout_s: int = 60,
+    budget_usd: Decimal | None = None,
+    run_log: FileRunLog | None = None,
+    **settings: Any,
 ) -> tuple[Any, list[Event]]:
     cfg = Settings(
         provider="anthropic",
@@ -122,12 +136,14 @@ def run_task(
     )
     tess = load_personas(prompts)["tess"]
     task = Task(
-        run_id="r1",
+        run_id=RUN_ID,
         spec=TaskSpec(id="t1", persona="tess", title="T", instructions="Go.", timeout_s=timeout_s),
         request_text="A test",
+        budget_usd=budget_usd,
     )
     events: list[Event] = []
-    result = TaskRunner(cfg, tess, make_client(cfg, persona="tess"), "test:1")(task, events.append)
+    llm = make_client(cfg, persona="tess")
+    result = TaskRunner(cfg, tess, llm, "test:1", run_log=run_log)(task, events.append)
     assert result is not None
     return result, events
 
@@ -157,4 +173,135 @@ def test_write_round_trip_leaves_the_artifact_and_usage_equals_the_ledger(
     assert result.usage.cost_usd > Decimal(0)
     # Claude Code reached the endpoint only through the gateway, which used the real key
     for request in server.requests:
-        assert KEY in request.headers.get("x-api-key", "") + request.headers.get("authorization", "")
+        assert KEY in request.headers.get("x-api-key", "") + request.headers.get(
+            "authorization", ""
+        )
+
+
+def live_run_log(tmp_path: Path) -> tuple[FileRunLog, str]:
+    """A run log with a live run owned by this test (budgets and cancel need one)."""
+    log = FileRunLog(tmp_path / "results")
+    request = Request(text="A test")
+    log.create(request)
+    assert log.acquire(request.run_id, "test-owner", ttl_s=300)
+    return log, request.run_id
+
+
+def wait_for_file(path: Path, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text().strip():
+            return path.read_text().strip()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_max_turns_stops_it(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path
+) -> None:
+    server, brain = model_server
+    brain.steps = [
+        ([tool("Write", 1, file_path="a.md", content="a\n")], "tool_use"),
+        ([tool("Write", 2, file_path="b.md", content="b\n")], "tool_use"),
+        ([text("Never reached.")], "end_turn"),
+    ]
+    result, _ = run_task(server, tmp_path, persona_dir(tmp_path, extra="maxTurns: 1\n"))
+
+    assert result.status == "failed"
+    assert "stopped after 1 turns" in (result.error or "")
+    assert brain.main_calls == 1
+    assert_ledger(result, brain)
+
+
+def test_timeout_cuts_it_and_ends_its_process_group(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path
+) -> None:
+    server, brain = model_server
+    brain.steps = [([tool("Bash", 1, command="echo $$ > shell.pid; sleep 120")], "tool_use")]
+    result, _ = run_task(server, tmp_path, persona_dir(tmp_path), timeout_s=6, allow_bash=True)
+
+    assert result.status == "failed"
+    assert "timed out after 6s" in (result.error or "")
+    shell_pid = int((tmp_path / "results/r1/tess/t1/shell.pid").read_text())
+    assert gone(shell_pid)  # the CLI's whole process group ended with it
+    assert_ledger(result, brain)
+
+
+def test_cancel_interrupts_it(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path, monkeypatch: Any
+) -> None:
+    import tests.integration.test_claude_code_engine as me
+
+    server, brain = model_server
+    brain.steps = [([tool("Bash", 1, command="echo $$ > shell.pid; sleep 120")], "tool_use")]
+    log, run_id = live_run_log(tmp_path)
+    monkeypatch.setattr(me, "RUN_ID", run_id)
+    pid_file = tmp_path / "results" / run_id / "tess/t1/shell.pid"
+
+    def cancel_once_running() -> None:
+        wait_for_file(pid_file)
+        log.request_cancel(run_id)
+
+    canceller = threading.Thread(target=cancel_once_running, daemon=True)
+    canceller.start()
+    result, _ = run_task(server, tmp_path, persona_dir(tmp_path), run_log=log, allow_bash=True)
+
+    assert result.status == "cancelled", result.error
+    assert gone(int(pid_file.read_text()))
+    assert_ledger(result, brain)
+
+
+def test_a_run_budget_stops_it_within_one_call(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path, monkeypatch: Any
+) -> None:
+    import tests.integration.test_claude_code_engine as me
+
+    server, brain = model_server
+    brain.input_tokens = 30_000  # $0.09 a call at $3 per million input tokens
+    brain.steps = [
+        ([tool("Write", 1, file_path="a.md", content="a\n")], "tool_use"),
+        ([tool("Write", 2, file_path="b.md", content="b\n")], "tool_use"),
+        ([text("Never reached.")], "end_turn"),
+    ]
+    log, run_id = live_run_log(tmp_path)
+    monkeypatch.setattr(me, "RUN_ID", run_id)
+    result, _ = run_task(
+        server, tmp_path, persona_dir(tmp_path), budget_usd=Decimal("0.095"), run_log=log
+    )
+
+    assert result.status == "budget_exceeded", result.error
+    assert result.budget_scope == "run"
+    assert brain.main_calls == 1  # the second call was refused before it reached the endpoint
+    assert_ledger(result, brain)
+    assert result.usage.cost_usd <= Decimal("0.095")
+
+
+def test_bash_sees_no_key(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path, monkeypatch: Any
+) -> None:
+    server, brain = model_server
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)  # the worker's own environment has it
+    monkeypatch.setenv("CREWBOX_ANTHROPIC_API_KEY", KEY)
+    probe = (
+        f"env; tr '\\0' '\\n' < /proc/$PPID/environ; tr '\\0' '\\n' < /proc/{os.getpid()}/environ; "
+        "cat /run/secrets/* 2>&1; cat ~/.claude.json ~/.claude/*.json 2>&1"
+    )
+    brain.steps = [
+        ([tool("Bash", 1, command=probe)], "tool_use"),
+        ([text("Looked.")], "end_turn"),
+    ]
+    result, _ = run_task(server, tmp_path, persona_dir(tmp_path), allow_bash=True)
+
+    assert result.status == "succeeded", result.error
+    seen = json.dumps(server.bodies())
+    assert "CLAUDE_CONFIG_DIR" in seen  # the probe ran and its output went back to the model
+    assert KEY not in seen
+    assert_ledger(result, brain)
