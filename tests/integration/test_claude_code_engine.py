@@ -42,6 +42,7 @@ pytestmark = pytest.mark.skipif(
 
 KEY = "sk-ant-real-key-that-must-not-leak-0123456789"
 MARKER = "You are Tess, the test persona."
+SUB_MARKER = "You are Hal, Tess's helper."
 MODEL = "claude-sonnet-4-6"
 RUN_ID = "r1"
 
@@ -56,6 +57,8 @@ class ScriptedModel:
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "calls": 0}
     )
     main_calls: int = 0
+    sub_steps: list[tuple[list[dict[str, Any]], str]] = field(default_factory=list)
+    sub_calls: int = 0
     input_tokens: int = 100
     """What each call bills as input, plus one per 100 bytes of its request."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -64,7 +67,10 @@ class ScriptedModel:
         body = request.body
         system = json.dumps(body.get("system"))
         with self.lock:
-            if MARKER in system and self.steps:
+            if SUB_MARKER in system and self.sub_steps:
+                content, stop = self.sub_steps.pop(0)
+                self.sub_calls += 1
+            elif MARKER in system and self.steps:
                 content, stop = self.steps.pop(0)
                 self.main_calls += 1
             else:
@@ -304,4 +310,31 @@ def test_bash_sees_no_key(
     seen = json.dumps(server.bodies())
     assert "CLAUDE_CONFIG_DIR" in seen  # the probe ran and its output went back to the model
     assert KEY not in seen
+    assert_ledger(result, brain)
+
+
+def test_a_subagent_runs_through_agent_and_its_calls_are_tagged(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path
+) -> None:
+    server, brain = model_server
+    prompts = persona_dir(tmp_path, tools="Read, Write, Agent")
+    (prompts / "tess/agents").mkdir(parents=True)
+    (prompts / "tess/agents/hal.md").write_text(
+        f"---\nname: hal\ndescription: Writes the notes\ntools: Write\n---\n{SUB_MARKER}\n"
+    )
+    ask = {"subagent_type": "hal", "description": "notes", "prompt": "Write hal.md"}
+    brain.steps = [
+        ([tool("Agent", 1, **ask)], "tool_use"),
+        ([text("Hal wrote it.")], "end_turn"),
+    ]
+    brain.sub_steps = [
+        ([tool("Write", 2, file_path="hal.md", content="from hal\n")], "tool_use"),
+        ([text("Wrote hal.md.")], "end_turn"),
+    ]
+    result, events = run_task(server, tmp_path, prompts)
+
+    assert result.status == "succeeded", result.error
+    assert [a.path for a in result.artifacts] == ["hal.md"]
+    assert brain.sub_calls == 2
+    assert result.usage_by_subagent["hal"].calls == 2
     assert_ledger(result, brain)
