@@ -337,4 +337,6 @@ def test_a_subagent_runs_through_agent_and_its_calls_are_tagged(
     assert [a.path for a in result.artifacts] == ["hal.md"]
     assert brain.sub_calls == 2
     assert result.usage_by_subagent["hal"].calls == 2
+    tagged = [e for e in events if e.kind == "llm_call" and "tasks/hal" in e.message]
+    assert len(tagged) == 2
     assert_ledger(result, brain)
