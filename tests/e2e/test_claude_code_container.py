@@ -12,15 +12,14 @@ shares the host's network to reach it. About 5 s once the image exists.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.cluster import compose_answers
 from tests.fakes.messages_server import FakeLLMServer
+from tests.integration.conftest import docker_answers
 from tests.integration.test_claude_code_engine import (
     KEY,
     ScriptedModel,
@@ -57,7 +56,7 @@ def ensure_image() -> None:
 
 
 def test_bash_in_the_hardened_container_finds_no_key(tmp_path: Path) -> None:
-    if shutil.which("docker") is None or not compose_answers():
+    if not docker_answers():
         pytest.skip("needs a Docker engine (.ci/run starts one)")
     ensure_image()
     prompts = persona_dir(tmp_path)

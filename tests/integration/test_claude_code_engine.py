@@ -27,7 +27,7 @@ from crewbox.llm.factory import make_client
 from crewbox.models import Event, Request, Task, TaskSpec
 from crewbox.personas import load_personas
 from crewbox.runlog.files import FileRunLog
-from tests.fakes.messages_server import FakeLLMServer, RecordedRequest, Reply
+from tests.fakes.messages_server import ErrorReply, FakeLLMServer, RecordedRequest, Reply
 from worker.engines.claude_code import cli_path
 from worker.service import TaskRunner
 
@@ -340,3 +340,17 @@ def test_a_subagent_runs_through_agent_and_its_calls_are_tagged(
     tagged = [e for e in events if e.kind == "llm_call" and "tasks/hal" in e.message]
     assert len(tagged) == 2
     assert_ledger(result, brain)
+
+
+def test_an_overloaded_api_fails_the_attempt_retryable_without_claude_code_retrying(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path
+) -> None:
+    server, _ = model_server
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    server.reply(ErrorReply(529, overloaded))
+    result, _ = run_task(server, tmp_path, persona_dir(tmp_path))
+
+    assert result.status == "failed"
+    assert result.retryable  # a new attempt may succeed, as with builtin
+    assert len(server.requests) == 1  # neither crewbox (retries 0 here) nor Claude Code retried
+    assert result.usage.calls == 0
