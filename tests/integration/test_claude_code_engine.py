@@ -5,13 +5,15 @@ gateway, which forwards through crewbox's own client stack with the real key.
 The scripted model answers Claude Code's calls (recognised by the persona's marker in the
 system prompt) from a list of steps; any other call (Claude Code's own side requests) gets a
 one-word text answer. Every answer is billed in the endpoint's ledger, which the task's
-usage must equal to the token. About 1-2 s per test on 2 cores.
+usage must equal to the token. About 2 s a test on 2 cores (the timeout test 7 s, the
+`crewbox run` one 6 s): ~20 s for the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from crewbox.llm.factory import make_client
 from crewbox.models import Event, Request, Task, TaskSpec
 from crewbox.personas import load_personas
 from crewbox.runlog.files import FileRunLog
+from tests.conftest import ROOT, crewbox_env, run_crewbox
 from tests.fakes.messages_server import ErrorReply, FakeLLMServer, RecordedRequest, Reply
 from worker.engines.claude_code import cli_path
 from worker.service import TaskRunner
@@ -354,3 +357,39 @@ def test_an_overloaded_api_fails_the_attempt_retryable_without_claude_code_retry
     assert result.retryable  # a new attempt may succeed, as with builtin
     assert len(server.requests) == 1  # neither crewbox (retries 0 here) nor Claude Code retried
     assert result.usage.calls == 0
+
+
+def test_crewbox_run_with_a_claude_code_persona_end_to_end(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path
+) -> None:
+    """`crewbox run --plan` as a user runs it (the key in its environment): the worker
+    process runs the task with Claude Code; summary.json equals the endpoint's ledger."""
+    server, brain = model_server
+    brain.steps = [
+        ([tool("Write", 1, file_path="notes.md", content="hello\n")], "tool_use"),
+        ([text("Wrote notes.md.")], "end_turn"),
+    ]
+    prompts = persona_dir(tmp_path)
+    for role in ("orchestrator.md", "synthesizer.md"):  # the run's role prompts
+        shutil.copy(ROOT / "prompts" / role, prompts)
+    task = {"id": "t1", "persona": "tess", "title": "T", "instructions": "Write notes.md."}
+    plan = {"request": "A test", "tasks": [task]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    env = crewbox_env(
+        tmp_path,
+        CREWBOX_PROMPTS_DIR=str(prompts),
+        CREWBOX_PROVIDER="anthropic",
+        ANTHROPIC_API_KEY=KEY,
+        CREWBOX_ANTHROPIC_BASE_URL=server.url,
+        CREWBOX_MODEL=MODEL,
+        CREWBOX_LLM_MAX_RETRIES="0",
+    )
+    done = run_crewbox(["run", "--plan", str(tmp_path / "plan.json")], env, tmp_path)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    (summary_path,) = (tmp_path / "results").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert (summary_path.parent / "tess/t1/notes.md").read_text() == "hello\n"
+    assert summary["usage_total"]["input_tokens"] == brain.ledger["input_tokens"]
+    assert summary["usage_total"]["output_tokens"] == brain.ledger["output_tokens"]
+    assert summary["usage_total"]["calls"] == brain.ledger["calls"]  # the synthesis's call too
