@@ -393,3 +393,29 @@ def test_crewbox_run_with_a_claude_code_persona_end_to_end(
     assert summary["usage_total"]["input_tokens"] == brain.ledger["input_tokens"]
     assert summary["usage_total"]["output_tokens"] == brain.ledger["output_tokens"]
     assert summary["usage_total"]["calls"] == brain.ledger["calls"]  # the synthesis's call too
+
+
+def test_file_tools_stay_in_the_output_folder_and_the_workspace(
+    model_server: tuple[FakeLLMServer, ScriptedModel], tmp_path: Path
+) -> None:
+    server, brain = model_server
+    workspace = tmp_path / "workspaces/ws"
+    workspace.mkdir(parents=True)
+    (workspace / "brief.md").write_text("the brief\n")
+    outside = tmp_path / "outside.md"
+    brain.steps = [
+        ([tool("Write", 1, file_path=str(outside), content="x\n")], "tool_use"),
+        ([tool("Read", 2, file_path="/etc/hostname")], "tool_use"),
+        ([tool("Read", 3, file_path=str(workspace / "brief.md"))], "tool_use"),
+        ([tool("Write", 4, file_path="in.md", content="x\n")], "tool_use"),
+        ([text("Done.")], "end_turn"),
+    ]
+    result, _ = run_task(server, tmp_path, persona_dir(tmp_path, extra="workspace: ws\n"))
+
+    assert result.status == "succeeded", result.error
+    assert not outside.exists()
+    assert [a.path for a in result.artifacts] == ["in.md"]
+    results = [json.dumps(b["messages"][-1]) for b in server.bodies()[1:]]
+    assert "Permission to use Write has been denied" in results[0]
+    assert "Permission to use Read has been denied" in results[1]
+    assert "the brief" in results[2]

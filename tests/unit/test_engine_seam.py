@@ -8,6 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,11 +45,14 @@ def test_crewbox_engine_applies_to_every_persona(monkeypatch: pytest.MonkeyPatch
 
 def test_claude_code_tools_keep_what_builtin_lacks_and_bash_only_when_allowed() -> None:
     p = parse_persona(persona("tools: Read, WebFetch, Bash(npm test:*), Task\n"), "t.md")
-    choice = tool_choice(p, allow_bash=False)
+    out = Path("/r/out")
+    choice = tool_choice(p, allow_bash=False, out_dir=out)
     assert choice.tools == ["Read", "Agent"]  # WebFetch dropped by the loader: no path here
-    p2 = parse_persona(persona("tools: Read, Bash(npm test:*)\n"), "t.md")
-    assert tool_choice(p2, allow_bash=True).allowed == ["Read", "Bash(npm test:*)"]
-    assert "Bash" in tool_choice(p2, allow_bash=False).disallowed
+    p2 = parse_persona(persona("tools: Read, Write, Bash(npm test:*)\n"), "t.md")
+    assert tool_choice(p2, allow_bash=True, out_dir=out, workspace=Path("/ws")).allowed == [
+        "Read(//r/out/**)", "Read(//ws/**)", "Edit(//r/out/**)", "Bash(npm test:*)",
+    ]  # fmt: skip
+    assert "Bash" in tool_choice(p2, allow_bash=False, out_dir=out).disallowed
 
 
 class Answer:

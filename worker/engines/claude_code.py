@@ -139,18 +139,49 @@ def raw_tools(persona: Persona) -> tuple[list[str] | None, list[str]]:
     return listed, parse_tools(meta.get("disallowedTools"), str(persona.path)) or []
 
 
-def tool_choice(persona: Persona, allow_bash: bool) -> ToolChoice:
-    """The tool flags for ``persona``; Bash only with ``allow_bash``, Agent only with
-    sub-agents or an ``Agent`` entry."""
+READ_TOOLS = ("Read", "Glob", "Grep")
+"""Tools whose bare entry becomes Read rules for the output folder and the workspace."""
+
+EDIT_TOOLS = ("Write", "Edit", "NotebookEdit")
+"""Tools whose bare entry becomes an Edit rule for the output folder (Claude Code's Edit
+rules cover every tool that edits files)."""
+
+
+def path_rule(tool: str, folder: Path) -> str:
+    """A permission rule for ``folder`` and everything under it (``//`` marks an absolute
+    path in Claude Code's rules, code.claude.com "Identity and Access Management")."""
+    return f"{tool}(/{folder.as_posix().rstrip('/')}/**)"
+
+
+def confined(entries: list[str], out_dir: Path, workspace: Path | None) -> list[str]:
+    """``entries`` with bare file tools confined as builtin's sandbox confines them: reads
+    to the output folder and the workspace, edits to the output folder (a tool outside
+    them is refused under ``dontAsk``). Entries with a rule stay as written."""
+    readable = [out_dir] + ([workspace] if workspace is not None else [])
+    allowed: list[str] = []
+    for entry in entries:
+        if entry in READ_TOOLS:
+            allowed += [path_rule("Read", folder) for folder in readable]
+        elif entry in EDIT_TOOLS:
+            allowed.append(path_rule("Edit", out_dir))
+        else:
+            allowed.append(entry)
+    return list(dict.fromkeys(allowed))
+
+
+def tool_choice(
+    persona: Persona, allow_bash: bool, out_dir: Path, workspace: Path | None = None
+) -> ToolChoice:
+    """The tool flags for ``persona``; Bash only with ``allow_bash``; file tools confined
+    (:func:`confined`)."""
     listed, denied = raw_tools(persona)
-    entries = [
-        ("Agent" + t[4:] if tool_name(t) == "Task" else t) for t in (listed or DEFAULT_TOOLS)
-    ]
+    entries = [("Agent" + t[4:] if tool_name(t) == "Task" else t) for t in listed or DEFAULT_TOOLS]
     if not allow_bash:
         entries = [t for t in entries if tool_name(t) != "Bash"]
         denied = [*denied, "Bash"]
     names = list(dict.fromkeys(tool_name(t) for t in entries))
-    return ToolChoice(tools=names, allowed=entries, disallowed=list(dict.fromkeys(denied)))
+    allowed = confined(entries, out_dir, workspace)
+    return ToolChoice(tools=names, allowed=allowed, disallowed=list(dict.fromkeys(denied)))
 
 
 def agents_json(subagents: dict[str, Persona]) -> str:
@@ -170,7 +201,7 @@ def agents_json(subagents: dict[str, Persona]) -> str:
 
 def cli_args(run: EngineRun, system_prompt: str) -> list[str]:
     """The CLI's arguments for ``run`` (the task message goes on stdin)."""
-    choice = tool_choice(run.persona, run.allow_bash)
+    choice = tool_choice(run.persona, run.allow_bash, run.out_dir, run.workspace)
     args = [str(cli_path()), "-p", "--output-format", "stream-json", "--verbose"]
     args += ["--system-prompt", system_prompt, "--model", run.model]
     args += ["--max-turns", str(run.max_turns), "--permission-mode", "dontAsk"]
