@@ -25,6 +25,7 @@ needs neither. What the CLI gets (code.claude.com "CLI reference", "Environment 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -102,14 +103,11 @@ def cli_path() -> Path:
     Raises:
         ConfigError: neither is there.
     """
-    try:
-        import claude_agent_sdk
-
-        bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    spec = importlib.util.find_spec("claude_agent_sdk")  # found, not imported (~0.5 s)
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "_bundled" / "claude"
         if bundled.is_file():
             return bundled
-    except ImportError:
-        pass
     found = shutil.which("claude")
     if found is None:
         raise ConfigError(
