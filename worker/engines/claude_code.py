@@ -365,7 +365,11 @@ def run_claude_code(run: EngineRun) -> AgentOutcome:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(message)
                 proc.stdin.close()
-            reason = supervise(proc, run)
+            try:
+                reason = supervise(proc, run)
+            except BaseException:  # the worker is going (Ctrl-C, SIGTERM): take the CLI along
+                end_group(proc)
+                raise
             for reader in readers:
                 reader.join(timeout=5)
     finally:
