@@ -13,7 +13,8 @@ call's usage goes to ``on_call`` as it returns, so the task's usage is the provi
 What the translation keeps: system text blocks (``cache_control`` marks the cached prefix),
 text, tool_use, tool_result (its text), thinking and redacted_thinking blocks, custom tools,
 the model, ``max_tokens`` and ``output_config.effort``. What it drops: images and documents
-(a placeholder text says so), server tools, ``tool_choice``, ``temperature``, ``metadata``.
+(a placeholder text says so), server tools, ``tool_choice``, ``temperature``, ``metadata``,
+``thinking`` (crewbox's model table decides it, crewbox.llm.catalog).
 A call the budgets refuse is answered 400 with the budget's message and remembered
 (:attr:`MessagesGateway.budget_error`), as is an API error (:attr:`api_error`), so the engine
 reports them as the builtin loop does.

@@ -193,6 +193,8 @@ def agents_json(subagents: dict[str, Persona]) -> str:
             entry["model"] = sub.model
         if sub.max_turns:
             entry["maxTurns"] = sub.max_turns
+        if sub.effort:
+            entry["effort"] = sub.effort
         agents[name] = entry
     return json.dumps(agents)
 
