@@ -1,4 +1,5 @@
-# One image for the orchestrator and every persona worker.
+# One image for the orchestrator and every persona worker. Workers of personas with
+# `engine: claude-code` use Dockerfile.claude-code on top of it (the Claude Code CLI added).
 # PYTHON_IMAGE: the base image (official default; CI passes a local stand-in).
 ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, raw_rq, startup
+from bench import cluster, engines, raw_rq, startup
 from bench.machine import load_average, machine, rss_mb
 from bench.pipeline import Phase, Pipeline
 from bench.redis_server import redis_url
@@ -46,6 +46,12 @@ ROWS = [
     ("throughput_ratio_rq", "rq / raw RQ"),
     ("run_startup_s", "`crewbox run --plan`: process start → first LLM call (median of 3)"),
     ("worker_rss_mb", "a worker's resident memory after the throughput run (max of both)"),
+    ("engine_builtin_first_call_ms", "one task, engine builtin: handed to the runner → 1st call"),
+    ("engine_claude_code_first_call_ms", "the same with engine claude-code (CLI start-up)"),
+    ("engine_builtin_task_ms", "that task whole (a Write, two calls), builtin"),
+    ("engine_claude_code_task_ms", "the same, claude-code"),
+    ("engine_builtin_worker_rss_mb", "the worker process after builtin tasks"),
+    ("engine_claude_code_cli_rss_mb", "the Claude Code CLI's peak RSS, on top of the worker"),
     ("cluster_up_s", "`make up` → every service healthy, images built"),
     ("submit_s", "a one-task plan submitted → its answer (local model)"),
 ]
@@ -194,6 +200,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             guarded(figures, "raw_rq", lambda: raw_rq_figures(args, url))
     progress("crewbox run start-up")
     guarded(figures, "startup", lambda: {"run_startup_s": startup.run_startup_s()})
+    progress("engines: one task each, builtin and claude-code")
+    guarded(figures, "engines", engines.engine_figures)
     if args.no_cluster:
         figures["cluster_reason"] = "skipped (--no-cluster)"
     else:

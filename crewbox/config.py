@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     synthesis_budget_tokens: int = Field(default=6000, ge=500)
     max_artifact_bytes: int = Field(default=10 * MiB, ge=1)
     allow_bash: bool = False
+    engine: Literal["builtin", "claude-code"] | None = None
+    """``CREWBOX_ENGINE``: the engine of every persona's tasks (worker.engines), over
+    their ``engine`` key; None: each persona's ``engine``, else builtin."""
     run_as: str | None = None
     """Cluster workers: ``uid:gid`` to become after reading the secrets as root (see
     crewbox.privileges); None: stay as started."""

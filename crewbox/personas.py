@@ -125,6 +125,9 @@ class Persona(BaseModel):
     budget_usd: Decimal | None = None
     requests_per_minute: int | None = None
     input_tokens_per_minute: int | None = None
+    engine: str | None = None
+    """Who runs its tasks (worker.engines): ``builtin`` or ``claude-code``; None: the
+    configured default (``CREWBOX_ENGINE``, else builtin)."""
     path: Path | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
@@ -225,7 +228,7 @@ def parse_persona(text: str, source: str) -> Persona:
 
     Raises:
         PersonaError: no front matter, a missing or invalid ``name``/``description``, a
-            ``tools`` value of the wrong shape, or a bad ``budget_usd``.
+            ``tools`` value of the wrong shape, a bad ``budget_usd`` or ``engine``.
     """
     meta, body, warnings = read_front_matter(text, source)
     name = _required(meta.pop("name", None), "name", source, "add 'name: <persona>' to it")
@@ -246,6 +249,7 @@ def parse_persona(text: str, source: str) -> Persona:
         budget_usd=_budget(meta.pop("budget_usd", None), source),
         requests_per_minute=_rate(meta, "requests_per_minute", source),
         input_tokens_per_minute=_rate(meta, "input_tokens_per_minute", source),
+        engine=_engine(meta.pop("engine", None), source),
         extra=meta,
         warnings=_ignored_keys(meta, warnings),
     )
@@ -257,6 +261,27 @@ def _ignored_keys(meta: dict[str, Any], warnings: list[str]) -> list[str]:
     if present:
         warnings.append(f"Claude Code keys crewbox ignores: {', '.join(present)}")
     return warnings
+
+
+ENGINES = ("builtin", "claude-code")
+"""The engines a worker can run a task with (worker.engines)."""
+
+
+def _engine(value: Any, source: str) -> str | None:
+    """``engine``: one of ENGINES (any case), None when absent.
+
+    Raises:
+        PersonaError: any other value (running it with another engine than asked is worse
+            than not loading it).
+    """
+    if value is None or value == "":
+        return None
+    engine = str(value).strip().lower()
+    if engine not in ENGINES:
+        raise PersonaError(
+            f"{source}: engine {value!r} is unknown; give one of {', '.join(ENGINES)}"
+        )
+    return engine
 
 
 def _effort(value: Any, warnings: list[str]) -> str | None:

@@ -43,6 +43,8 @@ from crewbox.runlog.base import RunLog
 from crewbox.store import RunStore, list_artifacts, write_atomic
 from crewbox.subagents import offered_subagents
 from worker.agent import AgentOutcome, AgentSetup, run_agent, task_limits
+from worker.engines.base import CLAUDE_CODE, EngineRun, engine_of
+from worker.engines.claude_code import run_claude_code
 from worker.subagents import TaskTool
 from worker.tools import select_tools
 from worker.tools.sandbox import Sandbox
@@ -201,6 +203,27 @@ class TaskRunner:
         workspace = self.workspace()
         read_only = [workspace] if workspace and workspace.is_dir() else []
         allow_bash = self.settings.allow_bash or task.allow_bash
+        deadline = time.monotonic() + task.spec.timeout_s - (time.time() - started)
+        if engine_of(self.settings, self.persona) == CLAUDE_CODE:
+            run = EngineRun(
+                task=task,
+                persona=self.persona,
+                llm=self._budgeted(task),
+                model=self.settings.model_of(self.persona.model),
+                out_dir=out_dir,
+                workspace=read_only[0].resolve() if read_only else None,
+                max_turns=self.persona.turns_or(self.settings.max_turns),
+                allow_bash=allow_bash,
+                deadline_m=deadline,
+                stop=stop,
+                on_call=calls.add,
+                map_model=self.settings.model_of,
+                subagents=self.subagents,
+                timed_out=task_limits(task, deadline, stop).timed_out,
+            )
+            outcome = run_claude_code(run)
+            deliver_text(out_dir, outcome.text)
+            return outcome
         setup = AgentSetup(
             persona=self.persona,
             llm=self._budgeted(task),
@@ -211,7 +234,6 @@ class TaskRunner:
             max_turns=self.persona.turns_or(self.settings.max_turns),
             max_tokens=self.settings.output_tokens(),
         )
-        deadline = time.monotonic() + task.spec.timeout_s - (time.time() - started)
         if self.subagents:
             limits = task_limits(task, deadline, stop)
             claude = self.settings.resolved_provider() != "openai"
