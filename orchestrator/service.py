@@ -9,8 +9,9 @@ Attempts: each dispatch of a task is an attempt with a number and a random token
 renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
 CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once (judged by the workers' own
 timestamps, after the inbox is read: a late orchestrator loses nothing); so is one whose job
-the queue lost (neither queued nor started). An attempt not started within CREWBOX_START_TIMEOUT_S while
-no worker of its persona is alive ends failed, in the dead-letter queue: nothing waits for ever.
+the queue lost (neither queued nor started). An attempt not started within
+CREWBOX_START_TIMEOUT_S while no worker of its persona is alive ends failed, in the dead-letter
+queue: nothing waits for ever.
 A message (result or event) that does not parse or whose token does not match is dropped
 (``message_rejected``); a result of an attempt that is no longer the task's current one is
 superseded (its usage counts, its result is not used), unless it succeeded before its task
