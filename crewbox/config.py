@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     of its persona is alive, ends failed in the dead-letter queue (orchestrator.service)."""
     max_runs: int = Field(default=8, ge=1)
     """Runs one orchestrator service drives at once (the cluster)."""
+    max_workers: int | None = Field(default=None, ge=1)
+    """Embedded: worker processes at once, started for the personas a run dispatches to;
+    None: crewbox.local.default_max_workers (twice the cores, at least 8)."""
     synthesis_budget_tokens: int = Field(default=6000, ge=500)
     max_artifact_bytes: int = Field(default=10 * MiB, ge=1)
     allow_bash: bool = False
