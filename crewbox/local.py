@@ -67,8 +67,9 @@ class LocalWorkers:
 
     ``personas``: started at once on enter (the rest on demand); ``per_persona``: processes
     per persona (their rate limits split among them); ``max_workers``: processes at most
-    (None: :func:`default_max_workers`); ``tasks_dir``: the files queue's folder, to see
-    which personas are idle (None: CREWBOX_TASKS_DIR of ``env``, else ``tasks``).
+    (None: :func:`default_max_workers`; never fewer than ``per_persona``); ``tasks_dir``:
+    the files queue's folder, to see which personas are idle (None: CREWBOX_TASKS_DIR of
+    ``env``, else ``tasks``).
     ``restarts`` counts restarts of dead processes; ``started`` every process started.
     """
 
@@ -81,8 +82,8 @@ class LocalWorkers:
         max_workers: int | None = None,
         tasks_dir: Path | None = None,
     ) -> None:
-        self.max_workers = max_workers or default_max_workers()
-        self.per_persona = min(per_persona, self.max_workers)
+        self.max_workers = max(max_workers or default_max_workers(), per_persona)
+        self.per_persona = per_persona
         self.log_dir = log_dir
         self.env = env
         self.queue = FileQueue(tasks_dir or Path((env or {}).get("CREWBOX_TASKS_DIR", "tasks")))
