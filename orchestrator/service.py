@@ -46,6 +46,7 @@ from crewbox.models import (
     EventKind,
     LLMCall,
     Payload,
+    PersonasOffered,
     Plan,
     PlanProblems,
     PlanReady,
@@ -170,6 +171,7 @@ class Orchestrator:
             max_tokens=settings.output_tokens(),
             repairs=settings.plan_repairs,
             max_tasks=settings.max_planned_tasks,
+            candidates=settings.planner_candidates,
         )
         self.synthesizer = Synthesizer(
             llm,
@@ -302,8 +304,16 @@ class Orchestrator:
                 run, "plan_adjusted", PlanProblems(problems=changes), message="; ".join(changes)
             )
 
+        def on_offer(names: list[str]) -> None:
+            of = len(self.personas)
+            cap = f"plan at most {self.planner.cap} tasks"
+            offered = PersonasOffered(offered=names, of=of)
+            self.emit(run, "personas_offered", offered, message=f"{len(names)} of {of}; {cap}")
+
         try:
-            return self.planner.plan(run.request, on_call, on_adjust, llm=self._run_llm(run))
+            return self.planner.plan(
+                run.request, on_call, on_adjust, llm=self._run_llm(run), on_offer=on_offer
+            )
         except PlanError as exc:
             self.emit(run, "plan_invalid", PlanProblems(problems=exc.problems), message=str(exc))
             raise

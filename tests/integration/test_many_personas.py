@@ -50,3 +50,7 @@ def test_workers_start_only_for_the_planned_personas_within_the_cap(tmp_path: Pa
     logs = "".join(p.read_text() for p in (run_dir / "logs").glob("*.log"))
     assert logs.count("stopped (idle) to make room") >= PLANNED - MAX_WORKERS
     assert not [a for tries in summary["attempts"].values() for a in tries if a["attempt"] > 1]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    (offered,) = [e for e in events if e["kind"] == "personas_offered"]
+    assert set(planned) <= set(offered["data"]["offered"]) and offered["data"]["of"] == PRESENT
+    assert offered["message"] == f"24 of {PRESENT}; plan at most 20 tasks"
