@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, raw_rq, startup
+from bench import cluster, many_personas, raw_rq, startup
 from bench.machine import load_average, machine, rss_mb
 from bench.pipeline import Phase, Pipeline
 from bench.redis_server import redis_url
@@ -46,6 +46,12 @@ ROWS = [
     ("throughput_ratio_rq", "rq / raw RQ"),
     ("run_startup_s", "`crewbox run --plan`: process start → first LLM call (median of 3)"),
     ("worker_rss_mb", "a worker's resident memory after the throughput run (max of both)"),
+    ("many_workers_started", "`crewbox run`, 200 personas present, a plan naming 10: workers"),
+    ("many_workers_at_once", "the most worker processes alive at once (CREWBOX_MAX_WORKERS)"),
+    ("many_workers_rss_mb_total", "their resident memory, summed (each at its largest)"),
+    ("many_first_dispatch_s", "CLI start → first task dispatched (planning included)"),
+    ("many_first_started_s", "CLI start → first task started by a worker"),
+    ("many_superseded", "attempts superseded (lost and run again) in that run"),
     ("cluster_up_s", "`make up` → every service healthy, images built"),
     ("submit_s", "a one-task plan submitted → its answer (local model)"),
 ]
@@ -192,6 +198,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         if url:
             progress("raw RQ")
             guarded(figures, "raw_rq", lambda: raw_rq_figures(args, url))
+    progress("embedded, 200 personas, a plan naming 10")
+    guarded(figures, "many_personas", many_personas.measure)
     progress("crewbox run start-up")
     guarded(figures, "startup", lambda: {"run_startup_s": startup.run_startup_s()})
     if args.no_cluster:
