@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.machine import rss_mb
 from tests.conftest import ROOT, scripted_env, spec
 from tests.personas_fixture import write_personas
@@ -56,12 +54,8 @@ def setup(folder: Path) -> tuple[dict[str, str], str]:
         shutil.copy(ROOT / "prompts" / role, prompts / role)
     planned = names[:: PRESENT // PLANNED][:PLANNED]
     tasks = [spec(f"t{i}", name) for i, name in enumerate(planned)]
-    steps: list[dict[str, Any]] = [
-        {
-            "match": "Call submit_plan",
-            "tool_uses": [{"name": "submit_plan", "input": {"tasks": tasks}}],
-        }  # fmt: skip
-    ]
+    plan = {"name": "submit_plan", "input": {"tasks": tasks}}
+    steps: list[dict[str, Any]] = [{"match": "Call submit_plan", "tool_uses": [plan]}]
     steps += [
         {"match": f"Task id: t{i}", "text": f"done t{i}", "delay_s": TASK_S} for i in range(PLANNED)
     ]
@@ -113,8 +107,10 @@ def measure() -> dict[str, Any]:
         (run_dir,) = (folder / "results").iterdir()
         events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
         summary = json.loads((run_dir / "summary.json").read_text())
-    first = {k: min((e["ts_s"] for e in events if e["kind"] == k), default=None) for k in (
-        "task_dispatched", "task_started")}  # fmt: skip
+    first = {
+        kind: min((e["ts_s"] for e in events if e["kind"] == kind), default=None)
+        for kind in ("task_dispatched", "task_started")
+    }
     kinds = [e["kind"] for e in events]
     return {
         "personas_present": PRESENT,
