@@ -54,3 +54,4 @@ def test_workers_start_only_for_the_planned_personas_within_the_cap(tmp_path: Pa
     (offered,) = [e for e in events if e["kind"] == "personas_offered"]
     assert set(planned) <= set(offered["data"]["offered"]) and offered["data"]["of"] == PRESENT
     assert offered["message"] == f"24 of {PRESENT}; plan at most 20 tasks"
+    assert f"planner offered 24 of {PRESENT}; plan at most 20 tasks: " in done.stderr
