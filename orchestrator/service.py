@@ -480,16 +480,18 @@ class Orchestrator:
         self._end_task(run, result)
 
     def _late_success(self, run: ActiveRun, state: AttemptState, result: Result) -> bool:
-        """Take the success of an attempt already judged lost or replaced while its task
-        has not ended: the task ends with it, and its newer attempts are superseded
-        (withdrawn when still queued). A result that arrives is never thrown away for an
-        attempt that may then fail. True when taken."""
-        if result.status != "succeeded" or result.task_id in run.results:
+        """Take the success of an attempt already judged lost or replaced while a newer
+        attempt of its task is in flight (the task has not ended): the task ends with it,
+        and the newer attempts are superseded (withdrawn when still queued). A result that
+        arrives is never thrown away for an attempt that may then fail. True when taken.
+        (An attempt lost with the previous owner of a resumed run, before its task is
+        dispatched again, stays superseded: its task is not passed out yet.)"""
+        newer = [s for s in run.attempts[result.task_id] if s is not state and s.status is None]
+        if result.status != "succeeded" or result.task_id in run.results or not newer:
             return False
         result = self._checked_artifacts(run, result)
         if result.status != "succeeded":
             return False
-        newer = [s for s in run.attempts[result.task_id] if s is not state and s.status is None]
         self.queue.withdraw([s.task for s in newer])
         for other in newer:
             other.status = "superseded"
