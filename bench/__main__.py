@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, engines, raw_rq, startup
+from bench import cluster, engines, many_personas, raw_rq, startup
 from bench.machine import load_average, machine, rss_mb
 from bench.pipeline import Phase, Pipeline
 from bench.redis_server import redis_url
@@ -52,6 +52,12 @@ ROWS = [
     ("engine_claude_code_task_ms", "the same, claude-code"),
     ("engine_builtin_worker_rss_mb", "the worker process after builtin tasks"),
     ("engine_claude_code_cli_rss_mb", "the Claude Code CLI's peak RSS, on top of the worker"),
+    ("many_workers_started", "`crewbox run`, 200 personas present, a plan naming 10: workers"),
+    ("many_workers_at_once", "the most worker processes alive at once (CREWBOX_MAX_WORKERS)"),
+    ("many_workers_rss_mb_total", "their resident memory, summed (each at its largest)"),
+    ("many_first_dispatch_s", "CLI start → first task dispatched (planning included)"),
+    ("many_first_started_s", "CLI start → first task started by a worker"),
+    ("many_superseded", "attempts superseded (lost and run again) in that run"),
     ("cluster_up_s", "`make up` → every service healthy, images built"),
     ("submit_s", "a one-task plan submitted → its answer (local model)"),
 ]
@@ -198,6 +204,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         if url:
             progress("raw RQ")
             guarded(figures, "raw_rq", lambda: raw_rq_figures(args, url))
+    progress("embedded, 200 personas, a plan naming 10")
+    guarded(figures, "many_personas", many_personas.measure)
     progress("crewbox run start-up")
     guarded(figures, "startup", lambda: {"run_startup_s": startup.run_startup_s()})
     progress("engines: one task each, builtin and claude-code")

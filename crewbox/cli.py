@@ -166,9 +166,8 @@ def run(
     if estimate and not confirm_estimate(cfg, personas, request, yes):
         return
     check_llm_server(cfg)
-    names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
     err.print(f"run {request.run_id} (Ctrl-C cancels it; twice exits, resumable)")
-    drive_embedded(cfg, personas, names, request.run_id, per_persona, lambda o: o.run(request), fmt)
+    drive_embedded(cfg, personas, request.run_id, per_persona, lambda o: o.run(request), fmt)
 
 
 @cli.command()
@@ -189,10 +188,8 @@ def resume(run_id: str, fmt: str, per_persona: int) -> None:
     check_llm_server(cfg)
     err.print(f"resuming run {run_id} (Ctrl-C cancels it; twice exits, resumable)")
     personas = load_personas(cfg.prompts_dir)
-    store = RunStore.open(cfg.results_dir, run_id)
-    request = store.request()
-    names = {t.persona for t in request.plan.tasks} if request.plan else set(personas)
-    drive_embedded(cfg, personas, names, run_id, per_persona, lambda o: o.resume(run_id), fmt)
+    RunStore.open(cfg.results_dir, run_id)  # a one-line error for an unknown run
+    drive_embedded(cfg, personas, run_id, per_persona, lambda o: o.resume(run_id), fmt)
 
 
 def resume_in_cluster(cfg: Settings, run_id: str, fmt: str) -> None:
@@ -224,13 +221,13 @@ def resume_in_cluster(cfg: Settings, run_id: str, fmt: str) -> None:
 def drive_embedded(
     cfg: Settings,
     personas: dict[str, Persona],
-    names: set[str],
     run_id: str,
     per_persona: int,
     drive: Callable[[Orchestrator], RunSummary],
     fmt: str = "text",
 ) -> None:
-    """Start local workers, drive a run with ``drive``, print its outcome.
+    """Drive a run with ``drive``, local workers started for the personas it dispatches
+    to (crewbox.local), and print its outcome.
 
     Raises:
         SystemExit: 130 when the run was cancelled, 1 when it did not fully succeed.
@@ -238,8 +235,15 @@ def drive_embedded(
     set_non_dumpable()  # its environment may hold the key: no tool may read it in /proc
     log_dir = cfg.results_dir / run_id / "logs"
     run_log = FileRunLog(cfg.results_dir)
-    orch = orchestrator(cfg, personas, ProgressPrinter(err), run_log=run_log)
-    workers = LocalWorkers(names, log_dir, env=worker_env(cfg), per_persona=per_persona)
+    env = worker_env(cfg)
+    workers = LocalWorkers((), log_dir, env, per_persona, cfg.max_workers, cfg.tasks_dir)
+    printer = ProgressPrinter(err)
+
+    def on_event(event: Event) -> None:
+        workers.on_event(event)
+        printer(event)
+
+    orch = orchestrator(cfg, personas, on_event, run_log=run_log)
     with workers, cancel_on_first_interrupt(orch, run_id):
         summary = drive(orch)
     final = run_log.final(run_id) or ""
@@ -852,7 +856,7 @@ def dlq_retry(run_id: str, task_id: str, fmt: str) -> None:
         follow_and_print(cfg, log, run_id, fmt, skip=before)
         return
     personas = load_personas(cfg.prompts_dir)
-    drive_embedded(cfg, personas, set(personas), run_id, 1, lambda o: o.resume(run_id), fmt)
+    drive_embedded(cfg, personas, run_id, 1, lambda o: o.resume(run_id), fmt)
 
 
 @dlq.command("drop")

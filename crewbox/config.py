@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_planned_tasks: int = Field(default=24, ge=1, le=MAX_TASKS)
     """Tasks in a plan the LLM planner makes, at most (and at most what fits its output:
     orchestrator.plan.PlanLimits); plans given by file may hold up to MAX_TASKS."""
+    planner_candidates: int = Field(default=24, ge=1)
+    """Above this many personas, the planner is offered only this many: those whose names
+    and descriptions match the request best (BM25, orchestrator.plan.candidate_personas)."""
     task_retries: int = Field(default=2, ge=0, le=5)
     """New attempts for a task lost with its worker or failed on a retryable API error."""
     heartbeat_timeout_s: float = Field(default=10.0, gt=0)
@@ -114,6 +117,9 @@ class Settings(BaseSettings):
     of its persona is alive, ends failed in the dead-letter queue (orchestrator.service)."""
     max_runs: int = Field(default=8, ge=1)
     """Runs one orchestrator service drives at once (the cluster)."""
+    max_workers: int | None = Field(default=None, ge=1)
+    """Embedded: worker processes at once, started for the personas a run dispatches to;
+    None: crewbox.local.default_max_workers (twice the cores, at least 8)."""
     synthesis_budget_tokens: int = Field(default=6000, ge=500)
     max_artifact_bytes: int = Field(default=10 * MiB, ge=1)
     allow_bash: bool = False

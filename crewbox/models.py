@@ -364,6 +364,7 @@ EventKind = Literal[
     "plan_ready",
     "plan_invalid",
     "plan_adjusted",
+    "personas_offered",
     "task_dispatched",
     "task_started",
     "task_succeeded",
@@ -432,6 +433,14 @@ class PlanProblems(Payload):
     """``plan_invalid`` and ``plan_adjusted``: what was wrong, one sentence each."""
 
     problems: list[str] = Field(default_factory=list)
+
+
+class PersonasOffered(Payload):
+    """``personas_offered``: the personas the planner was offered, best match first, when
+    the catalog is larger than CREWBOX_PLANNER_CANDIDATES; ``of``: how many there are."""
+
+    offered: list[str] = Field(default_factory=list)
+    of: int = 0
 
 
 class AttemptInfo(Payload):

@@ -66,6 +66,9 @@ class ProgressPrinter:
             tasks = event.data.get("plan", {}).get("tasks", [])
             names = ", ".join(f"{t['id']} ({t['persona']})" for t in tasks)
             return f"[bold]plan[/]: {escape(names)}"
+        if event.kind == "personas_offered":
+            offered = ", ".join(event.data.get("offered", []))
+            return f"[bold]planner offered[/] {escape(event.message)}: {escape(offered)}"
         if event.kind in (
             "budget_exceeded",
             "plan_invalid",

@@ -45,6 +45,14 @@ MAX_PLANNED_TASKS = 24
 (``CREWBOX_MAX_PLANNED_TASKS``): a bound on cost, and on what a person can review (plans
 given by file may hold up to crewbox.models.MAX_TASKS)."""
 
+TOKENS_PER_TASK = 200
+"""Output tokens one planned task takes, about: the planner's cap is also at most its
+output budget over this (PlanLimits.for_output)."""
+
+PLANNER_CANDIDATES = 24
+"""The default of CREWBOX_PLANNER_CANDIDATES: above this many personas, the planner is
+offered only this many (:func:`candidate_personas`)."""
+
 PLAN_TOOL = "submit_plan"
 
 PLAN_FILE_EXTRA_KEYS = ("request", "description", "name")
@@ -73,12 +81,12 @@ class PlanLimits:
     def for_output(
         cls, max_tokens: int, max_tasks: int = MAX_PLANNED_TASKS, model: str = ""
     ) -> PlanLimits:
-        """Limits for an answer of at most ``max_tokens`` (tasks of ~200 tokens each) and
+        """Limits for an answer of at most ``max_tokens`` (TOKENS_PER_TASK each) and
         at most ``max_tasks`` tasks (``CREWBOX_MAX_PLANNED_TASKS``), in characters of
         ``model``'s tokenizer (crewbox.llm.catalog.chars_per_token)."""
         budget_chars = int(max_tokens * chars_per_token(model))
         return cls(
-            max_tasks=min(max_tasks, max(2, max_tokens // 200)),
+            max_tasks=min(max_tasks, max(2, max_tokens // TOKENS_PER_TASK)),
             max_instructions_chars=max(200, min(MAX_INSTRUCTIONS_CHARS, budget_chars // 8)),
         )
 
@@ -379,6 +387,54 @@ def fallback_plan(
     return Plan(tasks=tasks), [change]
 
 
+def candidate_personas(text: str, personas: Mapping[str, Persona], limit: int) -> list[str]:
+    """The names of at most ``limit`` personas to offer the planner for ``text``: every one
+    when there are no more than ``limit``; else those ``text`` names (``@name`` or the bare
+    name), then those whose name and description match ``text`` best by BM25 (bm25s,
+    English stop words), best first; when nothing matches at all, the first ``limit`` by
+    name."""
+    names = list(personas)
+    if len(names) <= limit:
+        return names
+    named = [n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
+    ranked = _bm25_ranked(text, personas, limit)
+    best = list(dict.fromkeys([*named, *ranked]))[:limit]
+    return best or sorted(names)[:limit]
+
+
+def _bm25_ranked(text: str, personas: Mapping[str, Persona], limit: int) -> list[str]:
+    """Up to ``limit`` persona names by BM25 score of name and description against
+    ``text``, best first, only those that match at all."""
+    names = list(personas)
+    import bm25s  # numpy behind it: loaded only for a catalog this large
+
+    corpus = [f"{name} {name.replace('-', ' ')} {personas[name].description}" for name in names]
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+    query = bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False)
+    if not query[0]:  # nothing but stop words
+        return []
+    found, scores = index.retrieve(query, k=limit, show_progress=False)
+    return [names[int(i)] for i, score in zip(found[0], scores[0], strict=True) if score > 0]
+
+
+def cut_plan(plan: Plan, max_tasks: int) -> tuple[Plan, list[str]]:
+    """The first ``max_tasks`` tasks of ``plan`` whose dependencies are all kept (a task
+    depending on a cut one is cut too), and the sentence that says what was cut."""
+    kept: list[TaskSpec] = []
+    ids: set[str] = set()
+    for task in plan.tasks:
+        if len(kept) < max_tasks and all(d in ids for d in task.depends_on):
+            kept.append(task)
+            ids.add(task.id)
+    cut = [t.id for t in plan.tasks if t.id not in ids]
+    change = (
+        f"the plan had {len(plan.tasks)} tasks, over the planner's cap of {max_tasks}: "
+        f"cut {', '.join(cut)}"
+    )
+    return Plan(tasks=kept), [change]
+
+
 def catalog_text(personas: Mapping[str, Persona]) -> str:
     """The persona catalog the planner sees: ``- name: description`` lines."""
     return "\n".join(f"- {p.name}: {p.description}" for p in personas.values())
@@ -411,6 +467,7 @@ class Planner:
         max_tokens: int = 4096,
         repairs: int = 2,
         max_tasks: int = MAX_PLANNED_TASKS,
+        candidates: int = PLANNER_CANDIDATES,
     ) -> None:
         self.llm = llm
         self.prompt = prompt
@@ -419,6 +476,18 @@ class Planner:
         self.max_tokens = max_tokens
         self.limits = PlanLimits.for_output(max_tokens, max_tasks, model)
         self.repairs = repairs
+        self.candidates = candidates
+
+    @property
+    def cap(self) -> int:
+        """Tasks in a plan, at most: min(CREWBOX_MAX_PLANNED_TASKS, output tokens /
+        TOKENS_PER_TASK); also the schema's ``maxItems`` and said in the planner's message."""
+        return self.limits.max_tasks
+
+    def offered(self, request: Request) -> dict[str, Persona]:
+        """The personas the planner sees for ``request`` (:func:`candidate_personas`)."""
+        names = candidate_personas(request.text, self.personas, self.candidates)
+        return {name: self.personas[name] for name in names}
 
     def plan(
         self,
@@ -426,8 +495,14 @@ class Planner:
         on_call: Callable[[Usage], None],
         on_adjust: Callable[[list[str]], None] | None = None,
         llm: LLMClient | None = None,
+        on_offer: Callable[[list[str]], None] | None = None,
     ) -> Plan:
         """A valid plan for ``request``; ``on_call`` receives each LLM call's usage.
+
+        With more personas than ``candidates``, the planner sees only those
+        :meth:`offered` returns, told to ``on_offer`` first (a plan may still name any
+        known persona). A plan over :attr:`cap` is asked again once, then cut
+        (:func:`cut_plan`, told to ``on_adjust``), never refused.
 
         When the repairs are used up and the last plan's only faults are references (a
         dependency on a task that is not in the plan or on itself, a repeated id), those
@@ -445,26 +520,36 @@ class Planner:
             LLMAPIError: the provider failed.
             BudgetExceededError: the run's budget cannot cover a planner call.
         """
-        text = planner_message(request, self.personas, self.limits.max_tasks)
-        ask = Message(role="user", content=text)
+        offered = self.offered(request)
+        if len(offered) < len(self.personas) and on_offer:
+            on_offer(list(offered))
+        ask = Message(role="user", content=planner_message(request, offered, self.cap))
         messages = [ask]
         problems: list[str] = []
         data: Any = None
+        asked_over_cap = False
         for _ in range(self.repairs + 1):
-            response = self._call(messages, llm or self.llm)
+            response = self._call(messages, llm or self.llm, offered)
             on_call(response.usage)
             data = plan_input(response)
-            cap = self.limits.max_tasks
             plan, problems = (
-                parse_plan(data, self.personas, cap, self.prompt.prompt)
+                parse_plan(data, self.personas, None, self.prompt.prompt)
                 if data is not None
                 else (None, [no_plan(response)])
             )
-            if plan is not None:
+            if plan is not None and len(plan.tasks) <= self.cap:
                 return plan
+            if plan is not None and asked_over_cap:
+                return self._cut(plan, on_adjust)
+            if plan is not None:
+                asked_over_cap = True
+                problems = [f"at most {self.cap} tasks, not {len(plan.tasks)}"]
             messages = [ask, *repair_messages(response, problems)]  # only the latest try
-        pruned = pruned_plan(data, self.personas, self.limits.max_tasks, self.prompt.prompt)
-        pruned = pruned or fallback_plan(data, request, self.personas, self.prompt.prompt)
+        pruned = pruned_plan(data, self.personas, None, self.prompt.prompt)
+        if pruned is not None and len(pruned[0].tasks) > self.cap:
+            cut, cuts = cut_plan(pruned[0], self.cap)
+            pruned = cut, [*pruned[1], *cuts]
+        pruned = pruned or fallback_plan(data, request, offered, self.prompt.prompt)
         if pruned is not None:
             if on_adjust:
                 on_adjust(pruned[1])
@@ -475,11 +560,19 @@ class Planner:
             problems,
         )
 
-    def _call(self, messages: list[Message], llm: LLMClient) -> LLMResponse:
+    def _cut(self, plan: Plan, on_adjust: Callable[[list[str]], None] | None) -> Plan:
+        cut, changes = cut_plan(plan, self.cap)
+        if on_adjust:
+            on_adjust(changes)
+        return cut
+
+    def _call(
+        self, messages: list[Message], llm: LLMClient, offered: Mapping[str, Persona]
+    ) -> LLMResponse:
         return llm.complete(
             system=[SystemBlock(text=self.prompt.prompt, cache=True)],
             messages=messages,
-            tools=[plan_tool(self.personas, self.limits)],
+            tools=[plan_tool(offered, self.limits)],
             force_tool=PLAN_TOOL,
             max_tokens=self.max_tokens,
             model=self.model,

@@ -298,7 +298,7 @@ def _apply(run: ActiveRun, event: Event, ended: dict[str, str]) -> None:
         _apply_call(run, event)
     elif kind == "task_dispatched":
         _apply_dispatch(run, event)
-    elif kind in ("task_started", "task_retried", "attempt_lost"):
+    elif kind in ("task_started", "task_retried", "attempt_lost", "attempt_superseded"):
         _apply_attempt(run, event)
     elif kind in TASK_END_KINDS:
         ended[event.task_id or ""] = TASK_END_KINDS[kind]
@@ -344,7 +344,11 @@ def _apply_attempt(run: ActiveRun, event: Event) -> None:
     if event.kind == "task_started":
         state.worker = info.worker
     elif state.status is None:
-        state.status = "failed" if event.kind == "task_retried" else "lost"
+        kinds: dict[str, AttemptStatus] = {
+            "task_retried": "failed",
+            "attempt_superseded": "superseded",
+        }
+        state.status = kinds.get(event.kind, "lost")
         state.error = event.message
 
 

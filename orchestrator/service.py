@@ -7,12 +7,15 @@ by ``crewbox resume`` or by another orchestrator once its owner lease expires.
 
 Attempts: each dispatch of a task is an attempt with a number and a random token. A worker
 renews the attempt's heartbeat while it runs; an attempt whose heartbeat is older than
-CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once; so is one whose job the queue
-lost (neither queued nor started). An attempt not started within CREWBOX_START_TIMEOUT_S while
-no worker of its persona is alive ends failed, in the dead-letter queue: nothing waits for ever.
+CREWBOX_HEARTBEAT_TIMEOUT_S is lost and dispatched again at once (judged by the workers' own
+timestamps, after the inbox is read: a late orchestrator loses nothing); so is one whose job
+the queue lost (neither queued nor started). An attempt not started within
+CREWBOX_START_TIMEOUT_S while no worker of its persona is alive ends failed, in the dead-letter
+queue: nothing waits for ever.
 A message (result or event) that does not parse or whose token does not match is dropped
 (``message_rejected``); a result of an attempt that is no longer the task's current one is
-superseded (its usage counts, its result is not used).
+superseded (its usage counts, its result is not used), unless it succeeded before its task
+ended: then the task ends with it and its newer attempts are superseded.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from crewbox.models import (
     EventKind,
     LLMCall,
     Payload,
+    PersonasOffered,
     Plan,
     PlanProblems,
     PlanReady,
@@ -167,6 +171,7 @@ class Orchestrator:
             max_tokens=settings.output_tokens(),
             repairs=settings.plan_repairs,
             max_tasks=settings.max_planned_tasks,
+            candidates=settings.planner_candidates,
         )
         self.synthesizer = Synthesizer(
             llm,
@@ -299,8 +304,16 @@ class Orchestrator:
                 run, "plan_adjusted", PlanProblems(problems=changes), message="; ".join(changes)
             )
 
+        def on_offer(names: list[str]) -> None:
+            of = len(self.personas)
+            cap = f"plan at most {self.planner.cap} tasks"
+            offered = PersonasOffered(offered=names, of=of)
+            self.emit(run, "personas_offered", offered, message=f"{len(names)} of {of}; {cap}")
+
         try:
-            return self.planner.plan(run.request, on_call, on_adjust, llm=self._run_llm(run))
+            return self.planner.plan(
+                run.request, on_call, on_adjust, llm=self._run_llm(run), on_offer=on_offer
+            )
         except PlanError as exc:
             self.emit(run, "plan_invalid", PlanProblems(problems=exc.problems), message=str(exc))
             raise
@@ -317,8 +330,7 @@ class Orchestrator:
             lease.check()
             if self.shutdown.is_set():
                 raise RunHandedOverError(f"run {run.run_id}: handed over (shutting down)")
-            for message in self.queue.receive(run.run_id, RECEIVE_WAIT_S):
-                self._on_message(run, message)
+            self._take_inbox(run, RECEIVE_WAIT_S)
             self._check_heartbeats(run)
             self._check_cancel_grace(run)
 
@@ -374,6 +386,11 @@ class Orchestrator:
                 )
             )
         return outputs
+
+    def _take_inbox(self, run: ActiveRun, wait_s: float) -> None:
+        """Handle every message in the run's inbox, waiting up to ``wait_s`` for the first."""
+        for message in self.queue.receive(run.run_id, wait_s):
+            self._on_message(run, message)
 
     def _on_message(self, run: ActiveRun, message: Inbound) -> None:
         """One message of the run's inbox, untrusted: whoever may write to the inbox may
@@ -443,7 +460,10 @@ class Orchestrator:
             self._reject(run, f"result refused: {problem}", result.task_id)
             return
         result = trusted_result(result, state)
-        if state.status is not None or state is not run.latest(result.task_id):
+        replaced = state.status is not None or state is not run.latest(result.task_id)
+        if replaced and self._late_success(run, state, result):
+            return
+        if replaced:
             state.status = "superseded"
             self._emit_attempt(
                 run,
@@ -458,6 +478,29 @@ class Orchestrator:
         if result.status == "failed" and result.retryable and self._retry(run, state):
             return
         self._end_task(run, result)
+
+    def _late_success(self, run: ActiveRun, state: AttemptState, result: Result) -> bool:
+        """Take the success of an attempt already judged lost or replaced while a newer
+        attempt of its task is in flight (the task has not ended): the task ends with it,
+        and the newer attempts are superseded (withdrawn when still queued). A result that
+        arrives is never thrown away for an attempt that may then fail. True when taken.
+        (An attempt lost with the previous owner of a resumed run, before its task is
+        dispatched again, stays superseded: its task is not passed out yet.)"""
+        newer = [s for s in run.attempts[result.task_id] if s is not state and s.status is None]
+        if result.status != "succeeded" or result.task_id in run.results or not newer:
+            return False
+        result = self._checked_artifacts(run, result)
+        if result.status != "succeeded":
+            return False
+        self.queue.withdraw([s.task for s in newer])
+        for other in newer:
+            other.status = "superseded"
+            self._emit_attempt(
+                run, "attempt_superseded", other, f"attempt {result.attempt} succeeded first"
+            )
+        state.status, state.worker, state.error = "succeeded", result.worker, None
+        self._end_task(run, result)
+        return True
 
     def _checked_artifacts(self, run: ActiveRun, result: Result) -> Result:
         """``result``, or a failed one (not retried: the same output fails the same way)
@@ -485,7 +528,7 @@ class Orchestrator:
         result = self._store_result(run, result)
         run.results[result.task_id] = result
         run.graph.mark_ended(result.task_id, result.status)
-        state = run.latest(result.task_id)
+        state = run.attempt(result.task_id, result.attempt) or run.latest(result.task_id)
         usage = state.usage if state else result.usage
         payload = TaskEnded(
             attempt=result.attempt,
@@ -546,16 +589,33 @@ class Orchestrator:
         if not in_flight or not run.due("heartbeats", HEARTBEAT_CHECK_S):
             return
         beats = self.queue.heartbeats(run.run_id, {a.task.persona for a in in_flight})
-        now = time.time()
+        read_s = time.time()
+        # A worker sends its result before its heartbeat stops: whatever ended before the
+        # read is in the inbox now. Taken first, a late read never loses a finished attempt.
+        self._take_inbox(run, 0.0)
         unstarted = []
-        for state in in_flight:
+        for state in run.in_flight():
             beat = beats.get(state.task.attempt_key)
             if beat is None:
                 unstarted.append(state)
-            elif now - beat > self.settings.heartbeat_timeout_s:
-                self._lose(run, state, f"no heartbeat for {now - beat:.0f}s: its worker died")
+            elif silent_s := self._silence_s(beat, read_s, beats):
+                self._lose(run, state, f"no heartbeat for {silent_s:.0f}s: its worker died")
         if unstarted and run.due("unstarted", UNSTARTED_CHECK_S):
             self._check_unstarted(run, unstarted)
+
+    def _silence_s(self, beat_s: float, read_s: float, beats: dict[str, float]) -> float:
+        """How long an attempt's worker has been silent when that is past the heartbeat
+        timeout, else 0. Judged by the workers' clocks: ``beat_s`` against the newest beat
+        of any worker of the run (a skewed or starved host does not lose its attempts while
+        the others beat alike), and against ``read_s`` (when beats were read) only once
+        every worker of the run has been silent that long (all dead, or all away)."""
+        timeout_s = self.settings.heartbeat_timeout_s
+        newest_s = max(beats.values())
+        if newest_s - beat_s > timeout_s:
+            return newest_s - beat_s
+        if read_s - newest_s > timeout_s:
+            return read_s - beat_s
+        return 0.0
 
     def _check_unstarted(self, run: ActiveRun, unstarted: list[AttemptState]) -> None:
         """Attempts with no heartbeat. One whose job is neither queued nor heartbeating for

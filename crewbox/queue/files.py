@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -96,6 +97,24 @@ class FileQueue:
         with contextlib.suppress(FileNotFoundError):
             return sum(1 for p in folder.iterdir() if not _is_dead_local_worker(p.name))
         return 0
+
+    def busy(self, persona: str) -> bool:
+        """True while ``persona`` has a task pending or claimed by a worker."""
+        folder = self.root / persona
+        return any(folder.glob("pending/*.json")) or any(folder.glob("claimed/*/*.json"))
+
+    def reserve(self, persona: str, pid: int) -> None:
+        """Count process ``pid`` of this host as a worker of ``persona`` (live_workers) until
+        :meth:`release`: embedded mode promises one that waits for a free process."""
+        path = self.root / persona / WORKERS_DIR / f"{socket.gethostname()}-{pid}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def release(self, persona: str, pid: int) -> None:
+        """Withdraw :meth:`reserve`'s promise."""
+        (self.root / persona / WORKERS_DIR / f"{socket.gethostname()}-{pid}").unlink(
+            missing_ok=True
+        )
 
     def heartbeats(self, run_id: str, personas: Collection[str]) -> dict[str, float]:
         """Attempt key → mtime of its heartbeat file (Unix time, s); one folder serves

@@ -1,7 +1,9 @@
-"""Wake-ups on folder changes with watchfiles, instead of polling loops."""
+"""Wake-ups on folder changes with watchfiles, instead of polling loops; polling (by
+watchfiles too) only where the OS has no file watch left (inotify's per-user limits)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,11 @@ RECHECK_MS = 250
 """Longest wait before the caller lists the folder again: covers a change that lands between
 a listing and the watcher's start."""
 
+POLL_MS = 100
+"""How often a folder is listed when no OS file watch could be had."""
+
+log = logging.getLogger("crewbox.queue")
+
 
 class DirWatcher:
     """Blocks until something changes in ``folder`` (or ``RECHECK_MS`` passes).
@@ -32,6 +39,9 @@ class DirWatcher:
         folder.mkdir(parents=True, exist_ok=True)
         self._folder = folder
         self._stop = stop
+        self.polling = False
+        """True once the OS refused a watch (e.g. "Too many open files": inotify's
+        max_user_instances) and the folder is polled every POLL_MS instead."""
         self._changes = self._watch()
 
     def _watch(self) -> Iterator[set[tuple[watchfiles.Change, str]]]:
@@ -43,13 +53,33 @@ class DirWatcher:
             yield_on_timeout=True,
             stop_event=self._stop,
             raise_interrupt=True,
+            force_polling=self.polling or None,
+            poll_delay_ms=POLL_MS,
         )
 
     def wait(self) -> bool:
-        """Wait for a change or the recheck interval; False once the stop event is set."""
+        """Wait for a change or the recheck interval; False once the stop event is set.
+
+        Raises:
+            OSError: not even polling could watch the folder.
+        """
         if self._stop is not None and self._stop.is_set():
             return False
-        return next(self._changes, None) is not None
+        try:
+            return next(self._changes, None) is not None
+        except (OSError, RuntimeError) as exc:  # RuntimeError: watchfiles' internal errors
+            if self.polling:
+                raise
+            log.warning(
+                "cannot watch %s (%s); polling it every %d ms instead (raise "
+                "fs.inotify.max_user_instances / max_user_watches to watch it)",
+                self._folder,
+                exc,
+                POLL_MS,
+            )
+            self.polling = True
+            self._changes = self._watch()
+            return True  # the caller lists the folder again
 
     def close(self) -> None:
         """Stop watching (releases the watcher's thread and inotify handles)."""

@@ -138,15 +138,31 @@ def test_the_planner_cap_is_crewbox_max_planned_tasks(settings: Settings, tmp_pa
     llm.assert_all_used()
 
 
-def test_a_plan_over_the_cap_after_every_repair_is_refused(settings: Settings) -> None:
+def test_a_plan_over_the_cap_is_asked_again_once_then_cut_never_refused(
+    settings: Settings,
+) -> None:
+    """Issue 18: a plan over the cap failed the whole run after three tries."""
     capped = settings.model_copy(update={"max_planned_tasks": 2})
-    three = {"tasks": [spec("a", "marie"), spec("b", "marie"), spec("c", "marie")]}
+    three = {"tasks": [spec("a", "marie"), spec("b", "marie", ["c"]), spec("c", "anga")]}
     steps = [{"match": "Plan at most 2", "tool_uses": [{"name": "submit_plan", "input": three}]}]
-    llm = ScriptedLLM(steps * (capped.plan_repairs + 1))
+    steps *= 2  # the first answer, and the one asked again
+    steps += [
+        {"match": "Task id: a", "text": "done a"},
+        {"match": "Task id: c", "text": "done c"},
+        {"match": "## Results", "text": "answer"},
+    ]
+    llm = ScriptedLLM(steps)
     cluster = Cluster(capped, llm)
-    with pytest.raises(PlanError, match="at most 2 tasks, not 3"):
-        cluster.orchestrator.run(Request(text="req"))
-    assert "task_dispatched" not in cluster.kinds()
+    for t in cluster.threads:
+        t.start()
+    try:
+        summary = cluster.orchestrator.run(Request(text="req"))
+    finally:
+        cluster.stop.set()
+    assert [r.task_id for r in summary.tasks] == ["a", "c"]  # b, over the cap: cut
+    assert summary.usage_by_stage["planner"].calls == 2
+    (adjusted,) = [e for e in cluster.events if e.kind == "plan_adjusted"]
+    assert "over the planner's cap of 2: cut b" in adjusted.message
     llm.assert_all_used()
 
 
