@@ -2,9 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# The personas are the files of prompts/ (python3 -m crewbox.cluster reads them; `make up`
-# generates their services into docker-compose.override.yml).
-PERSONAS = $(shell python3 -m crewbox.cluster names)
+# The catalog is the personas of prompts/ (python3 -m crewbox.cluster reads them; `make up`
+# generates every one's service into docker-compose.override.yml). `make up PERSONAS="a b"`
+# starts only those (and the core services); without PERSONAS, every persona.
+CATALOG = $(shell python3 -m crewbox.cluster names)
+PERSONAS =
 COMPOSE ?= docker compose
 # The CLI runs in a one-off container of the `client` service (no TTY: -T, for CI), so a
 # restarted orchestrator never takes the client down with it.
@@ -32,13 +34,14 @@ personas-compose: ## Generate docker-compose.override.yml: a worker service per 
 	@python3 -m crewbox.cluster compose
 
 secrets: personas-compose ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
-	@scripts/resolve-secrets.sh $(PERSONAS) >/dev/null
+	@scripts/resolve-secrets.sh $(CATALOG) >/dev/null
 
-up: personas-compose ## Start the cluster (the local model too when a service has no Anthropic key)
-	@profile=$$(scripts/resolve-secrets.sh $(PERSONAS)); \
+up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the local model too when a service has no key)
+	@services=$$(python3 -m crewbox.cluster services $(PERSONAS)) || exit 2; \
+	profile=$$(scripts/resolve-secrets.sh $(CATALOG)); \
 	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
-	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans
+	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client down --remove-orphans
