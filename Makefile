@@ -22,7 +22,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: bench-caching bench-personas personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -128,6 +128,9 @@ probe: venv ## What marie can reach from inside her container, on a cluster of i
 
 bench-caching: venv ## What prompt caching saves on the recital request (a fake endpoint's cache)
 	$(PY) -m bench.caching
+
+bench-personas: venv ## How long loading 200 persona files takes (a generated collection)
+	$(PY) -m bench.personas_load
 
 bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--help" for flags)
 	$(PY) -m bench $(ARGS)
