@@ -1020,6 +1020,7 @@ def orchestrator_service() -> None:
 
     run_log = cluster_run_log(cfg, service=True)
     orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue, run_log)
+    orch.fail_without_worker = True  # a persona whose service is not up: fail, never wait
     pool = RunPool(orch, run_log, cfg.max_runs)
     stop = orch.shutdown = stop_on_signals()
     threading.Thread(target=pool.serve_takeovers, args=(stop,), daemon=True).start()
@@ -1048,15 +1049,29 @@ def egress(host: str, port: int) -> None:
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Also workers whose heartbeat stopped.")
 def workers(show_all: bool) -> None:
-    """Each persona's live workers: busy with which task, since when."""
+    """Each persona's live workers: busy with which task, since when; then which personas
+    of prompts/ have no live worker, and how to start them."""
+    cfg = settings()
     table = Table("queue", "worker", "host", "alive", "state", "task", "since")
-    found = sorted(rq_queue(settings()).workers(), key=lambda w: (w.queue, w.name))
+    found = sorted(rq_queue(cfg).workers(), key=lambda w: (w.queue, w.name))
     for w in (w for w in found if w.alive or show_all):
         since = w.since.strftime("%H:%M:%S") if w.since else ""
         table.add_row(
             w.queue, w.name, w.hostname, "yes" if w.alive else "no", w.state, w.task, since
         )
     out.print(table)
+    catalog = list(load_personas(cfg.prompts_dir, report_invalid=False))
+    print_idle_personas(catalog, {w.queue for w in found if w.alive})
+
+
+def print_idle_personas(catalog: list[str], live: set[str]) -> None:
+    """One line: how many personas of ``catalog`` have a live worker (their queue names are
+    in ``live``); then the others and the command that starts them."""
+    idle = [name for name in catalog if name not in live]
+    out.print(f"{len(catalog) - len(idle)} of {len(catalog)} personas have live workers")
+    if idle:
+        names = " ".join(idle)
+        out.print(f'no live worker: {names}; start them: make up PERSONAS="{names}"')
 
 
 @cli.command()
