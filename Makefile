@@ -22,7 +22,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching bench-personas personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -119,6 +119,9 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+e2e-many: venv ## 60 personas side by side on a cluster of their own (about 6 minutes)
+	CREWBOX_E2E_MANY=1 $(PY) -m pytest -s tests/e2e/test_many_personas.py
 
 chaos: venv ## Chaos scenarios on a cluster of its own (kills, Redis restart), as a table
 	$(PY) -m tests.e2e.chaos
