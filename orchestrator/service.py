@@ -357,6 +357,7 @@ class Orchestrator:
         )
         state = run.add_attempt(task)
         if reason := self._no_worker(run, task):
+            state.status, state.error = "failed", reason  # never in flight: never lost
             self._end_task(run, self._unfinished(state, reason, "failed"))
             return
         info = AttemptInfo(

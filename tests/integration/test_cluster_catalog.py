@@ -30,6 +30,7 @@ def test_a_task_for_a_persona_with_no_worker_fails_at_once_saying_how_to_start_i
     assert 'make up PERSONAS="fabien"' in failed.message
     assert "docker compose up -d fabien" in failed.message
     assert [letter.task_id for letter in dead_letters(s.log.events(run_id))] == ["f"]
+    assert [a.status for a in summary.attempts["f"]] == ["failed"]
     assert "task_dispatched" not in [e.kind for e in s.log.events(run_id) if e.task_id == "f"]
 
 
