@@ -2,9 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# The personas are the files of prompts/ (python3 -m crewbox.cluster reads them; `make up`
-# generates their services into docker-compose.override.yml).
-PERSONAS = $(shell python3 -m crewbox.cluster names)
+# The catalog is the personas of prompts/ (python3 -m crewbox.cluster reads them; `make up`
+# generates every one's service into docker-compose.override.yml). `make up PERSONAS="a b"`
+# starts only those (and the core services); without PERSONAS, every persona.
+CATALOG = $(shell python3 -m crewbox.cluster names)
+PERSONAS =
 COMPOSE ?= docker compose
 # The CLI runs in a one-off container of the `client` service (no TTY: -T, for CI), so a
 # restarted orchestrator never takes the client down with it.
@@ -20,7 +22,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -32,13 +34,14 @@ personas-compose: ## Generate docker-compose.override.yml: a worker service per 
 	@python3 -m crewbox.cluster compose
 
 secrets: personas-compose ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
-	@scripts/resolve-secrets.sh $(PERSONAS) >/dev/null
+	@scripts/resolve-secrets.sh $(CATALOG) >/dev/null
 
-up: personas-compose ## Start the cluster (the local model too when a service has no Anthropic key)
-	@profile=$$(scripts/resolve-secrets.sh $(PERSONAS)); \
+up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the local model too when a service has no key)
+	@services=$$(python3 -m crewbox.cluster services $(PERSONAS)) || exit 2; \
+	profile=$$(scripts/resolve-secrets.sh $(CATALOG)); \
 	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
-	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans
+	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client down --remove-orphans
@@ -117,6 +120,9 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+e2e-many: venv ## 60 personas side by side on a cluster of their own (about 6 minutes)
+	CREWBOX_E2E_MANY=1 $(PY) -m pytest -s tests/e2e/test_many_personas.py
+
 chaos: venv ## Chaos scenarios on a cluster of its own (kills, Redis restart), as a table
 	$(PY) -m tests.e2e.chaos
 
@@ -125,6 +131,9 @@ probe: venv ## What marie can reach from inside her container, on a cluster of i
 
 bench-caching: venv ## What prompt caching saves on the recital request (a fake endpoint's cache)
 	$(PY) -m bench.caching
+
+bench-personas: venv ## How long loading 200 persona files takes (a generated collection)
+	$(PY) -m bench.personas_load
 
 bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--help" for flags)
 	$(PY) -m bench $(ARGS)

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from crewbox.budget import unpriced_models
@@ -39,7 +41,7 @@ from crewbox.llm.limiter import ChangeSink, describe
 from crewbox.llm.ratelimit import RateLimits, rate_limited
 from crewbox.local import LocalWorkers
 from crewbox.models import ConcurrencyChange, ContextFile, Event, Request, RunSummary, Task
-from crewbox.personas import Persona, load_personas, load_role_prompt
+from crewbox.personas import InvalidPersona, Persona, load_personas, load_role_prompt
 from crewbox.privileges import (
     drop_privileges,
     forget_secret_environment,
@@ -489,34 +491,144 @@ def display_path(path: Path) -> str:
 
 # -- personas, status, results -----------------------------------------------------------
 @cli.command()
-def personas() -> None:
-    """List the personas of prompts/: name, description, tools, model (and whether it has a
-    price), workspace, budget and max turns; then each persona's warnings, and the files that
-    cannot be used with the reason; models without a price are warned about."""
+@click.option("--long", "long_", is_flag=True, help="Every column and each persona's warnings.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
+def personas(long_: bool, as_json: bool) -> None:
+    """List the personas of prompts/. Compact by default: name, model, tool count, warning
+    count; --long adds description, tools, price, workspace, budget, turns and sub-agents and
+    prints each persona's warnings; --json prints ``{"personas": [...], "invalid": [...]}``.
+    The files that cannot be used are listed once each with the reason; models without a
+    price are warned about on stderr."""
     cfg = settings()
-    loaded = load_personas(cfg.prompts_dir)
-    table = Table("name", "description", "tools", "model", "priced", "workspace", "budget",
-                  "turns", "sub-agents")  # fmt: skip
-    unpriced, notes = [], []
-    for p in loaded.values():
-        model, priced = model_price_note(cfg, p)
-        if priced == "NO":
-            unpriced.append(p.name)
-        subagents, skipped = read_subagents(p)
-        if subagents and not offers_task(p):
-            skipped.append("sub-agents not offered: its tools do not allow Task")
-        table.add_row(*persona_row(cfg, p, model, priced), ", ".join(subagents) or "-")
-        notes += [f"{p.name}: {note}" for note in [*persona_warnings(cfg, p), *skipped]]
-    out.print(table)
-    for note in notes:
-        out.print(f"[yellow]warning[/] {note}", soft_wrap=True)
+    loaded = load_personas(cfg.prompts_dir, report_invalid=False)
+    listed = [persona_listing(cfg, p) for p in loaded.values()]
+    if as_json:
+        print(json.dumps(personas_json(listed, loaded.invalid), indent=2))
+        return
+    table = long_table(cfg, listed) if long_ else compact_table(listed)
+    print_wide(table)
+    if long_:
+        for item in listed:
+            for note in item.warnings:
+                out.print(f"[yellow]warning[/] {item.persona.name}: {note}", soft_wrap=True)
     for bad in loaded.invalid:
         out.print(f"[red]invalid[/] {bad.name}: {bad.reason}", soft_wrap=True)
+    print_personas_footer(listed, len(loaded.invalid), long_)
+    unpriced = [item.persona.name for item in listed if item.priced == "NO"]
     if unpriced:
         err.print(
             f"[yellow]warning[/]: no price in crewbox/llm/pricing.json for the model of "
             f"{', '.join(unpriced)}: their calls count as $0 and a budget cannot be held"
         )
+
+
+@dataclass(frozen=True)
+class PersonaListing:
+    """What `crewbox personas` shows of one usable persona: the persona, its model id, its
+    price note (``yes``/``local``/``NO``), its sub-agent names and its warnings."""
+
+    persona: Persona
+    model: str
+    priced: str
+    subagents: list[str]
+    warnings: list[str]
+
+
+def persona_listing(cfg: Settings, p: Persona) -> PersonaListing:
+    """The listing of persona ``p``: its model, price note, sub-agents and warnings (those of
+    loading it, a missing workspace, sub-agent files skipped)."""
+    model, priced = model_price_note(cfg, p)
+    subagents, skipped = read_subagents(p)
+    if subagents and not offers_task(p):
+        skipped.append("sub-agents not offered: its tools do not allow Task")
+    return PersonaListing(p, model, priced, list(subagents), [*persona_warnings(cfg, p), *skipped])
+
+
+def tools_text(tools: list[str] | None, count: bool) -> str:
+    """A persona's tools for a table cell: ``all`` (no ``tools`` key), ``none`` (an empty
+    list), else their number (``count``) or their names."""
+    if tools is None:
+        return "all"
+    if not tools:
+        return "none"
+    return str(len(tools)) if count else ", ".join(tools)
+
+
+def name_column(table: Table, listed: list[PersonaListing]) -> None:
+    """Add the ``name`` column to ``table``: never cut with an ellipsis nor wrapped."""
+    longest = max((len(item.persona.name) for item in listed), default=4)
+    table.add_column("name", no_wrap=True, overflow="fold", min_width=longest)
+
+
+def compact_table(listed: list[PersonaListing]) -> Table:
+    """One short row per persona: name, model, tool count, warning count."""
+    table = Table()
+    name_column(table, listed)
+    table.add_column("model", no_wrap=True)
+    table.add_column("tools", justify="right")
+    table.add_column("warnings", justify="right")
+    for item in listed:
+        tools = tools_text(item.persona.tools, count=True)
+        table.add_row(item.persona.name, item.model, tools, str(len(item.warnings)))
+    return table
+
+
+def long_table(cfg: Settings, listed: list[PersonaListing]) -> Table:
+    """Every column: name, description (cut), tools, model, priced, workspace, budget,
+    turns, sub-agents."""
+    table = Table()
+    name_column(table, listed)
+    for column in ("description", "tools", "model", "priced", "workspace", "budget", "turns",
+                   "sub-agents"):  # fmt: skip
+        table.add_column(column)
+    for item in listed:
+        row = persona_row(cfg, item.persona, item.model, item.priced)
+        table.add_row(*row, ", ".join(item.subagents) or "-")
+    return table
+
+
+def print_wide(table: Table) -> None:
+    """Print ``table`` at the terminal's width, or, into a file or a pipe, as wide as its
+    widest row needs (so no cell is cut)."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    needed = Measurement.get(out, out.options.update_width(100_000), table).maximum
+    Console(file=out.file, highlight=False, width=max(needed, 80)).print(table)
+
+
+def print_personas_footer(listed: list[PersonaListing], refused: int, long_: bool) -> None:
+    """One line: how many personas load, how many files are refused, how many personas have
+    warnings (and how to see them, when compact)."""
+    warned = sum(1 for item in listed if item.warnings)
+    line = f"{len(listed)} personas, {refused} files refused, {warned} with warnings"
+    if warned and not long_:
+        line += " (crewbox personas --long lists them)"
+    out.print(line, soft_wrap=True)
+
+
+def personas_json(listed: list[PersonaListing], invalid: list[InvalidPersona]) -> dict[str, Any]:
+    """``{"personas": [{name, description, model, priced, tools (None: all), workspace,
+    budget_usd (text or None), max_turns, sub_agents, warnings, file}], "invalid": [{name,
+    file, reason}]}``."""
+    rows = [
+        {
+            "name": item.persona.name,
+            "description": item.persona.description,
+            "model": item.model,
+            "priced": item.priced,
+            "tools": item.persona.tools,
+            "workspace": item.persona.workspace,
+            "budget_usd": None if item.persona.budget_usd is None else str(item.persona.budget_usd),
+            "max_turns": item.persona.max_turns,
+            "sub_agents": item.subagents,
+            "warnings": item.warnings,
+            "file": str(item.persona.path) if item.persona.path else None,
+        }
+        for item in listed
+    ]
+    refused = [{"name": b.name, "file": str(b.path), "reason": b.reason} for b in invalid]
+    return {"personas": rows, "invalid": refused}
 
 
 DESCRIPTION_CHARS = 60
@@ -525,7 +637,7 @@ DESCRIPTION_CHARS = 60
 
 def persona_row(cfg: Settings, p: Persona, model: str, priced: str) -> list[str]:
     """The `crewbox personas` table row of a usable persona, but its sub-agents."""
-    tools = ", ".join(p.tools) if p.tools is not None else "all"
+    tools = tools_text(p.tools, count=False)
     description = p.description
     if len(description) > DESCRIPTION_CHARS:
         description = description[: DESCRIPTION_CHARS - 1] + "…"
@@ -912,6 +1024,7 @@ def orchestrator_service() -> None:
 
     run_log = cluster_run_log(cfg, service=True)
     orch = orchestrator(cfg, load_personas(cfg.prompts_dir), on_event, queue, run_log)
+    orch.fail_without_worker = True  # a persona whose service is not up: fail, never wait
     pool = RunPool(orch, run_log, cfg.max_runs)
     stop = orch.shutdown = stop_on_signals()
     threading.Thread(target=pool.serve_takeovers, args=(stop,), daemon=True).start()
@@ -940,15 +1053,29 @@ def egress(host: str, port: int) -> None:
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Also workers whose heartbeat stopped.")
 def workers(show_all: bool) -> None:
-    """Each persona's live workers: busy with which task, since when."""
+    """Each persona's live workers: busy with which task, since when; then which personas
+    of prompts/ have no live worker, and how to start them."""
+    cfg = settings()
     table = Table("queue", "worker", "host", "alive", "state", "task", "since")
-    found = sorted(rq_queue(settings()).workers(), key=lambda w: (w.queue, w.name))
+    found = sorted(rq_queue(cfg).workers(), key=lambda w: (w.queue, w.name))
     for w in (w for w in found if w.alive or show_all):
         since = w.since.strftime("%H:%M:%S") if w.since else ""
         table.add_row(
             w.queue, w.name, w.hostname, "yes" if w.alive else "no", w.state, w.task, since
         )
     out.print(table)
+    catalog = list(load_personas(cfg.prompts_dir, report_invalid=False))
+    print_idle_personas(catalog, {w.queue for w in found if w.alive})
+
+
+def print_idle_personas(catalog: list[str], live: set[str]) -> None:
+    """One line: how many personas of ``catalog`` have a live worker (their queue names are
+    in ``live``); then the others and the command that starts them."""
+    idle = [name for name in catalog if name not in live]
+    out.print(f"{len(catalog) - len(idle)} of {len(catalog)} personas have live workers")
+    if idle:
+        names = " ".join(idle)
+        out.print(f'no live worker: {names}; start them: make up PERSONAS="{names}"')
 
 
 @cli.command()

@@ -11,9 +11,19 @@
   exists);
 - its secrets: its Redis password and its key (``secrets/resolved/<name>.key``: its own
   ``secrets/<name>.key``, else the shared key, made by scripts/resolve-secrets.sh);
-- its internal network, which it shares only with redis, egress and the local model.
+- its internal network, which it shares only with redis, egress and the local model: a small
+  subnet (``/28`` by default: 13 addresses, so redis, egress, llm and up to 10 replicas) carved
+  from one range, ``CREWBOX_PERSONA_SUBNETS`` (default ``10.213.0.0/16``, 4096 such networks),
+  never from Docker's default address pools, which hold only about 30 networks. Subnets taken
+  by other Docker networks are skipped; this project's existing networks keep theirs.
 
-``python3 -m crewbox.cluster names`` prints the persona names (the Makefile's persona list).
+Compose reads any key starting with ``x-`` as an extension field, so no generated top-level key
+starts with the persona's name: networks are ``net-<name>``, secrets ``redis-<name>`` and
+``key-<name>``; nothing of a file's front matter but its name and workspace is copied.
+
+``python3 -m crewbox.cluster names`` prints the persona names (the Makefile's persona list);
+``python3 -m crewbox.cluster services a b`` prints the services ``make up PERSONAS="a b"``
+starts (the core ones and those personas), or names the personas that do not exist.
 
 A file is a persona here when its front matter (read line by line, as
 :mod:`crewbox.persona_file` does) has a valid ``name`` and a ``description``; the role
@@ -26,9 +36,13 @@ Standard library only: it runs with the host's python3 before anything is instal
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import os
 import re
+import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +67,27 @@ CORE_SERVICES = frozenset(
 
 SHARED_SERVICES = ("redis", "egress", "llm")
 """The services every persona's network joins."""
+
+STARTED_SERVICES = ("redis", "egress", "orchestrator")
+"""The core services ``make up PERSONAS=...`` names besides the chosen personas (their
+dependencies, redis-volume and the llm when its profile is on, follow)."""
+
+SUBNETS_ENV = "CREWBOX_PERSONA_SUBNETS"
+"""The variable holding the range the personas' networks are carved from."""
+
+DEFAULT_SUBNETS = "10.213.0.0/16"
+"""The default range: private (RFC 1918), outside Docker's default pools (172.17-31.0.0/16,
+192.168.0.0/16)."""
+
+PREFIX_ENV = "CREWBOX_PERSONA_PREFIX"
+"""The variable holding each persona network's prefix length."""
+
+DEFAULT_PREFIX = 28
+"""A /28 holds 16 addresses: network, broadcast and the bridge's gateway leave 13, for redis,
+egress, llm and 10 worker replicas (``make scale N=10``); a /27 allows 26."""
+
+Subnet = ipaddress.IPv4Network
+"""One persona network's address range."""
 
 WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """A workspace folder name: one plain folder under workspaces/ (no ``/``, no ``..``)."""
@@ -123,8 +158,21 @@ def _with_workspace(
     return ClusterPersona(name, folder), None
 
 
-def override_text(personas: list[ClusterPersona]) -> str:
-    """The generated compose file (YAML; strings written as JSON strings) for ``personas``."""
+def network_key(name: str) -> str:
+    """The compose network of persona ``name`` (never starting with ``x-``)."""
+    return f"net-{name}"
+
+
+def override_text(
+    personas: list[ClusterPersona], subnets: Mapping[str, Subnet] | None = None
+) -> str:
+    """The generated compose file (YAML; strings written as JSON strings) for ``personas``;
+    ``subnets`` maps a persona name to its network's subnet (default: carved in order from
+    DEFAULT_SUBNETS with no network taken)."""
+    if subnets is None:
+        subnets = allocate_subnets(
+            [p.name for p in personas], ipaddress.IPv4Network(DEFAULT_SUBNETS), DEFAULT_PREFIX
+        )
     lines = [
         HEADER,
         "# One hardened worker service per persona, written again on every `make up`:",
@@ -135,7 +183,7 @@ def override_text(personas: list[ClusterPersona]) -> str:
     for persona in personas:
         lines += service_lines(persona)
     if personas:
-        lines += shared_lines(personas)
+        lines += shared_lines(personas, subnets)
     return "\n".join(lines) + "\n"
 
 
@@ -157,30 +205,151 @@ def service_lines(p: ClusterPersona) -> list[str]:
     return [
         *lines,
         "    secrets:",
-        f"      - {{source: {q(p.name + '_redis')}, target: redis_password}}",
-        f"      - {q(p.name + '_key')}",
-        f"    networks: [{q(p.name + '-net')}]",
+        f"      - {{source: {q('redis-' + p.name)}, target: redis_password}}",
+        f"      - {{source: {q('key-' + p.name)}, target: {q(p.name + '_key')}}}",
+        f"    networks: [{q(network_key(p.name))}]",
     ]
 
 
-def shared_lines(personas: list[ClusterPersona]) -> list[str]:
-    """The personas' networks joined to redis, egress and llm; their networks and secrets."""
+def shared_lines(personas: list[ClusterPersona], subnets: Mapping[str, Subnet]) -> list[str]:
+    """The personas' networks joined to redis, egress and llm; their networks (internal, each
+    on its subnet of ``subnets``) and secrets."""
     q = json.dumps
-    nets = ", ".join(q(p.name + "-net") for p in personas)
+    nets = ", ".join(q(network_key(p.name)) for p in personas)
     lines = [f"  {service}:\n    networks: [{nets}]" for service in SHARED_SERVICES]
-    lines += ["networks:"] + [f"  {q(p.name + '-net')}: {{internal: true}}" for p in personas]
+    lines.append("networks:")
+    for p in personas:
+        subnet = q(str(subnets[p.name]))
+        lines.append(
+            f"  {q(network_key(p.name))}: "
+            f"{{internal: true, ipam: {{config: [{{subnet: {subnet}}}]}}}}"
+        )
     lines.append("secrets:")
     for p in personas:
         redis_file, key_file = (
             f"./secrets/redis/{p.name}.password",
             f"./secrets/resolved/{p.name}.key",
         )
-        lines.append(f"  {q(p.name + '_redis')}: {{file: {q(redis_file)}}}")
-        lines.append(f"  {q(p.name + '_key')}: {{file: {q(key_file)}}}")
+        lines.append(f"  {q('redis-' + p.name)}: {{file: {q(redis_file)}}}")
+        lines.append(f"  {q('key-' + p.name)}: {{file: {q(key_file)}}}")
     return lines
 
 
-def write_override(project_dir: Path, personas: list[ClusterPersona]) -> Path:
+def allocate_subnets(
+    names: Sequence[str],
+    pool: Subnet,
+    prefix: int,
+    taken: Sequence[Subnet] = (),
+    kept: Mapping[str, Subnet] | None = None,
+) -> dict[str, Subnet]:
+    """A subnet of ``pool`` of length ``prefix`` per persona name: its ``kept`` one when that
+    is in the pool and of that length, else the first free one (overlapping no ``taken``
+    subnet and no other persona's).
+
+    Raises:
+        ClusterError: the pool has too few free subnets for ``names``.
+    """
+    kept = {n: s for n, s in (kept or {}).items() if s.prefixlen == prefix and s.subnet_of(pool)}
+    chosen = {n: kept[n] for n in names if n in kept}
+    busy = [*taken, *chosen.values()]
+    free = (s for s in pool.subnets(new_prefix=prefix) if not any(s.overlaps(b) for b in busy))
+    for name in names:
+        if name in chosen:
+            continue
+        subnet = next(free, None)
+        if subnet is None:
+            raise ClusterError(
+                f"{SUBNETS_ENV}={pool} has no free /{prefix} left for {len(names)} personas "
+                f"({len(taken)} subnets of it taken by other networks); give a larger range"
+            )
+        chosen[name] = subnet
+    return chosen
+
+
+def subnet_settings(env: Mapping[str, str]) -> tuple[Subnet, int]:
+    """The range and prefix length of the personas' networks, from ``env``.
+
+    Raises:
+        ClusterError: a value is not an IPv4 range, or the prefix is not longer than it.
+    """
+    text = env.get(SUBNETS_ENV) or DEFAULT_SUBNETS
+    try:
+        pool = ipaddress.IPv4Network(text)
+        prefix = int(env.get(PREFIX_ENV) or DEFAULT_PREFIX)
+    except ValueError as exc:
+        raise ClusterError(
+            f"{SUBNETS_ENV}={text!r} / {PREFIX_ENV}: {exc}; give a range such as "
+            f"{DEFAULT_SUBNETS} and a prefix such as {DEFAULT_PREFIX}"
+        ) from None
+    if not pool.prefixlen < prefix <= 29:
+        raise ClusterError(
+            f"{PREFIX_ENV}={prefix} must be longer than {SUBNETS_ENV}'s /{pool.prefixlen} "
+            "and at most 29 (a /29 holds 5 containers)"
+        )
+    return pool, prefix
+
+
+def docker_subnets(project: str) -> tuple[list[Subnet], dict[str, Subnet]]:
+    """The IPv4 subnets of Docker's networks: those of other networks, and this compose
+    ``project``'s persona networks by persona name. Both empty when docker does not answer
+    (then subnets are carved in order)."""
+    taken: list[Subnet] = []
+    kept: dict[str, Subnet] = {}
+    for labels, subnet in _inspect_networks():
+        key = labels.get("com.docker.compose.network", "")
+        if labels.get("com.docker.compose.project") == project and key.startswith("net-"):
+            kept[key.removeprefix("net-")] = subnet
+        else:
+            taken.append(subnet)
+    return taken, kept
+
+
+def _inspect_networks() -> list[tuple[dict[str, str], Subnet]]:
+    """(labels, subnet) of every IPv4 subnet of every Docker network; [] without docker."""
+    try:
+        ids = _docker("network", "ls", "-q").split()
+        found = json.loads(_docker("network", "inspect", *ids)) if ids else []
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    pairs = []
+    for network in found:
+        labels = network.get("Labels") or {}
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            try:
+                subnet = ipaddress.ip_network(config.get("Subnet", ""))
+            except ValueError:
+                continue
+            if isinstance(subnet, ipaddress.IPv4Network):
+                pairs.append((labels, subnet))
+    return pairs
+
+
+def _docker(*args: str) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout
+
+
+def services_to_start(catalog: list[ClusterPersona], chosen: Sequence[str]) -> list[str]:
+    """The services ``make up PERSONAS=<chosen>`` names: the core ones and ``chosen``.
+
+    Raises:
+        ClusterError: a chosen name is not a persona of the catalog.
+    """
+    names = {p.name for p in catalog}
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise ClusterError(
+            f"no persona {', '.join(map(repr, unknown))} in prompts/; "
+            "`python3 -m crewbox.cluster names` lists them"
+        )
+    return [*STARTED_SERVICES, *dict.fromkeys(chosen)]
+
+
+def write_override(
+    project_dir: Path,
+    personas: list[ClusterPersona],
+    subnets: Mapping[str, Subnet] | None = None,
+) -> Path:
     """Write ``OVERRIDE_FILE`` in ``project_dir`` and return its path.
 
     Raises:
@@ -193,32 +362,50 @@ def write_override(project_dir: Path, personas: list[ClusterPersona]) -> Path:
             f"(COMPOSE_FILE=docker-compose.yml:{OVERRIDE_FILE}:mine.yml) and delete it, so "
             "`make up` can generate it"
         )
-    path.write_text(override_text(personas), encoding="utf-8")
+    path.write_text(override_text(personas, subnets), encoding="utf-8")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     """``compose``: write the override file, warnings on stderr; ``names``: print the persona
-    names, space-separated. Exit 2 with one line when the file cannot be written."""
+    names, space-separated; ``services NAME...``: the services to start for those personas.
+    Exit 2 with one line when the file cannot be written or a name is unknown."""
     parser = argparse.ArgumentParser(prog="python3 -m crewbox.cluster", description=__doc__)
-    parser.add_argument("command", choices=["compose", "names"])
+    parser.add_argument("command", choices=["compose", "names", "services"])
+    parser.add_argument("chosen", nargs="*", help="services: the personas to start")
     parser.add_argument("--project", type=Path, default=Path("."), help="the project folder")
     args = parser.parse_args(argv)
     project: Path = args.project
     personas, warnings = read_personas(project / "prompts", project / "workspaces")
-    if args.command == "names":
-        print(" ".join(p.name for p in personas))
-        return 0
-    for warning in warnings:
-        print(f"crewbox: warning: {warning}", file=sys.stderr)
     try:
-        write_override(project, personas)
+        if args.command == "names":
+            print(" ".join(p.name for p in personas))
+        elif args.command == "services":
+            print(" ".join(services_to_start(personas, " ".join(args.chosen).split())))
+        else:
+            compose(project, personas, warnings)
     except (ClusterError, OSError) as exc:
         print(f"crewbox: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def compose(project: Path, personas: list[ClusterPersona], warnings: list[str]) -> None:
+    """Write the override of ``project`` for ``personas`` (subnets carved from the range of
+    the environment, around Docker's networks), ``warnings`` on stderr.
+
+    Raises:
+        ClusterError: bad range settings, too few subnets, or a hand-written override.
+        OSError: the file cannot be written.
+    """
+    for warning in warnings:
+        print(f"crewbox: warning: {warning}", file=sys.stderr)
+    pool, prefix = subnet_settings(os.environ)
+    taken, kept = docker_subnets(os.environ.get("COMPOSE_PROJECT_NAME") or "crewbox")
+    subnets = allocate_subnets([p.name for p in personas], pool, prefix, taken, kept)
+    write_override(project, personas, subnets)
     if not personas:
         print("crewbox: warning: no persona in prompts/: no worker will run", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

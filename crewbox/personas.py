@@ -416,11 +416,12 @@ def load_persona(path: Path) -> Persona:
     return persona.model_copy(update={"path": path})
 
 
-def load_personas(prompts_dir: Path) -> Personas:
+def load_personas(prompts_dir: Path, report_invalid: bool = True) -> Personas:
     """Every persona under ``prompts_dir`` by name, the role prompts excluded.
 
-    A file that cannot be used is logged as one warning and kept in ``invalid`` (so is the
-    second file of a name already taken); the others load.
+    A file that cannot be used is kept in ``invalid`` (so is the second file of a name
+    already taken; its reason names both files) and, with ``report_invalid``, logged as one
+    warning (`crewbox personas` lists them itself, so it passes False); the others load.
 
     Raises:
         PersonaError: the folder has no persona file at all.
@@ -442,7 +443,7 @@ def load_personas(prompts_dir: Path) -> Personas:
             continue
         valid[persona.name] = persona
     invalid = [bad for bad in invalid if bad.name not in ROLE_PROMPTS]
-    for bad in invalid:
+    for bad in invalid if report_invalid else []:
         log.warning("skipping persona file %s: %s", bad.path.name, bad.reason)
     if not valid and not invalid:
         raise PersonaError(f"{prompts_dir}: no persona files (*.md); run from the project root")

@@ -163,6 +163,10 @@ class Orchestrator:
         self.on_event = on_event
         self.cancel = threading.Event()
         self.shutdown = threading.Event()
+        self.fail_without_worker = False
+        """True in the cluster's orchestrator service: a task for a persona with no worker
+        registered on the queue (its service not started) fails at once; embedded runs start
+        their workers on demand and leave it False."""
         self.planner = Planner(
             llm,
             planner_prompt,
@@ -350,6 +354,8 @@ class Orchestrator:
             self._dispatch(run, spec)
 
     def _dispatch(self, run: ActiveRun, spec: TaskSpec) -> None:
+        """Send the next attempt of ``spec`` to its persona's queue; in the cluster, end the
+        task failed at once (dead-lettered) when the persona has no worker at all."""
         task = Task(
             run_id=run.run_id,
             spec=spec,
@@ -361,7 +367,11 @@ class Orchestrator:
             budget_spenders=list(_spenders(run)),
             attempt=run.next_attempt(spec.id),
         )
-        run.add_attempt(task)
+        state = run.add_attempt(task)
+        if reason := self._no_worker(run, task):
+            state.status, state.error = "failed", reason  # never in flight: never lost
+            self._end_task(run, self._unfinished(state, reason, "failed"))
+            return
         info = AttemptInfo(
             attempt=task.attempt, priority=spec.priority, token_sha256=task.token_sha256
         )
@@ -370,6 +380,21 @@ class Orchestrator:
             run, "task_dispatched", info, task_id=spec.id, persona=spec.persona, message=spec.title
         )
         self.queue.enqueue(task)
+
+    def _no_worker(self, run: ActiveRun, task: Task) -> str | None:
+        """With ``fail_without_worker``, why ``task`` cannot wait for a worker: its persona
+        has none registered on the queue (its service not started, or stopped; a killed
+        worker stays registered a while, and its restart is waited for); else None."""
+        if not self.fail_without_worker:
+            return None
+        registered = getattr(self.queue, "registered_workers", self.queue.live_workers)
+        if registered(task.persona):
+            return None
+        return (
+            f"no worker of persona {task.persona} is alive: start it "
+            f'(`make up PERSONAS="{task.persona}"` or `docker compose up -d {task.persona}`), '
+            f"then `crewbox dlq retry {run.run_id} {task.task_id}`"
+        )
 
     def _dependency_outputs(self, run: ActiveRun, spec: TaskSpec) -> list[DependencyOutput]:
         outputs = []

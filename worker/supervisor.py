@@ -46,6 +46,11 @@ STALL_S = 30.0
 """Silence on the pipe after which the child counts as stalled (seconds): well past a beat
 every second, before the healthcheck's 80 s bound (crewbox.health)."""
 
+START_S = 180.0
+"""Silence allowed before the child's first beat (seconds): a child still starting is not
+stalled. 60 workers starting at once on 2 cores took over 30 s each to their first beat, and
+a STALL_S bound there killed them over and over (tests/e2e/test_many_personas.py)."""
+
 STALLED_EXIT = 75
 """The supervisor's exit status when it killed a stalled child (EX_TEMPFAIL)."""
 
@@ -60,14 +65,20 @@ ChildMain = Callable[[int], None]
 SystemExit when it is done."""
 
 
-def supervise(child_main: ChildMain, stall_s: float = STALL_S, child_uid: int | None = None) -> int:
+def supervise(
+    child_main: ChildMain,
+    stall_s: float = STALL_S,
+    child_uid: int | None = None,
+    start_s: float = START_S,
+) -> int:
     """Fork; run ``child_main(beat_fd)`` in the child; watch its beats in this process.
 
     ``child_uid``: the uid the child will switch to (signals are sent as that uid when this
     process is root); None: this process's own.
 
     Returns the exit status to leave with: the child's (128 + signal when a signal ended
-    it), or STALLED_EXIT after killing a child silent for ``stall_s``.
+    it), or STALLED_EXIT after killing a child silent for ``stall_s`` (``start_s`` before
+    its first beat, when longer).
     """
     global _supervisor_pid
     _supervisor_pid = os.getpid()
@@ -80,7 +91,7 @@ def supervise(child_main: ChildMain, stall_s: float = STALL_S, child_uid: int | 
     uid = os.geteuid() if child_uid is None else child_uid
     previous = _forward_signals(pid, uid)
     try:
-        return _watch(pid, read_fd, stall_s, uid)
+        return _watch(pid, read_fd, stall_s, uid, max(start_s, stall_s))
     finally:
         os.close(read_fd)
         for signum, handler in previous.items():
@@ -134,20 +145,23 @@ def die_with_parent() -> None:
         os._exit(STALLED_EXIT)  # re-parented: the supervisor died before the call
 
 
-def _watch(pid: int, read_fd: int, stall_s: float, uid: int) -> int:
-    """Read beats until the child closes the pipe (it ended) or is silent for ``stall_s``."""
+def _watch(pid: int, read_fd: int, stall_s: float, uid: int, start_s: float) -> int:
+    """Read beats until the child closes the pipe (it ended) or is silent for ``stall_s``
+    (``start_s`` until its first beat)."""
+    bound_s = start_s
     while True:
         try:
-            ready, _, _ = select.select([read_fd], [], [], stall_s)
+            ready, _, _ = select.select([read_fd], [], [], bound_s)
         except InterruptedError:  # a signal was forwarded; keep watching
             continue
         if not ready:
-            log.error("worker %d sent no heartbeat for %.0fs: killing it", pid, stall_s)
+            log.error("worker %d sent no heartbeat for %.0fs: killing it", pid, bound_s)
             send_as(pid, signal.SIGKILL, uid)
             _wait(pid)
             return STALLED_EXIT
         if not os.read(read_fd, 4096):  # EOF: the child exited (or closed it: wait anyway)
             return _wait(pid)
+        bound_s = stall_s
 
 
 def _wait(pid: int) -> int:

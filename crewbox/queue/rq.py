@@ -170,6 +170,18 @@ class RQQueue:
         )
         return sum(1 for w in found if worker_alive(w))
 
+    def registered_workers(self, persona: str) -> int:
+        """RQ workers of ``persona``'s queue registered in Redis, alive or not: 0 when none
+        was started, or the last one stopped cleanly (a killed one stays registered until
+        its key expires). Only the cluster's queue has it: the orchestrator fails a task at
+        once for a persona with none (embedded workers start on demand)."""
+        found = call(
+            lambda: CrewboxWorker.all(
+                queue=self._queue(persona), connection=self.redis, serializer=JSONSerializer
+            )
+        )
+        return len(found)
+
     def withdraw(self, tasks: list[Task]) -> list[str]:
         """LREM each attempt's job id from its queue; removed ones never started."""
         withdrawn = []

@@ -23,6 +23,7 @@ import redis
 import yaml
 
 from crewbox.models import Event, RunSummary, Usage
+from crewbox.queue.rq import RQQueue
 from crewbox.runlog.redis import RedisRunLog
 from crewbox.testing import recorded_calls
 from tests.conftest import crewbox_env, run_crewbox, spec
@@ -51,6 +52,7 @@ class Services:
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log = RedisRunLog(redis.Redis.from_url(redis_url))
+        self.queue = RQQueue(redis.Redis.from_url(redis_url))
 
     def as_user(self, user: str) -> dict[str, str]:
         """The environment of a process that logs in to Redis as ACL user ``user``."""
@@ -74,7 +76,16 @@ class Services:
                 stderr=subprocess.STDOUT,
             )
         self.procs.append(proc)
+        if user != "orchestrator":  # dispatching to a persona with no worker fails at once
+            self.wait_registered(user)
         return proc
+
+    def wait_registered(self, persona: str) -> None:
+        """Wait until a worker of ``persona`` is registered on its RQ queue."""
+        deadline = time.monotonic() + WAIT_S
+        while not self.queue.registered_workers(persona):
+            assert time.monotonic() < deadline, f"no worker of {persona} registered"
+            time.sleep(0.05)
 
     def submit(self, plan: list[dict[str, Any]], name: str = "plan") -> str:
         path = self.tmp / f"{name}.yaml"

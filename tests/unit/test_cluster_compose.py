@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +18,11 @@ from crewbox.cluster import (
     OVERRIDE_FILE,
     ClusterError,
     ClusterPersona,
+    allocate_subnets,
     override_text,
     read_personas,
+    services_to_start,
+    subnet_settings,
     write_override,
 )
 from tests.conftest import ROOT
@@ -63,14 +68,21 @@ def test_each_persona_gets_its_service_secrets_network_and_workspace() -> None:
         "CREWBOX_ANTHROPIC_API_KEY_FILE": "/run/secrets/odile_key",
     }
     assert odile["volumes"] == ["./workspaces/lighting:/workspace:ro"]
-    assert odile["secrets"] == [{"source": "odile_redis", "target": "redis_password"}, "odile_key"]
-    assert odile["networks"] == ["odile-net"]
+    assert odile["secrets"] == [
+        {"source": "redis-odile", "target": "redis_password"},
+        {"source": "key-odile", "target": "odile_key"},
+    ]
+    assert odile["networks"] == ["net-odile"]
     assert "volumes" not in data["services"]["x"]  # no workspace: no mount
     for shared in ("redis", "egress", "llm"):
-        assert data["services"][shared]["networks"] == ["odile-net", "x-net"]
-    assert data["networks"]["odile-net"] == {"internal": True}
-    assert data["secrets"]["odile_key"] == {"file": "./secrets/resolved/odile.key"}
-    assert data["secrets"]["odile_redis"] == {"file": "./secrets/redis/odile.password"}
+        assert data["services"][shared]["networks"] == ["net-odile", "net-x"]
+    assert data["networks"]["net-odile"] == {
+        "internal": True,
+        "ipam": {"config": [{"subnet": "10.213.0.0/28"}]},
+    }
+    assert data["networks"]["net-x"]["ipam"] == {"config": [{"subnet": "10.213.0.16/28"}]}
+    assert data["secrets"]["key-odile"] == {"file": "./secrets/resolved/odile.key"}
+    assert data["secrets"]["redis-odile"] == {"file": "./secrets/redis/odile.password"}
 
 
 def test_files_that_cannot_be_personas_are_skipped_with_a_warning(project: Path) -> None:
@@ -116,3 +128,82 @@ def test_the_command_line_names_and_one_line_errors(project: Path) -> None:
     refused = run("compose")
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "crewbox: error:" in refused.stderr
+
+
+def test_no_generated_top_level_key_starts_with_x_dash() -> None:
+    """Compose reads top-level keys starting with ``x-`` as extension fields: a persona named
+    ``x`` or ``x-api-integration`` must still get its network and secrets."""
+    data = parsed(override_text([ClusterPersona("x", None), ClusterPersona("x-api", None)]))
+    for section in ("networks", "secrets"):
+        assert not [key for key in data[section] if key.startswith("x-")]
+    assert data["services"]["x-api"]["networks"] == ["net-x-api"]
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
+def test_compose_accepts_x_dash_names_and_keys(project: Path) -> None:
+    """`docker compose config` reads the generated file of a persona named ``x-...`` whose
+    front matter has ``x-`` keys of its own (none is copied)."""
+    for name in ("docker-compose.yml",):
+        shutil.copy2(ROOT / name, project / name)
+    (project / "prompts" / "xapi.md").write_text(
+        "---\nname: x-api-integration\ndescription: d\nx-api-integration: true\n"
+        "x-color: {bad: yaml\n---\nbody"
+    )
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": "crewbox-unit-xcheck"}
+    command = [sys.executable, "-m", "crewbox.cluster", "compose", "--project", str(project)]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    text = (project / OVERRIDE_FILE).read_text()
+    assert "x-color" not in text  # front-matter keys are never copied
+    done = subprocess.run(
+        ["docker", "compose", "config", "--services"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "x-api-integration" in done.stdout.split()
+
+
+def test_subnets_are_carved_around_taken_ones_and_kept_ones_stay() -> None:
+    pool = ipaddress.IPv4Network("10.213.0.0/26")  # four /28s
+    taken = [ipaddress.IPv4Network("10.213.0.0/28")]
+    kept = {"b": ipaddress.IPv4Network("10.213.0.32/28")}
+    got = allocate_subnets(["a", "b", "c"], pool, 28, taken, kept)
+    assert {n: str(s) for n, s in got.items()} == {
+        "a": "10.213.0.16/28",
+        "b": "10.213.0.32/28",
+        "c": "10.213.0.48/28",
+    }
+    with pytest.raises(ClusterError, match="no free /28 left for 4 personas"):
+        allocate_subnets(["a", "b", "c", "d"], pool, 28, taken, kept)
+
+
+def test_a_hundred_personas_fit_in_the_default_range_beside_other_networks() -> None:
+    """100 networks of /28 in 10.213.0.0/16, with another project holding part of it."""
+    pool, prefix = subnet_settings({})
+    taken = [ipaddress.IPv4Network("10.213.0.0/24")]
+    got = allocate_subnets([f"p{i}" for i in range(100)], pool, prefix, taken)
+    assert len(set(got.values())) == 100
+    assert not any(s.overlaps(taken[0]) for s in got.values())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CREWBOX_PERSONA_SUBNETS": "10.213.0.0/33"}, "give a range such as"),
+        ({"CREWBOX_PERSONA_SUBNETS": "10.213.0.0/16", "CREWBOX_PERSONA_PREFIX": "16"}, "longer"),
+        ({"CREWBOX_PERSONA_PREFIX": "30"}, "at most 29"),
+    ],
+)
+def test_bad_range_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ClusterError, match=message):
+        subnet_settings(env)
+
+
+def test_make_up_personas_names_the_services_to_start() -> None:
+    catalog = [ClusterPersona("anga", None), ClusterPersona("marie", None)]
+    assert services_to_start(catalog, ["marie"]) == ["redis", "egress", "orchestrator", "marie"]
+    with pytest.raises(ClusterError, match="no persona 'bob' in prompts/"):
+        services_to_start(catalog, ["marie", "bob"])

@@ -284,7 +284,7 @@ def test_crewbox_personas_shows_the_aliases_resolved_to_priced_ids_and_keeps_age
         CREWBOX_PROVIDER="anthropic",
         ANTHROPIC_API_KEY="k",
     )
-    proc = run_crewbox(["personas"], env, cwd=tmp_path)
+    proc = run_crewbox(["personas", "--long"], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {
         line.split("│")[1].strip(): line

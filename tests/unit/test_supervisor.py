@@ -41,6 +41,27 @@ def test_a_beating_child_is_left_alone_and_its_status_passed_on() -> None:
     assert supervise(child, stall_s=STALL_S) == 3
 
 
+def test_a_child_slow_to_its_first_beat_is_left_to_start() -> None:
+    """Many workers starting at once on few cores are slow to their first beat."""
+
+    def child(beat_fd: int) -> None:
+        time.sleep(3 * STALL_S)  # still importing, no beat yet
+        with beating(beat_fd, interval_s=0.05):
+            time.sleep(0.2)
+        raise SystemExit(4)
+
+    assert supervise(child, stall_s=STALL_S, start_s=10 * STALL_S) == 4
+
+
+def test_a_child_that_never_beats_is_killed_after_the_start_bound() -> None:
+    def child(beat_fd: int) -> None:
+        time.sleep(60)
+
+    began = time.monotonic()
+    assert supervise(child, stall_s=STALL_S, start_s=4 * STALL_S) == STALLED_EXIT
+    assert 4 * STALL_S <= time.monotonic() - began < 5
+
+
 def test_sigterm_to_the_supervisor_reaches_the_child() -> None:
     def child(beat_fd: int) -> None:
         with beating(beat_fd, interval_s=0.05):
