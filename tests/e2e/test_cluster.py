@@ -207,14 +207,25 @@ def test_marie_cannot_read_anga_secret_or_workspace(project: Path) -> None:
 
 WORKER_PROCESS = (
     "import pathlib\n"
-    "for p in pathlib.Path('/proc').glob('[0-9]*'):\n"
+    "for p in sorted(pathlib.Path('/proc').glob('[0-9]*'), key=lambda p: int(p.name)):\n"
     "    cmd = (p / 'cmdline').read_bytes().split(b'\\0')\n"
     "    if b'worker' in cmd and b'--persona' in cmd and not cmd[0].endswith(b'docker-init'):\n"
     "        s = dict(l.split(':', 1) for l in (p / 'status').read_text().splitlines())\n"
-    "        print(s['Uid'].split()[0], s['CapEff'].strip())\n"
+    "        print(s['Uid'].split()[0], s['CapEff'].strip(), p.name, s['PPid'].strip())\n"
 )
-"""Prints the uid and effective capabilities of the container's `crewbox worker` (not of
-docker-init, PID 1, whose command line holds the worker's)."""
+"""Prints uid, effective capabilities, pid and parent pid of each `crewbox worker` process of
+the container (not of docker-init, PID 1, whose command line holds the worker's): the
+supervisor, then the worker it forked."""
+
+
+def assert_worker_boxed(lines: str) -> None:
+    """The container's worker runs as 10001 with no capability; the only other `crewbox
+    worker` process is its parent, the supervisor (root, which runs no tool)."""
+    rows = [line.split() for line in lines.splitlines()]
+    workers = [r for r in rows if r[0] == "10001"]
+    assert [r[1] for r in workers] == ["0000000000000000"], lines
+    supervisors = [r for r in rows if r[0] != "10001"]
+    assert [(r[0], r[2]) for r in supervisors] == [("0", workers[0][3])], lines
 
 
 def test_root_filesystem_is_read_only_and_the_worker_is_not_root(project: Path) -> None:
@@ -222,7 +233,7 @@ def test_root_filesystem_is_read_only_and_the_worker_is_not_root(project: Path) 
     assert write.returncode != 0 and "Read-only file system" in write.stderr
     assert in_marie(project, "touch /tmp/scratch").returncode == 0
     worker = compose(project, "exec", "-T", "marie", "python", "-c", WORKER_PROCESS)
-    assert worker.stdout.split() == ["10001", "0000000000000000"], worker.stdout + worker.stderr
+    assert_worker_boxed(worker.stdout + worker.stderr)
 
 
 def test_redis_refuses_a_client_without_its_user_and_password(project: Path) -> None:
@@ -262,11 +273,11 @@ def test_a_persona_added_by_one_file_runs_in_its_own_hardened_container(project:
         True
     ]
     networks = set(info["NetworkSettings"]["Networks"])
-    assert networks == {f"{PROJECT}_odile-net"}, networks
+    assert networks == {f"{PROJECT}_net-odile"}, networks
     secrets = compose(project, "exec", "-T", "odile", "ls", "/run/secrets")
     assert sorted(secrets.stdout.split()) == ["odile_key", "redis_password"]
     worker = compose(project, "exec", "-T", "odile", "python", "-c", WORKER_PROCESS)
-    assert worker.stdout.split() == ["10001", "0000000000000000"], worker.stdout + worker.stderr
+    assert_worker_boxed(worker.stdout + worker.stderr)
 
 
 def test_make_down_leaves_no_container(project: Path, run: dict[str, Any]) -> None:
