@@ -36,12 +36,17 @@ personas-compose: ## Generate docker-compose.override.yml: a worker service per 
 secrets: personas-compose ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
 	@scripts/resolve-secrets.sh $(CATALOG) >/dev/null
 
+# The claude-code image (personas with `engine: claude-code`, or all with CREWBOX_ENGINE=claude-code):
+# built after crewbox's image, its base, and only when the generated file has its service.
+ENGINE_BUILD := { ! grep -q '^  engine-claude-code:' docker-compose.override.yml || \
+	$(COMPOSE) --profile claude-code build engine-claude-code; }
+
 up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the local model too when a service has no key)
 	@services=$$(python3 -m crewbox.cluster services $(PERSONAS)) || exit 2; \
 	profile=$$(scripts/resolve-secrets.sh $(CATALOG)); \
 	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
-	$(COMPOSE) build && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
+	$(COMPOSE) build && $(ENGINE_BUILD) && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client down --remove-orphans

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from crewbox.cluster import (
+    ENGINE_SERVICE,
     HEADER,
     OVERRIDE_FILE,
     ClusterError,
@@ -23,6 +24,7 @@ from crewbox.cluster import (
     read_personas,
     services_to_start,
     subnet_settings,
+    with_engine,
     write_override,
 )
 from tests.conftest import ROOT
@@ -207,3 +209,81 @@ def test_make_up_personas_names_the_services_to_start() -> None:
     assert services_to_start(catalog, ["marie"]) == ["redis", "egress", "orchestrator", "marie"]
     with pytest.raises(ClusterError, match="no persona 'bob' in prompts/"):
         services_to_start(catalog, ["marie", "bob"])
+
+
+def claude_code_persona(project: Path, name: str = "cody", engine: str = "Claude-Code") -> None:
+    """Add persona ``name`` with front matter ``engine: <engine>`` to ``project``."""
+    (project / "prompts" / f"{name}.md").write_text(
+        f"---\nname: {name}\ndescription: codes with Claude Code\nengine: {engine}\n---\nbody"
+    )
+
+
+def test_claude_code_personas_share_one_image_built_once(project: Path) -> None:
+    """Two personas with ``engine: claude-code`` name the claude-code image; the others keep
+    the template's; only the build-only service (in a profile, never started) builds it."""
+    claude_code_persona(project, "cody")
+    claude_code_persona(project, "dora", "claude-code")
+    personas, warnings = read_personas(project / "prompts", project / "workspaces")
+    assert warnings == []
+    assert {p.name: p.engine for p in personas}["cody"] == "claude-code"
+    services = parsed(override_text(personas))["services"]
+    image = "${COMPOSE_PROJECT_NAME:-crewbox}:claude-code"
+    assert services["cody"]["image"] == services["dora"]["image"] == image
+    assert "image" not in services["anga"] and "CREWBOX_ENGINE" not in services["cody"]
+    assert [name for name, s in services.items() if "build" in s] == [ENGINE_SERVICE]
+    engine = services[ENGINE_SERVICE]
+    assert engine["image"] == image and engine["profiles"] == ["claude-code"]
+    assert engine["build"]["dockerfile"] == "Dockerfile.claude-code"
+    assert engine["build"]["args"] == {"BASE": "${COMPOSE_PROJECT_NAME:-crewbox}:local"}
+    assert ENGINE_SERVICE not in parsed(override_text(personas[:1]))["services"]
+
+
+def test_crewbox_engine_sets_every_personas_image_and_environment(project: Path) -> None:
+    personas, _ = read_personas(project / "prompts", project / "workspaces")
+    services = parsed(override_text(with_engine(personas, {"CREWBOX_ENGINE": "claude-code"})))[
+        "services"
+    ]
+    for name in ("anga", "fabien", "marie"):
+        assert services[name]["image"].endswith(":claude-code")
+        assert services[name]["environment"]["CREWBOX_ENGINE"] == "claude-code"
+    claude_code_persona(project)
+    personas, _ = read_personas(project / "prompts", project / "workspaces")
+    builtin = parsed(override_text(with_engine(personas, {"CREWBOX_ENGINE": "builtin"})))
+    assert ENGINE_SERVICE not in builtin["services"]
+    assert builtin["services"]["cody"]["environment"]["CREWBOX_ENGINE"] == "builtin"
+    with pytest.raises(ClusterError, match="CREWBOX_ENGINE='gpt'"):
+        with_engine(personas, {"CREWBOX_ENGINE": "gpt"})
+
+
+def test_an_unknown_engine_is_a_warning(project: Path) -> None:
+    claude_code_persona(project, engine="emacs")
+    personas, warnings = read_personas(project / "prompts", project / "workspaces")
+    assert {p.name: p.engine for p in personas}["cody"] == "builtin"
+    assert any("engine 'emacs' is unknown" in w for w in warnings)
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
+def test_compose_resolves_the_claude_code_image_per_project(project: Path) -> None:
+    """`docker compose config`: the claude-code persona runs ``<project>:claude-code``, the
+    others ``<project>:local``; the build-only service starts only with its profile."""
+    shutil.copy2(ROOT / "docker-compose.yml", project / "docker-compose.yml")
+    claude_code_persona(project)
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": "crewbox-unit-engine"}
+    env.pop("CREWBOX_ENGINE", None)
+    command = [sys.executable, "-m", "crewbox.cluster", "compose", "--project", str(project)]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+
+    def config(*args: str) -> str:
+        done = subprocess.run(
+            ["docker", "compose", *args, "config", "--format", "json"],
+            cwd=project, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    services = yaml.safe_load(config())["services"]
+    assert services["cody"]["image"] == "crewbox-unit-engine:claude-code"
+    assert services["anga"]["image"] == "crewbox-unit-engine:local"
+    assert ENGINE_SERVICE not in services
+    built = yaml.safe_load(config("--profile", "claude-code"))["services"][ENGINE_SERVICE]
+    assert built["build"]["args"] == {"BASE": "crewbox-unit-engine:local"}
