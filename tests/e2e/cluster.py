@@ -21,6 +21,7 @@ def project_name(base: str) -> str:
 COPIED = [
     "Makefile",
     "Dockerfile",
+    "Dockerfile.claude-code",
     ".dockerignore",
     "docker-compose.yml",
     "pyproject.toml",

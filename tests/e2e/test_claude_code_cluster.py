@@ -18,7 +18,6 @@ no cache at all, add crewbox's own image build and a slower index: minutes.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +25,6 @@ import yaml
 
 from crewbox.models import RunSummary, Usage
 from crewbox.testing import recorded_calls
-from tests.conftest import ROOT
 from tests.e2e.chaos import ChaosCluster, task
 from tests.e2e.cluster import compose_answers, copy_project, project_name
 
@@ -77,7 +75,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosCluster]:
     if not compose_answers():
         pytest.skip("needs Docker with Compose v2 (.ci/run starts one)")
     folder = copy_project(tmp_path_factory.mktemp("engine-cluster"))
-    shutil.copy2(ROOT / "Dockerfile.claude-code", folder / "Dockerfile.claude-code")
     (folder / "prompts" / f"{PERSONA}.md").write_text(
         f"---\nname: {PERSONA}\ndescription: Writes files with Claude Code\n"
         "tools: Read, Write\nengine: claude-code\n---\nWrite what you are asked to.\n"
