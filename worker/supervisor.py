@@ -99,7 +99,12 @@ def supervise(
 
 
 def _run_child(child_main: ChildMain, beat_fd: int) -> None:
-    """The child's whole life: ``child_main``, then ``os._exit`` (never back to the caller)."""
+    """The child's whole life: ``child_main``, then ``os._exit`` (never back to the caller).
+
+    SIGTERM and SIGINT start at their defaults in the child, whatever handlers the forking
+    process had: ``child_main`` installs its own (the RQ worker's warm shutdown)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
     status = 0
     try:
         child_main(beat_fd)

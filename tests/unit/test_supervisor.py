@@ -67,9 +67,16 @@ def test_sigterm_to_the_supervisor_reaches_the_child() -> None:
         with beating(beat_fd, interval_s=0.05):
             time.sleep(60)
 
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    assert supervise(child, stall_s=10) == 128 + signal.SIGTERM
+    def raising(signum: int, frame: object) -> None:  # as a handler an earlier test left
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, raising)
+    try:
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        assert supervise(child, stall_s=10) == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored
 
 
