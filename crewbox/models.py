@@ -478,6 +478,13 @@ class LLMCall(Payload):
     subagent: str | None = None
 
 
+class RunFailed(Payload):
+    """``run_failed``: ``resumable`` when the run stopped where it was and an orchestrator
+    may go on with it by itself (the results disk was full), not only on ``crewbox resume``."""
+
+    resumable: bool = False
+
+
 class BudgetInfo(Payload):
     """``budget_exceeded``: the budget and what was spent when it was reached."""
 

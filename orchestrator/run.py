@@ -30,6 +30,7 @@ from crewbox.models import (
     Request,
     Result,
     RunEnded,
+    RunFailed,
     Stage,
     Task,
     TaskEnded,
@@ -395,7 +396,7 @@ def pending_work(events: list[Event], requested: bool = False) -> tuple[bool, se
     if not ends:
         return True, None
     last = events[ends[-1]]
-    if last.kind == "run_failed" and last.data.get("resumable"):  # e.g. a full results disk
+    if last.kind == "run_failed" and last.payload(RunFailed).resumable:  # a full results disk
         return True, None
     retried = {e.task_id or "" for e in events[ends[-1] :] if e.kind == "dlq_retried"}
     if retried:

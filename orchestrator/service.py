@@ -54,6 +54,7 @@ from crewbox.models import (
     Request,
     Result,
     RunEnded,
+    RunFailed,
     RunSummary,
     Stage,
     Task,
@@ -257,7 +258,7 @@ class Orchestrator:
 
     def _stop_disk_full(self, run: ActiveRun, exc: OSError) -> None:
         """End a run whose results could not be written for want of space with a
-        ``run_failed`` that leaves it resumable (``data.resumable``).
+        ``run_failed`` that leaves it resumable (RunFailed.resumable).
 
         Raises:
             ResultsDiskFullError: always, naming the disk and how to go on.
@@ -270,7 +271,7 @@ class Orchestrator:
         )
         with contextlib.suppress(Exception):  # the event log may be on that disk too
             self._publish(
-                Event(kind="run_failed", run_id=run.run_id, message=reason, data={"resumable": 1})
+                Event.of("run_failed", run.run_id, RunFailed(resumable=True), message=reason)
             )
         raise ResultsDiskFullError(reason) from exc
 
@@ -387,8 +388,7 @@ class Orchestrator:
         worker stays registered a while, and its restart is waited for); else None."""
         if not self.fail_without_worker:
             return None
-        registered = getattr(self.queue, "registered_workers", self.queue.live_workers)
-        if registered(task.persona):
+        if self.queue.registered_workers(task.persona):
             return None
         return (
             f"no worker of persona {task.persona} is alive: start it "

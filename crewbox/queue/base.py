@@ -148,6 +148,11 @@ class TaskQueue(Protocol):
         """How many workers of ``persona`` are alive now (serving its queue)."""
         ...
 
+    def registered_workers(self, persona: str) -> int:
+        """How many workers of ``persona`` are registered, alive or not (a killed one stays
+        registered a while, so its restart can be waited for); 0: none was started."""
+        ...
+
     def withdraw(self, tasks: list[Task]) -> list[str]:
         """Take these attempts off their queues where no worker has taken them yet.
 

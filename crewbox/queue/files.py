@@ -98,6 +98,12 @@ class FileQueue:
             return sum(1 for p in folder.iterdir() if not _is_dead_local_worker(p.name))
         return 0
 
+    def registered_workers(self, persona: str) -> int:
+        """Workers registered under ``<persona>/workers/``, dead or alive."""
+        with contextlib.suppress(FileNotFoundError):
+            return sum(1 for _ in (self.root / persona / WORKERS_DIR).iterdir())
+        return 0
+
     def busy(self, persona: str) -> bool:
         """True while ``persona`` has a task pending or claimed by a worker."""
         folder = self.root / persona

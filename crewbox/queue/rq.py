@@ -33,6 +33,7 @@ import redis
 from pydantic import BaseModel, Field
 from rq import Queue
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from crewbox.config import Settings
 from crewbox.models import Request, Result, Task
@@ -163,24 +164,20 @@ class RQQueue:
     def live_workers(self, persona: str) -> int:
         """RQ workers of ``persona``'s queue whose RQ heartbeat is younger than WORKER_TTL_S
         (a stopped container's worker unregisters; a killed or frozen one goes silent)."""
-        found = call(
-            lambda: CrewboxWorker.all(
-                queue=self._queue(persona), connection=self.redis, serializer=JSONSerializer
-            )
-        )
-        return sum(1 for w in found if worker_alive(w))
+        return sum(1 for w in self._workers_of(persona) if worker_alive(w))
 
     def registered_workers(self, persona: str) -> int:
         """RQ workers of ``persona``'s queue registered in Redis, alive or not: 0 when none
         was started, or the last one stopped cleanly (a killed one stays registered until
-        its key expires). Only the cluster's queue has it: the orchestrator fails a task at
-        once for a persona with none (embedded workers start on demand)."""
-        found = call(
+        its key expires)."""
+        return len(self._workers_of(persona))
+
+    def _workers_of(self, persona: str) -> list[BaseWorker]:
+        return call(
             lambda: CrewboxWorker.all(
                 queue=self._queue(persona), connection=self.redis, serializer=JSONSerializer
             )
         )
-        return len(found)
 
     def withdraw(self, tasks: list[Task]) -> list[str]:
         """LREM each attempt's job id from its queue; removed ones never started."""
