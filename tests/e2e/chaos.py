@@ -42,19 +42,24 @@ WAIT_S = 180.0
 """Longest wait for one observable state of a run."""
 PERSONAS = ("marie", "anga", "fabien")
 
-OVERRIDE = {
-    "services": {
-        name: {
-            "environment": {
-                "CREWBOX_PROVIDER": "scripted",
-                "CREWBOX_SCRIPT_PATH": "/chaos/script.yaml",
-                "CREWBOX_SCRIPT_RECORD_DIR": "/chaos/record",
-            },
-            "volumes": ["./chaos:/chaos"],
-        }
-        for name in ("orchestrator", *PERSONAS)
+
+def scripted_override(services: tuple[str, ...]) -> dict[str, Any]:
+    """A compose override putting ``services`` on the scripted LLM: the script and the
+    record of calls in the project's ``chaos/`` folder, mounted at /chaos."""
+    environment = {
+        "CREWBOX_PROVIDER": "scripted",
+        "CREWBOX_SCRIPT_PATH": "/chaos/script.yaml",
+        "CREWBOX_SCRIPT_RECORD_DIR": "/chaos/record",
     }
-}
+    return {
+        "services": {
+            name: {"environment": dict(environment), "volumes": ["./chaos:/chaos"]}
+            for name in services
+        }
+    }
+
+
+OVERRIDE = scripted_override(("orchestrator", *PERSONAS))
 
 
 @dataclass

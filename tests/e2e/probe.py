@@ -62,12 +62,12 @@ PLANS: dict[str, list[dict[str, Any]]] = {
     "probe-anga": [task("anga-other", "anga")],
 }
 
-INSIDE = r"""
+AS_MARIE = r"""
 import json, sys, socket
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
-run, anga_job = sys.argv[1], sys.argv[2]
+run = sys.argv[1]
 me = redis.Redis(host="redis", username="marie",
                  password=open("/run/secrets/redis_password").read().strip())
 def attempt(name, fn):
@@ -76,6 +76,15 @@ def attempt(name, fn):
         print(json.dumps({"attempt": name, "refused": False, "detail": "allowed"}))
     except redis.exceptions.NoPermissionError as exc:
         print(json.dumps({"attempt": name, "refused": True, "detail": str(exc)[:80]}))
+"""
+"""What every script run in marie's container starts with: her Redis connection (her ACL
+user) and ``attempt(name, fn)``, which prints a JSON line saying whether Redis refused."""
+
+
+INSIDE = (
+    AS_MARIE
+    + r"""
+anga_job = sys.argv[2]
 def foreign(queue):
     return lambda: Queue(queue, connection=me, serializer=JSONSerializer).enqueue(
         "subprocess.getoutput", "cat /run/secrets/*")
@@ -100,21 +109,13 @@ def egress(host):
                       "detail": status}))
 egress("example.com:443")
 """
+)
 """Runs in marie's container (as `docker compose exec` does: root, marie's secrets)."""
 
 
-ACL_INSIDE = r"""
-import json, sys
-import redis
-run = sys.argv[1]
-me = redis.Redis(host="redis", username="marie",
-                 password=open("/run/secrets/redis_password").read().strip())
-def attempt(name, fn):
-    try:
-        fn()
-        print(json.dumps({"attempt": name, "refused": False, "detail": "allowed"}))
-    except redis.exceptions.NoPermissionError as exc:
-        print(json.dumps({"attempt": name, "refused": True, "detail": str(exc)[:80]}))
+ACL_INSIDE = (
+    AS_MARIE
+    + r"""
 attempt("run a Lua script (EVAL: Redis BUSY)", lambda: me.eval("return 1", 0))
 attempt("list keys (SCAN)", lambda: me.scan(0))
 attempt("pick a random key (RANDOMKEY)", lambda: me.randomkey())
@@ -125,6 +126,7 @@ attempt("open anga's circuit (write its limiter)",
 attempt("zero anga's spend in the run (its ledger)",
         lambda: me.hset(f"crewbox:run:{run}:spend:anga", "run", 0))
 """
+)
 """Runs in marie's container: what her Redis user may not run (crewbox.acl), one row each."""
 
 
@@ -274,12 +276,11 @@ never uses it; it must never reach a prompt."""
 TRUST_ROWS = 8
 """Rows trust_attempts adds to the probe's table."""
 
-INSIDE_TRUST = r"""
-import base64, hashlib, json, sys, time, zlib
-import redis
-run, anga_run = sys.argv[1], sys.argv[2]
-me = redis.Redis(host="redis", username="marie",
-                 password=open("/run/secrets/redis_password").read().strip())
+INSIDE_TRUST = (
+    AS_MARIE
+    + r"""
+import base64, hashlib, time, zlib
+anga_run = sys.argv[2]
 def inbox(r):
     return f"crewbox:run:{r}:inbox"
 def sent(what, ok=True, detail=""):
@@ -321,6 +322,7 @@ forge("marie-oversized", {"path": "big.bin", "bytes": len(big),
                           "sha256": hashlib.sha256(big).hexdigest(),
                           "content_b64": base64.b64encode(big).decode()})
 """
+)
 """Runs in marie's container after INSIDE: pushes into anga's run's inbox, then forges
 results for two of her own tasks while each runs (see trust_attempts)."""
 

@@ -25,7 +25,7 @@ import yaml
 
 from crewbox.models import RunSummary, Usage
 from crewbox.testing import recorded_calls
-from tests.e2e.chaos import ChaosCluster, task
+from tests.e2e.chaos import ChaosCluster, scripted_override, task
 from tests.e2e.cluster import compose_answers, copy_project, project_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -38,19 +38,7 @@ REQUEST = "claude-code in the cluster"
 CONTENT = "hello from Claude Code\n"
 
 SERVICES = ("orchestrator", PERSONA)
-OVERRIDE = {
-    "services": {
-        name: {
-            "environment": {
-                "CREWBOX_PROVIDER": "scripted",
-                "CREWBOX_SCRIPT_PATH": "/chaos/script.yaml",
-                "CREWBOX_SCRIPT_RECORD_DIR": "/chaos/record",
-            },
-            "volumes": ["./chaos:/chaos"],
-        }
-        for name in SERVICES
-    }
-}
+OVERRIDE = scripted_override(SERVICES)
 
 STEPS = [
     {
