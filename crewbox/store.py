@@ -160,11 +160,10 @@ class RunStore:
                 nothing of the result is written then.
         """
         folder = self.task_dir(result.persona, result.task_id)
-        check_artifacts(folder, result.artifacts, max_bytes)
+        carried = check_artifacts(folder, result.artifacts, max_bytes)
         folder.mkdir(parents=True, exist_ok=True)
-        for artifact in result.artifacts:
-            if artifact.content_b64 is not None:
-                write_carried_artifact(folder, artifact)
+        for path, data in carried.items():
+            _write_artifact(folder, path, data)
         stripped = [a.model_copy(update={"content_b64": None}) for a in result.artifacts]
         on_disk = result.model_copy(update={"artifacts": stripped})
         write_atomic(folder / RESULT_FILE, on_disk.model_dump_json(indent=2))
@@ -232,12 +231,16 @@ def file_inside(root: Path, path: str) -> Path | None:
     return target if inside else None
 
 
-def check_artifacts(folder: Path, artifacts: list[Artifact], max_bytes: int | None) -> None:
+def check_artifacts(
+    folder: Path, artifacts: list[Artifact], max_bytes: int | None
+) -> dict[str, bytes]:
     """Check the artifacts a result lists before anything of it is written or read: at most
     MAX_ARTIFACTS, each path safe (:func:`artifact_path_problem`) and inside ``folder``
     once resolved, no path twice, no path that is a folder of another (``x`` and ``x/y``),
     a valid sha256 and size; carried content valid base64 matching both, at most
     ``max_bytes`` in all; content not carried: the file is in ``folder`` and matches.
+
+    Returns the carried content, decoded and checked, by artifact path.
 
     Raises:
         ArtifactError: the first problem, in one line naming the artifact.
@@ -249,18 +252,21 @@ def check_artifacts(folder: Path, artifacts: list[Artifact], max_bytes: int | No
         if problem := artifact_path_problem(path):
             raise ArtifactError(f"artifact path {path[:80]!r} refused: {problem}")
     _check_layout(paths)
-    carried = 0
+    carried: dict[str, bytes] = {}
+    total = 0
     for artifact in artifacts:
         _check_inside(folder, artifact.path)
         if artifact.content_b64 is None:
             _check_on_disk(folder, artifact)
-        else:
-            carried += len(decoded_content(artifact))
-            if max_bytes is not None and carried > max_bytes:
-                raise ArtifactError(
-                    f"artifacts exceed CREWBOX_MAX_ARTIFACT_BYTES ({max_bytes} bytes) at "
-                    f"{artifact.path!r}"
-                )
+            continue
+        carried[artifact.path] = decoded_content(artifact)
+        total += artifact.bytes
+        if max_bytes is not None and total > max_bytes:
+            raise ArtifactError(
+                f"artifacts exceed CREWBOX_MAX_ARTIFACT_BYTES ({max_bytes} bytes) at "
+                f"{artifact.path!r}"
+            )
+    return carried
 
 
 def artifact_path_problem(path: str) -> str | None:
@@ -346,14 +352,17 @@ def write_carried_artifact(folder: Path, artifact: Artifact) -> Path:
     if problem := artifact_path_problem(artifact.path):
         raise ArtifactError(f"artifact path {artifact.path[:80]!r} refused: {problem}")
     _check_inside(folder, artifact.path)
-    data = decoded_content(artifact)
-    target = (folder / artifact.path).resolve()
+    return _write_artifact(folder, artifact.path, decoded_content(artifact))
+
+
+def _write_artifact(folder: Path, path: str, data: bytes) -> Path:
+    """Write checked content to ``folder / path`` (atomically: a full disk leaves no empty
+    or partial artifact); returns the file."""
+    target = (folder / path).resolve()
     try:
-        write_atomic(target, data)  # a full disk leaves no empty or partial artifact
+        write_atomic(target, data)
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-        raise ArtifactError(
-            f"artifact {artifact.path!r} cannot be written: {exc.strerror}"
-        ) from exc
+        raise ArtifactError(f"artifact {path!r} cannot be written: {exc.strerror}") from exc
     return target
 
 
