@@ -22,7 +22,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: stack stack-down stack-submit stack-status stack-workers bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -47,6 +47,34 @@ up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the 
 	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
 	$(COMPOSE) build && $(ENGINE_BUILD) && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
+
+# Docker Swarm: the same services as a stack (crewbox/stack.py writes crewbox-stack.yml from
+# `docker compose config`), deployed on the swarm this engine manages. STACK names it.
+STACK ?= $(or $(COMPOSE_PROJECT_NAME),crewbox)
+STACK_CLIENT = scripts/stack-client.sh $(STACK)
+
+stack: personas-compose ## Deploy the cluster to Docker Swarm as stack STACK (a swarm manager; README, Docker Swarm)
+	@python3 -m crewbox.stack check || exit 2; \
+	profile=$$(scripts/resolve-secrets.sh $(CATALOG)); \
+	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: deploying the local model (llm)"; fi; \
+	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
+	$(COMPOSE) build && $(ENGINE_BUILD) && \
+	python3 -m crewbox.stack write --stack $(STACK) $${profile:+--llm} && \
+	docker stack deploy --compose-file crewbox-stack.yml --resolve-image never --prune $(STACK)
+
+stack-down: ## Remove stack STACK from the swarm (keeps results/ and the Redis volume)
+	docker stack rm $(STACK)
+
+stack-submit: export CREWBOX_REQUEST := $(REQUEST)
+stack-submit: ## Run a request on stack STACK: make stack-submit REQUEST="Plan a spring recital"
+	@if [ -z "$$CREWBOX_REQUEST" ]; then echo 'usage: make stack-submit REQUEST="what you want"' >&2; exit 2; fi
+	@$(STACK_CLIENT) crewbox submit "$$CREWBOX_REQUEST"
+
+stack-status: ## Tasks of a run on stack STACK: make stack-status [RUN=<run_id>]
+	@$(STACK_CLIENT) crewbox status $(RUN)
+
+stack-workers: ## Each persona's workers on stack STACK
+	@$(STACK_CLIENT) crewbox workers
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client down --remove-orphans
