@@ -101,6 +101,12 @@ KEPT = (
 )
 """Service keys copied as they are."""
 
+ENDPOINT_MODE = "dnsrr"
+"""How a service is found: DNS answers its tasks' addresses (round robin). No virtual IP
+(``vip`` mode: IPVS in each container's namespace, which some kernels lack; then every
+connection to a service name fails with "No route to host"); nothing is published, so
+nothing needs the routing mesh."""
+
 RESTART = {"unless-stopped": "any", "always": "any", "on-failure": "on-failure", "no": "none"}
 """Compose ``restart`` to Swarm's ``restart_policy.condition``."""
 
@@ -201,7 +207,8 @@ def deploy_of(
     """The ``deploy`` section of service ``name``: restart policy, limits, replicas and
     placement (``placement`` None: not a persona)."""
     deploy: dict[str, Any] = {
-        "restart_policy": {"condition": RESTART.get(str(service.get("restart") or "no"), "any")}
+        "endpoint_mode": ENDPOINT_MODE,
+        "restart_policy": {"condition": RESTART.get(str(service.get("restart") or "no"), "any")},
     }
     limits = {
         key: str(service[source])
@@ -253,8 +260,12 @@ def service_of(
 
 
 def _volume(volume: Mapping[str, Any]) -> dict[str, Any]:
-    """A bind or named-volume mount with the keys format 3.x knows."""
+    """A bind or named-volume mount with the keys format 3.x knows. A named volume is
+    mounted ``nocopy``: Docker copies the image's folder (and its owner) into an empty
+    volume at every mount otherwise, undoing redis-volume's chown before Redis starts."""
     kept = {k: volume[k] for k in ("type", "source", "target", "read_only") if k in volume}
+    if kept.get("type") == "volume":
+        kept["volume"] = {"nocopy": True}
     return kept
 
 
