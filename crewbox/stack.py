@@ -201,16 +201,14 @@ def secret_key(stack: str, key: str, content: bytes) -> str:
     return f"{stack}_{key}_{hashlib.sha256(content).hexdigest()[:12]}"
 
 
-def deploy_of(
-    name: str, service: Mapping[str, Any], placement: Placement | None
-) -> dict[str, Any]:
+def deploy_of(name: str, service: Mapping[str, Any], placement: Placement | None) -> dict[str, Any]:
     """The ``deploy`` section of service ``name``: restart policy, limits, replicas and
     placement (``placement`` None: not a persona)."""
     deploy: dict[str, Any] = {
         "endpoint_mode": ENDPOINT_MODE,
         "restart_policy": {"condition": RESTART.get(str(service.get("restart") or "no"), "any")},
     }
-    limits = {
+    limits: dict[str, str | int] = {
         key: str(service[source])
         for key, source in (("memory", "mem_limit"), ("cpus", "cpus"))
         if service.get(source)

@@ -130,7 +130,8 @@ class StackCluster(ChaosCluster):
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             ids = self.tasks_of(service)
-            health = [docker("inspect", "-f", "{{.State.Health.Status}}", i, check=False) for i in ids]
+            health = [docker("inspect", "-f", "{{.State.Health.Status}}", i, check=False)
+                      for i in ids]  # fmt: skip
             if len(ids) == count and all(h == "healthy" for h in health):
                 return ids
             time.sleep(1)
@@ -200,7 +201,12 @@ def test_the_stack_is_hardened_as_the_compose_cluster(stack: StackCluster) -> No
     container = spec["TaskTemplate"]["ContainerSpec"]
     assert container["ReadOnly"] is True and container["Init"] is True
     assert container["CapabilityDrop"] == ["ALL"]
-    assert sorted(container["CapabilityAdd"]) == ["DAC_READ_SEARCH", "SETGID", "SETUID"]
+    assert sorted(container["CapabilityAdd"]) == [
+        "CAP_DAC_READ_SEARCH", "CAP_SETGID", "CAP_SETUID"
+    ]  # fmt: skip
+    assert {m["Target"]: m["Type"] for m in container["Mounts"]}["/tmp"] == "tmpfs"
+    secrets = {s["File"]["Name"]: s["File"] for s in container["Secrets"]}
+    assert secrets["redis_password"]["Mode"] == 0o400 and secrets["redis_password"]["UID"] == "0"
     assert spec["TaskTemplate"]["Resources"]["Limits"]["Pids"] == 256
     nets = json.loads(docker("network", "inspect", f"{STACK}_net-marie"))[0]
     assert nets["Driver"] == "overlay" and nets["Internal"] is True
