@@ -31,7 +31,9 @@ new secret), given to the service's user (uid and gid of its ``user``) with mode
 service whose key file is empty gets no key secret (Swarm refuses empty secrets): it uses the
 local model, as under Compose.
 
-Networks are overlays: internal ones stay internal, none is attachable but ``client-net``
+Networks are overlays: internal ones stay internal (and the stack's ``default`` network,
+which Swarm gives a service naming none, as redis-volume's ``network_mode: none``, is
+internal too), none is attachable but ``client-net``
 (the one-off client, ``scripts/stack-client.sh``, joins it with ``docker run``); their
 subnets come from the swarm's address pool (``docker swarm init --default-addr-pool``), not
 CREWBOX_PERSONA_SUBNETS, since a Swarm network also holds a virtual IP per service and a
@@ -309,6 +311,8 @@ def stack_of(
     }
     used = {n for s in services.values() for n in s.get("networks", [])}
     networks = {k: v for k, v in (config.get("networks") or {}).items() if k in used}
+    if any("networks" not in s for s in services.values()):
+        networks["default"] = {"internal": True}  # Swarm's network of services naming none
     return {
         "version": FILE_VERSION,
         "services": services,

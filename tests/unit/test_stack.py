@@ -121,6 +121,10 @@ def test_only_the_client_network_is_attachable_and_outside_is_not_internal(
     attachable = [k for k, v in stack["networks"].items() if v["attachable"]]
     assert attachable == ["client-net"]
     assert stack["networks"]["outside"]["internal"] is False
+    assert "networks" not in stack["services"]["redis-volume"]  # network_mode: none in Compose
+    assert stack["networks"]["default"] == {
+        "driver": "overlay", "internal": True, "attachable": False
+    }  # fmt: skip
     assert stack["services"]["redis"]["deploy"]["restart_policy"] == {"condition": "any"}
     assert stack["services"]["redis-volume"]["deploy"]["restart_policy"] == {"condition": "none"}
     assert stack["services"]["redis"]["volumes"][0]["volume"] == {"nocopy": True}
