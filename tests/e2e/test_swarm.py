@@ -5,7 +5,8 @@ script: each task's call takes TASK_S), is deployed with `make stack` as stack
 ``crewbox-swarm<suffix>``. A first run completes although marie's task container is
 `docker kill`ed mid-task (Swarm starts a new one; the orchestrator dispatches the task again);
 then `docker service scale <stack>_marie=2` adds a worker, and a run of four parallel marie
-tasks is served by both replicas, the new one included.
+tasks is served by both replicas, the new one included. From marie's container only redis
+and egress answer, and `make stack` run again updates the stack in place.
 
 The swarm is made only when the engine is in none (``docker swarm init`` on the host's
 primary address, overlay subnets from POOL, apart from CREWBOX_PERSONA_SUBNETS and Docker's
@@ -197,6 +198,34 @@ def test_a_scaled_persona_s_new_replica_takes_tasks(stack: StackCluster) -> None
     hosts = worker_hosts(stack, run, "marie")
     assert len(hosts) == 2, hosts
     assert any(new[0].startswith(h) for h in hosts), (hosts, new)
+
+
+REACH = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def reach(pair):
+    try:
+        socket.create_connection(tuple(pair), timeout=3).close()
+        return "open"
+    except OSError as exc:
+        return type(exc).__name__
+pairs = json.loads(sys.argv[1])
+with ThreadPoolExecutor(len(pairs)) as pool:  # a failed lookup waits out the DNS timeout
+    print(json.dumps(dict(zip([h for h, _ in pairs], pool.map(reach, pairs)))))
+"""
+"""Run in a container: which of the (host, port) pairs it can open a connection to."""
+
+
+def test_a_persona_reaches_redis_and_egress_only(stack: StackCluster) -> None:
+    targets = [["redis", 6379], ["egress", 3128], ["anga", 8080], ["orchestrator", 8080],
+               [primary_address(), 2377]]  # fmt: skip
+    container = stack.tasks_of("marie")[0]
+    found = json.loads(
+        docker("exec", "--user", "10001", container, "python", "-c", REACH, json.dumps(targets))
+    )
+    assert found["redis"] == found["egress"] == "open"
+    assert found["anga"] == found["orchestrator"] == "gaierror"  # not on marie's network
+    assert found[primary_address()] == "OSError"  # internal overlay: no route off it
 
 
 def test_make_stack_again_updates_the_stack_in_place(stack: StackCluster) -> None:
