@@ -13,10 +13,9 @@ primary address, overlay subnets from POOL, apart from CREWBOX_PERSONA_SUBNETS a
 bridge pools), and left (``docker swarm leave --force``) afterwards only then; an existing
 swarm is used as it is when this engine manages it.
 
-Measured, image layers cached: 85 s on a quiet machine (deploy 14 s, the killed-worker run
-25 s, the scale and the second run 27 s, teardown 17 s); 138 s with the 2 cores' load
-average at 14 (deploy with the workflows' layer rebuilt 49-72 s, runs 24-36 s and 20-33 s);
-`make stack` again, an update in place, 1 s.
+Measured, image layers cached, 2 cores shared with other test runs: 105 s and 116 s in all
+(deploy 24-32 s with the workflows' layer rebuilt, the killed-worker run 23-27 s, the scale and
+the second run 19-25 s, the reach check 10 s, `make stack` again 1-2 s, teardown 17 s).
 """
 
 from __future__ import annotations
