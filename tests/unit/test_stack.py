@@ -179,3 +179,23 @@ def test_the_cli_says_in_one_line_when_docker_does_not_answer(tmp_path: Path) ->
     assert done.stderr == (
         "crewbox: error: Docker does not answer; start it, then run `make stack` again\n"
     )
+
+
+def test_the_stack_client_says_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(
+        Path(__file__).resolve().parents[2] / "scripts" / "stack-client.sh", tmp_path / "scripts"
+    )
+    script = str(tmp_path / "scripts" / "stack-client.sh")
+    usage = subprocess.run([script, "cbx"], capture_output=True, text=True, check=False)
+    assert (usage.returncode, usage.stderr) == (
+        2,
+        "usage: scripts/stack-client.sh STACK crewbox ARGS...\n",
+    )
+    done = subprocess.run(
+        [script, "cbx", "crewbox", "workers"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr == "crewbox: error: no secrets/redis/client.password; run `make stack` first\n"
+    )
