@@ -112,10 +112,7 @@ def connection_problem(exc: redis.exceptions.RedisError, settings: Settings) -> 
     if isinstance(exc, redis.exceptions.AuthenticationError):
         return f"{at} refused the password of user {settings.redis_username or 'default'}: {text_}"
     if "WRONG_VERSION_NUMBER" in text_ or "wrong version number" in text_:
-        return (
-            f"{at} does not speak TLS (it is a plain-text port): give the cluster's published "
-            "TLS port (make up REDIS_TLS_PORT=...) or a redis:// URL"
-        )
+        return plain_text_problem(at)
     if "CERTIFICATE_VERIFY_FAILED" in text_:
         return (
             f"the TLS certificate of {at} is not trusted ({text_.rpartition('(')[0] or text_}): "
@@ -126,7 +123,43 @@ def connection_problem(exc: redis.exceptions.RedisError, settings: Settings) -> 
         return f"TLS to {at} failed: {text_}"
     if urlsplit(settings.redis_url).scheme == "redis" and "closed by server" in text_:
         return f"{at} closed the connection at once: is it a TLS port? Then use rediss://"
+    unreached = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    if isinstance(exc, unreached) and answers_plain_text(settings):
+        return plain_text_problem(at)
     return None
+
+
+def plain_text_problem(at: str) -> str:
+    """The line for a ``rediss://`` URL that names a plain-text Redis port."""
+    return (
+        f"{at} does not speak TLS (it is a plain-text port): give the cluster's published "
+        "TLS port (make up REDIS_TLS_PORT=...) or a redis:// URL"
+    )
+
+
+PROBE_TIMEOUT_S = 3.0
+"""How long :func:`answers_plain_text` waits to connect and for an answer, in seconds."""
+
+
+def answers_plain_text(settings: Settings) -> bool:
+    """True when ``settings`` name a ``rediss://`` address that answers a plain-text PING
+    in Redis's protocol: a Redis port without TLS. A TLS client's hello gets no answer
+    there (Redis waits for the end of a line that never comes) and the handshake times out,
+    which alone would look like an unreachable host."""
+    import socket
+
+    parts = urlsplit(settings.redis_url)
+    if parts.scheme != "rediss" or settings.redis_sentinels.strip():
+        return False
+    address = (parts.hostname or "localhost", parts.port or 6379)
+    try:
+        with socket.create_connection(address, PROBE_TIMEOUT_S) as probe:
+            probe.settimeout(PROBE_TIMEOUT_S)
+            probe.sendall(b"PING\r\n")
+            first = probe.recv(1)
+    except OSError:
+        return False
+    return first in (b"+", b"-")
 
 
 def check_redis(settings: Settings, timeout_s: float = 30.0) -> None:
