@@ -124,7 +124,7 @@ def test_the_startup_check_names_each_wrong_setting_in_one_line(tls_redis: TLSRe
         # rediss:// to the plain-text port
         f"rediss://localhost:{tls_redis.plain_port}/0": "does not speak TLS",
         # redis:// to the TLS port
-        f"redis://localhost:{tls_redis.tls_port}/0": "closed the connection at once: is it a TLS port",
+        f"redis://localhost:{tls_redis.tls_port}/0": "closed the connection at once: is it a TLS",
     }
     ca = tls_redis.ca()
     for url, expected in cases.items():
@@ -132,7 +132,7 @@ def test_the_startup_check_names_each_wrong_setting_in_one_line(tls_redis: TLSRe
             check_redis(tls_redis.settings(url, redis_ca_file=ca), timeout_s=5)
         assert "\n" not in str(caught.value)
     untrusted = tls_redis.settings(f"rediss://localhost:{tls_redis.tls_port}/0")  # no CA file
-    with pytest.raises(QueueError, match="not trusted.*CREWBOX_REDIS_CA_FILE"):
+    with pytest.raises(QueueError, match=r"not trusted.*CREWBOX_REDIS_CA_FILE"):
         check_redis(untrusted, timeout_s=5)
 
 
