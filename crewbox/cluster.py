@@ -608,8 +608,6 @@ def worker_host_service(p: ClusterPersona, address: RedisAddress, relay: str) ->
         f"  {p.name}:",
         f"    extends: {{file: {WORKER_HOST_BASE}, service: worker-template}}",
     ]
-    if p.engine == CLAUDE_CODE:
-        lines.append(f"    image: {q(CLAUDE_CODE_IMAGE)}")
     lines += [
         f'    command: ["crewbox", "worker", "--persona", {q(p.name)}]',
         f"    extra_hosts: [{q(f'{address.worker_host()}:{relay}')}]",
@@ -635,14 +633,20 @@ def worker_host(project: Path, chosen: Sequence[str], redis_url: str) -> Path:
     personas of ``project``'s prompts/, reaching ``redis_url``; returns its path.
 
     Raises:
-        ClusterError: no persona chosen, an unknown one, a bad URL, a missing secret file,
-            or no free subnet.
+        ClusterError: no persona chosen, an unknown one, one of the claude-code engine, a
+            bad URL, a missing secret file, or no free subnet.
     """
     if not chosen:
         raise ClusterError('name the personas this machine serves: PERSONAS="anga"')
     catalog, _ = read_personas(project / "prompts", project / "workspaces")
     services_to_start(catalog, chosen)  # unknown names: one line
     personas = [p for p in with_engine(catalog, os.environ) if p.name in chosen]
+    claude_code = [p.name for p in personas if p.engine == CLAUDE_CODE]
+    if claude_code:
+        raise ClusterError(
+            f"{', '.join(claude_code)}: the claude-code engine is not served by worker hosts "
+            "yet (its image is built by `make up` only); run them on the first machine"
+        )
     address = parse_redis_url(redis_url)
     worker_host_secrets(project, [p.name for p in personas], os.environ)
     pool, prefix = subnet_settings(os.environ)

@@ -92,6 +92,14 @@ def test_missing_files_are_named_with_where_to_get_them(
     assert "no persona 'nobody'" in capsys.readouterr().err
 
 
+def test_claude_code_personas_are_refused_in_one_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREWBOX_ENGINE", "claude-code")
+    with pytest.raises(ClusterError, match="anga: the claude-code engine is not served"):
+        worker_host(project, ["anga"], "rediss://cluster.example")
+
+
 def test_redis_conf_serves_tls_only_when_asked(tmp_path: Path) -> None:
     plain = acl.write_redis_conf(tmp_path / "a", ["anga"]).read_text()
     tls = acl.write_redis_conf(tmp_path / "b", ["anga"], tls=True).read_text()
