@@ -6,8 +6,9 @@ anga's Redis password and the CA copied over as files. anga's tasks run on host-
 workers` on host-a shows host-b's worker, and killing host-b's project mid-task loses
 nothing: the attempt is dispatched again within 15 s, to host-a's anga.
 
-Measured here (2 cores, images cached): about 50 s in all (two `make` builds and ups);
-h2 dispatched again 4.6 s after the kill, with a 5 s heartbeat timeout.
+Measured here (2 cores shared with other test runs): 50 s in all with crewbox's image
+cached, 149 s when its code layer was built again; h2 dispatched again 4.6 s and 6.0 s
+after the kill (two runs), with a 5 s heartbeat timeout.
 """
 
 from __future__ import annotations
