@@ -66,8 +66,12 @@ up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the 
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
 	$(COMPOSE) build && $(ENGINE_BUILD) && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
 
+# The network of Redis's published TLS port, which a `down` without REDIS_TLS_PORT does not know.
+TLS_NETWORK_RM := docker network rm "$${COMPOSE_PROJECT_NAME:-crewbox}_redis-published" >/dev/null 2>&1 || true
+
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client down --remove-orphans
+	@$(TLS_NETWORK_RM)
 
 worker-host: ## On another machine: serve PERSONAS' queues of a cluster's TLS Redis: make worker-host REDIS_URL=rediss://host:6380 PERSONAS="anga"
 	@python3 -m crewbox.cluster worker-host --redis-url "$(REDIS_URL)" $(PERSONAS) || exit 2
@@ -171,4 +175,5 @@ bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--hel
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
 	-$(COMPOSE) --profile llm --profile client down --remove-orphans --volumes
+	@$(TLS_NETWORK_RM)
 	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true

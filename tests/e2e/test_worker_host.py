@@ -6,9 +6,12 @@ anga's Redis password and the CA copied over as files. anga's tasks run on host-
 workers` on host-a shows host-b's worker, and killing host-b's project mid-task loses
 nothing: the attempt is dispatched again within 15 s, to host-a's anga.
 
+The published port itself refuses plain text and a wrong ACL password.
+
 Measured here (2 cores shared with other test runs): 50 s in all with crewbox's image
-cached, 149 s when its code layer was built again; h2 dispatched again 4.6 s and 6.0 s
-after the kill (two runs), with a 5 s heartbeat timeout.
+cached on a quiet machine, 140-149 s when its code layer was built again on a busy one
+(`make up` alone 94 s); h2 dispatched again 4.6 s, 6.0 s and 4.7 s after the kill (three
+runs), with a 5 s heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 import yaml
 
 from tests.e2e.chaos import ChaosCluster, scripted_override, task
@@ -177,3 +181,15 @@ def test_a_worker_host_serves_anga_over_tls_and_its_loss_loses_no_task(hosts: Ho
     assert hosts.on_b(summary.attempts["h1"][0].worker), h1
     h2 = a.folder / "results" / run / "anga" / "h2"
     assert "h2 done on host-a" in (h2 / "result.json").read_text()
+
+
+def test_the_published_port_refuses_plain_text_and_a_wrong_password(hosts: Hosts) -> None:
+    port, ca = hosts.tls_port(), hosts.a.folder / "secrets" / "tls" / "ca.crt"
+    password = (hosts.a.folder / "secrets" / "redis" / "anga.password").read_text().strip()
+    plain = redis.Redis(port=port, username="anga", password=password, socket_timeout=5)
+    with pytest.raises(redis.exceptions.RedisError):  # no TLS: no answer
+        plain.ping()
+    tls = {"port": port, "ssl": True, "ssl_ca_certs": str(ca), "username": "anga"}
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host="127.0.0.1", password="not-anga-s", **tls).ping()
+    assert redis.Redis(host="127.0.0.1", password=password, **tls).ping()
