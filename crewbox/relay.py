@@ -22,8 +22,8 @@ from crewbox.egress import (
     IDLE_TIMEOUT_S,
     PER_CLIENT_CONNECTIONS,
     IdleClock,
-    _pipe,
     descriptor_cap,
+    pipe,
 )
 
 log = logging.getLogger("crewbox.relay")
@@ -76,7 +76,7 @@ class Relay:
             writer.close()
             return
         clock = IdleClock()
-        pipes = asyncio.gather(_pipe(reader, up_writer, clock), _pipe(up_reader, writer, clock))
+        pipes = asyncio.gather(pipe(reader, up_writer, clock), pipe(up_reader, writer, clock))
         try:
             await clock.watch(pipes, self.idle_timeout_s)
         finally:
