@@ -29,8 +29,8 @@ SENTINEL_USER = (
     "user sentinel on >sentinel-pw allchannels +multi +slaveof +ping +exec +subscribe "
     "+config|rewrite +role +publish +info +client|setname +client|kill +script|kill\n"
 )
-"""The master's user for Sentinel, as redis.io's "High availability with Redis Sentinel"
-lists its commands."""
+"""The master's user for Sentinel, with the commands redis.io's ACL page lists under "ACL
+rules for Sentinel and Replicas"."""
 
 
 def free_port() -> int:
