@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     """The Redis ACL user of this service (cluster: its own; None: ``default``)."""
     redis_password: SecretStr | None = None
     redis_password_file: Path | None = None
+    redis_ca_file: Path | None = None
+    """A ``rediss://`` URL's trusted CA certificates (PEM); None: the system's. The
+    cluster's own CA is ``secrets/tls/ca.crt`` (``make certs``)."""
+    redis_sentinels: str = ""
+    """``host:port`` of Redis Sentinels, comma separated; set, the master of
+    ``redis_sentinel_master`` is asked of them and ``redis_url`` gives only the database,
+    the scheme (``rediss://``: TLS to the master) and nothing else."""
+    redis_sentinel_master: str = "mymaster"
+    """The service name the Sentinels monitor."""
+    host_name: str = ""
+    """The machine this process runs on, as `crewbox workers` shows it (compose: the host's
+    hostname, passed in by make); empty: this container's or process's hostname."""
 
     max_turns: int = Field(default=20, ge=1, le=200)
     requests_per_minute: int | None = Field(default=None, ge=1)

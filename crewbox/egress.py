@@ -183,7 +183,7 @@ class EgressProxy:
         await writer.drain()
         log.info("tunnel to %s", target)
         clock = IdleClock()
-        pipes = asyncio.gather(_pipe(reader, up_writer, clock), _pipe(up_reader, writer, clock))
+        pipes = asyncio.gather(pipe(reader, up_writer, clock), pipe(up_reader, writer, clock))
         try:
             await clock.watch(pipes, self.idle_timeout_s)
         finally:
@@ -239,7 +239,7 @@ async def _reply(writer: asyncio.StreamWriter, status: str) -> None:
     writer.close()
 
 
-async def _pipe(
+async def pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, clock: IdleClock
 ) -> None:
     """Copy ``reader`` to ``writer`` until EOF, then close ``writer``."""

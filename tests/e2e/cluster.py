@@ -24,6 +24,8 @@ COPIED = [
     "Dockerfile.claude-code",
     ".dockerignore",
     "docker-compose.yml",
+    "redis-tls.yml",
+    "worker-host-base.yml",
     "pyproject.toml",
     "README.md",
     "crewbox",
