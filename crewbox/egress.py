@@ -165,10 +165,14 @@ class EgressProxy:
             self.refused.append(target)
             await _reply(writer, "403 Forbidden")
             return
-        await self._tunnel(reader, writer, target)
+        await self._tunnel(reader, writer, target, peer)
 
     async def _tunnel(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        target: str,
+        peer: object,
     ) -> None:
         host, _, port = target.rpartition(":")
         try:
@@ -181,7 +185,8 @@ class EgressProxy:
             return
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
-        log.info("tunnel to %s", target)
+        client = peer[0] if isinstance(peer, tuple) else peer
+        log.info("tunnel from %s to %s", client, target)
         clock = IdleClock()
         pipes = asyncio.gather(_pipe(reader, up_writer, clock), _pipe(up_reader, writer, clock))
         try:
