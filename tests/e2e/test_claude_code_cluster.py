@@ -207,8 +207,8 @@ def test_claude_code_calls_cross_the_egress_proxy_with_the_persona_key(
     assert summary.usage_total == Usage.total(c.usage for c in calls)
 
     auths = auth_records(cluster.chaos / "record")
-    keys = [(PROMPT in a.system, a.api_key, a.authorization) for a in auths]
-    assert sorted(keys) == [(False, ORCHESTRATOR_KEY, "")] + [(True, PERSONA_KEY, "")] * 2
+    keys = sorted((PROMPT in a.system, a.key) for a in auths)  # the gateway's token: never
+    assert keys == [(False, ORCHESTRATOR_KEY), (True, PERSONA_KEY), (True, PERSONA_KEY)]
 
     egress = cluster.compose("logs", "--no-color", "egress").stdout
     worker_ip = networks(inspect(cluster, PERSONA))[f"{PROJECT}_net-{PERSONA}"]["IPAddress"]
@@ -222,6 +222,11 @@ def test_with_the_endpoint_down_the_task_fails_with_the_reason(cluster: ChaosClu
     summary = cluster.summary(run_id)
     (result,) = summary.tasks
     assert result.status == "failed", result
-    assert result.error and f"{FAKE}:{PORT}" in result.error, result.error
+    # e.g. "Anthropic API failed: Connection to anthropic-fake:8443 failed: 502 Bad Gateway;
+    # check that the endpoint ... is up and reachable (... make logs-egress)"
+    assert result.error and f"{FAKE}:{PORT} failed: 502" in result.error, result.error
+    assert "make logs-egress" in result.error
+    attempts = summary.attempts["c1"]  # the task's retries, each failing the same way
+    assert [(a.status, a.error) for a in attempts] == [("failed", result.error)] * 3
     egress = cluster.compose("logs", "--no-color", "egress").stdout
     assert f"cannot reach {FAKE}:{PORT}" in egress, egress[-3000:]

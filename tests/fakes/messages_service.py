@@ -40,11 +40,12 @@ PORT = 8443
 
 @dataclass
 class AuthRecord:
-    """What one request carried: its ``x-api-key`` and ``authorization`` headers ("" when
-    absent) and the first 300 characters of its system prompt (which caller it was)."""
+    """What one request carried: its ``key`` ("" when none), the ``header`` that carried it
+    (``x-api-key``, or ``authorization`` as a Bearer token, as the Anthropic SDK sends it), and
+    the first 300 characters of its system prompt (which caller it was)."""
 
-    api_key: str
-    authorization: str
+    key: str
+    header: str
     system: str
 
 
@@ -82,11 +83,14 @@ class ScriptedEndpoint:
         """Write one request's :class:`AuthRecord`."""
         system = body.get("system") or ""
         text = system if isinstance(system, str) else " ".join(b.get("text", "") for b in system)
-        record = AuthRecord(
-            api_key=headers.get("x-api-key") or "",
-            authorization=headers.get("authorization") or "",
-            system=text[:300],
-        )
+        bearer = headers.get("authorization") or ""
+        if headers.get("x-api-key"):
+            key, header = headers["x-api-key"], "x-api-key"
+        elif bearer.lower().startswith("bearer "):
+            key, header = bearer[7:], "authorization"
+        else:
+            key, header = "", ""
+        record = AuthRecord(key=key, header=header, system=text[:300])
         with self._lock:
             path = self.record_dir / "auth" / f"{time.time_ns()}.json"
             path.write_text(json.dumps(asdict(record)))
