@@ -165,10 +165,13 @@ def _handler_for(endpoint: ScriptedEndpoint) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(endpoint: ScriptedEndpoint, cert: Path, port: int = PORT) -> ThreadingHTTPServer:
-    """A ThreadingHTTPServer for ``endpoint`` on all addresses, TLS with ``cert`` (key and
-    chain in one PEM); the handshake happens in each request's thread. Not yet serving."""
-    server = ThreadingHTTPServer(("0.0.0.0", port), _handler_for(endpoint))
+def serve(
+    endpoint: ScriptedEndpoint, cert: Path, port: int = PORT, host: str = "0.0.0.0"
+) -> ThreadingHTTPServer:
+    """A ThreadingHTTPServer for ``endpoint`` on ``host:port`` (port 0: a free one), TLS with
+    ``cert`` (key and chain in one PEM); the handshake happens in each request's thread. Not
+    yet serving."""
+    server = ThreadingHTTPServer((host, port), _handler_for(endpoint))
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert)
