@@ -38,10 +38,11 @@ class Settings(BaseSettings):
     """``CREWBOX_EFFORT``: the effort of calls whose persona sets none (crewbox.llm.catalog);
     unset or blank: each model's own default."""
 
-    @field_validator("effort", mode="before")
+    @field_validator("effort", "anthropic_base_url", mode="before")
     @classmethod
-    def _blank_effort(cls, value: Any) -> Any:
-        """A blank ``CREWBOX_EFFORT`` (docker-compose passes ``${CREWBOX_EFFORT:-}``) is unset."""
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """A blank ``CREWBOX_EFFORT`` or ``CREWBOX_ANTHROPIC_BASE_URL`` (docker-compose passes
+        ``${CREWBOX_EFFORT:-}``, ``${ANTHROPIC_BASE_URL:-}``) is unset."""
         return None if isinstance(value, str) and not value.strip() else value
 
     anthropic_api_key: SecretStr | None = Field(
