@@ -71,7 +71,8 @@ def run_tool(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> ToolRes
     ``is_error=True`` and one line saying what went wrong. Other exceptions are bugs and
     propagate.
     """
-    with telemetry.tool_span(call.name, call.id) as span:
+    name = TASK_TOOL if call.name == LEGACY_AGENT_TOOL else call.name
+    with telemetry.tool_span(name, call.id) as span:
         try:
             content = _run(call, tools, sandbox)
         except (ToolError, OSError) as exc:
