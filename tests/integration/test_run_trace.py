@@ -60,7 +60,11 @@ def script() -> list[dict[str, Any]]:
             "tool_uses": [{"name": "Write", "input": page}],
         },
         {"match": "Task id: tickets", "usage": {"input_tokens": 450}, "text": "Page written."},
-        {"match": "## Results", "usage": {"input_tokens": 1500, "output_tokens": 200}, "text": "ok"},
+        {
+            "match": "## Results",
+            "usage": {"input_tokens": 1500, "output_tokens": 200},
+            "text": "ok",
+        },
     ]
 
 
