@@ -22,6 +22,7 @@ COPIED = [
     "Makefile",
     "Dockerfile",
     "Dockerfile.claude-code",
+    "Dockerfile.phoenix",
     ".dockerignore",
     "docker-compose.yml",
     "pyproject.toml",
