@@ -5,7 +5,8 @@ trace: the orchestrator's run span, each worker's ``invoke_agent`` span under it
 calls' ``chat`` spans under those, read back through Phoenix's REST API
 (``GET /v1/projects/default/spans``) on the port published on 127.0.0.1.
 
-Measured here (2 cores, images cached): ~75 s, most of it `make up` and `make clean`.
+Measured here (2 cores, images cached): ~31 s, most of it `make up` and `make clean`
+(building the phoenix image the first time: ~80 s more).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosCluster]:
     if not compose_answers():
         pytest.skip("needs a Docker engine with Compose v2 (.ci/run starts one)")
     folder = copy_project(tmp_path_factory.mktemp("traces"))
-    cluster = ChaosCluster(folder, project_name("crewbox-traces"))
+    cluster = ChaosCluster(folder, project_name("crewbox-otel"))
     cluster.extra_env["CREWBOX_PHOENIX_PORT"] = str(free_port())
     steps = [{**step, "delay_s": 0} for step in script(PLANS)]
     try:
