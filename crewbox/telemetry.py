@@ -122,9 +122,13 @@ def flush_at_exit(limit_s: float = EXIT_FLUSH_S) -> None:
     done.join(limit_s)
 
 
+_TRACER = trace.get_tracer(TRACER_NAME)
+"""A proxy: the no-op tracer until a provider is installed, that provider's after."""
+
+
 def tracer() -> trace.Tracer:
     """crewbox's tracer (a no-op one until :func:`setup_tracing` installed a provider)."""
-    return trace.get_tracer(TRACER_NAME)
+    return _TRACER
 
 
 def capture_content() -> bool:
