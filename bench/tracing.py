@@ -115,10 +115,12 @@ def recording() -> Iterator[None]:
     provider.add_span_processor(BatchSpanProcessor(DropExporter()))
     before = telemetry.tracer
     telemetry.tracer = lambda: provider.get_tracer("bench")
+    telemetry.active = True
     try:
         yield
     finally:
         telemetry.tracer = before
+        telemetry.active = False
         provider.shutdown()
 
 

@@ -37,14 +37,14 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from crewbox.llm.base import LLMClient, LLMResponse, Message, SystemBlock, ToolDef
+from crewbox.llm.base import CallArgs, LLMClient, LLMResponse
 from crewbox.models import Task, Usage
 
 TRACER_NAME = "crewbox"
@@ -77,6 +77,12 @@ PROVIDERS = {
 """crewbox's provider names to ``gen_ai.provider.name`` values; others pass as they are."""
 
 _provider: Any = None
+active = False
+"""Whether spans are made: set by :func:`setup_tracing` (tests set it around their own
+provider). While false every span helper returns one shared no-op span at once, and
+:class:`TracedLLM` calls straight through: tracing off costs a task a few microseconds."""
+
+_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 def tracing_configured(env: Mapping[str, str] | None = None) -> bool:
@@ -108,6 +114,8 @@ def setup_tracing(service_name: str) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
+    global active
+    active = True
     atexit.register(flush_at_exit)
     return True
 
@@ -141,7 +149,8 @@ def inject() -> dict[str, str]:
     """The current span's W3C trace context (``{"traceparent": ...}``), for a Task; empty
     when no span is recording (tracing off)."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    if active:
+        propagate.inject(carrier)
     return carrier
 
 
@@ -172,9 +181,23 @@ def trace_id_hex() -> str | None:
 
 
 # -- spans -------------------------------------------------------------------------------
+def _start(
+    name: str,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    record_exception: bool = True,
+) -> contextlib.AbstractContextManager[Span]:
+    """``tracer().start_as_current_span(...)`` when :data:`active`, else the no-op span."""
+    if not active:
+        return _NO_SPAN
+    return tracer().start_as_current_span(
+        name, kind=kind, attributes=attributes, record_exception=record_exception
+    )
+
+
 def run_span(run_id: str) -> contextlib.AbstractContextManager[Span]:
     """The span of one drive of run ``run_id``: ``invoke_workflow crewbox``."""
-    return tracer().start_as_current_span(
+    return _start(
         f"{gen_ai.GenAiOperationNameValues.INVOKE_WORKFLOW.value} {WORKFLOW_NAME}",
         attributes={
             gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.INVOKE_WORKFLOW.value,
@@ -186,7 +209,7 @@ def run_span(run_id: str) -> contextlib.AbstractContextManager[Span]:
 
 def stage_span(name: str, run_id: str) -> contextlib.AbstractContextManager[Span]:
     """A stage of the orchestrator's run (``plan``, ``synthesize``)."""
-    return tracer().start_as_current_span(name, attributes={RUN_ID: run_id})
+    return _start(name, attributes={RUN_ID: run_id})
 
 
 def attempt_span(task: Task) -> contextlib.AbstractContextManager[Span]:
@@ -202,7 +225,7 @@ def agent_span(
 ) -> contextlib.AbstractContextManager[Span]:
     """``invoke_agent {name}`` (a persona's attempt, or a sub-agent's run)."""
     operation = gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
-    return tracer().start_as_current_span(
+    return _start(
         f"{operation} {name}",
         kind=SpanKind.INTERNAL,
         attributes={
@@ -224,7 +247,7 @@ def end_status(span: Span, status: str, error: str | None = None) -> None:
 def tool_span(name: str, call_id: str) -> contextlib.AbstractContextManager[Span]:
     """``execute_tool {name}`` for one tool call (``gen_ai.tool.call.id``: the model's id)."""
     operation = gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
-    return tracer().start_as_current_span(
+    return _start(
         f"{operation} {name}",
         attributes={
             gen_ai.GEN_AI_OPERATION_NAME: operation,
@@ -261,38 +284,20 @@ class TracedLLM:
         self.model = inner.model
         self.provider = PROVIDERS.get(provider, provider)
 
-    def complete(
-        self,
-        *,
-        system: list[SystemBlock],
-        messages: list[Message],
-        tools: list[ToolDef] | None = None,
-        force_tool: str | None = None,
-        max_tokens: int = 4096,
-        model: str | None = None,
-        timeout_s: float | None = None,
-        effort: str | None = None,
-    ) -> LLMResponse:
+    def complete(self, **call: Unpack[CallArgs]) -> LLMResponse:
         """One call of the inner client inside its span (see the class docstring)."""
-        name = model or self.model
+        if not active:
+            return self.inner.complete(**call)
+        name = call.get("model") or self.model
         operation = gen_ai.GenAiOperationNameValues.CHAT.value
         with tracer().start_as_current_span(
             f"{operation} {name}", kind=SpanKind.CLIENT, record_exception=False
         ) as span:
             recording = span.is_recording()
             if recording:
-                self._request_attributes(span, name, max_tokens, system, messages)
+                self._request_attributes(span, name, call)
             try:
-                response = self.inner.complete(
-                    system=system,
-                    messages=messages,
-                    tools=tools,
-                    force_tool=force_tool,
-                    max_tokens=max_tokens,
-                    model=model,
-                    timeout_s=timeout_s,
-                    effort=effort,
-                )
+                response = self.inner.complete(**call)
             except Exception as exc:
                 span.set_attribute("error.type", type(exc).__name__)
                 span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
@@ -301,32 +306,21 @@ class TracedLLM:
                 _response_attributes(span, response)
             return response
 
-    def _request_attributes(
-        self,
-        span: Span,
-        model: str,
-        max_tokens: int,
-        system: list[SystemBlock],
-        messages: list[Message],
-    ) -> None:
+    def _request_attributes(self, span: Span, model: str, call: CallArgs) -> None:
         span.set_attributes(
             {
                 gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.CHAT.value,
                 gen_ai.GEN_AI_PROVIDER_NAME: self.provider,
                 gen_ai.GEN_AI_SYSTEM: self.provider,
                 gen_ai.GEN_AI_REQUEST_MODEL: model,
-                gen_ai.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
+                gen_ai.GEN_AI_REQUEST_MAX_TOKENS: call.get("max_tokens", 4096),
             }
         )
         if capture_content():
-            span.set_attribute(
-                gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS,
-                json.dumps([{"type": "text", "content": block.text} for block in system]),
-            )
-            span.set_attribute(
-                gen_ai.GEN_AI_INPUT_MESSAGES,
-                json.dumps([m.model_dump(mode="json") for m in messages]),
-            )
+            system = [{"type": "text", "content": b.text} for b in call["system"]]
+            messages = [m.model_dump(mode="json") for m in call["messages"]]
+            span.set_attribute(gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS, json.dumps(system))
+            span.set_attribute(gen_ai.GEN_AI_INPUT_MESSAGES, json.dumps(messages))
 
 
 def _response_attributes(span: Span, response: LLMResponse) -> None:

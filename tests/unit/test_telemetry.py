@@ -38,6 +38,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(telemetry, "tracer", lambda: provider.get_tracer("test"))
+    monkeypatch.setattr(telemetry, "active", True)
     yield exporter
     provider.shutdown()
 
