@@ -37,7 +37,17 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+# OBSERVE=1 (or `make observe`): also the trace UI, Arize Phoenix (profile observe, on
+# 127.0.0.1:6006), every service exporting its spans to it; OTEL_EXPORTER_OTLP_ENDPOINT set
+# by the user (Langfuse, Jaeger: README "Traces") is kept.
+OBSERVE =
+OBSERVING := $(filter-out 0 false no,$(OBSERVE))
+ifneq ($(OBSERVING),)
+export OTEL_EXPORTER_OTLP_ENDPOINT ?= http://phoenix:6006
+endif
+OBSERVE_PROFILE := $(if $(OBSERVING),--profile observe,)
+
+.PHONY: observe certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -64,13 +74,17 @@ up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the 
 	profile=$$(scripts/resolve-secrets.sh $(CATALOG)); \
 	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: starting the local model (llm)"; fi; \
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
-	$(COMPOSE) build && $(ENGINE_BUILD) && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
+	$(COMPOSE) $(OBSERVE_PROFILE) build && $(ENGINE_BUILD) && $(COMPOSE) $(OBSERVE_PROFILE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services $(if $(OBSERVING),phoenix,),)
+	@if [ -n "$(OBSERVING)" ]; then echo "traces: http://127.0.0.1:$${CREWBOX_PHOENIX_PORT:-6006} (Arize Phoenix)"; fi
+
+observe: ## Start the cluster with the trace UI (Arize Phoenix on 127.0.0.1:6006): make up OBSERVE=1
+	@$(MAKE) --no-print-directory up OBSERVE=1
 
 # The network of Redis's published TLS port, which a `down` without REDIS_TLS_PORT does not know.
 TLS_NETWORK_RM := docker network rm "$${COMPOSE_PROJECT_NAME:-crewbox}_redis-published" >/dev/null 2>&1 || true
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
-	$(COMPOSE) --profile llm --profile client down --remove-orphans
+	$(COMPOSE) --profile llm --profile client --profile observe down --remove-orphans
 	@$(TLS_NETWORK_RM)
 
 worker-host: ## On another machine: serve PERSONAS' queues of a cluster's TLS Redis: make worker-host REDIS_URL=rediss://host:6380 PERSONAS="anga"
@@ -125,7 +139,7 @@ logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLL
 	$(call compose_logs,$(if $(FOLLOW),-f,) $*)
 
 ps: ## Containers of the cluster
-	$(COMPOSE) --profile llm --profile client ps
+	$(COMPOSE) --profile llm --profile client --profile observe ps
 
 scale: ## Run N workers of a persona: make scale PERSONA=anga N=3
 	@if [ -z "$(PERSONA)" ] || [ -z "$(N)" ]; then echo 'usage: make scale PERSONA=anga N=3' >&2; exit 2; fi
@@ -174,6 +188,6 @@ bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--hel
 	$(PY) -m bench $(ARGS)
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
-	-$(COMPOSE) --profile llm --profile client down --remove-orphans --volumes
+	-$(COMPOSE) --profile llm --profile client --profile observe down --remove-orphans --volumes
 	@$(TLS_NETWORK_RM)
 	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from crewbox import telemetry
 from crewbox.budget import unpriced_models
 from crewbox.config import Settings
 from crewbox.dlq import dead_letters
@@ -235,6 +236,7 @@ def drive_embedded(
         SystemExit: 130 when the run was cancelled, 1 when it did not fully succeed.
     """
     set_non_dumpable()  # its environment may hold the key: no tool may read it in /proc
+    telemetry.setup_tracing("crewbox-orchestrator")
     log_dir = cfg.results_dir / run_id / "logs"
     run_log = FileRunLog(cfg.results_dir)
     env = worker_env(cfg)
@@ -1012,6 +1014,7 @@ def orchestrator_service() -> None:
 
     cfg = settings().with_secrets_loaded()
     setup_logging()
+    telemetry.setup_tracing("crewbox-orchestrator")
     rq_queue(cfg)  # the one-line error outside the cluster
     check_redis(cfg)
     queue = RQQueue.from_settings(cfg, service=True)
@@ -1148,6 +1151,7 @@ def serve_worker(
 ) -> None:
     """Drop privileges, then serve ``own``'s queue; beat into ``beat_fd`` for a supervisor."""
     drop_privileges(cfg.run_as)
+    telemetry.setup_tracing(f"crewbox-worker-{own.name}")
     sink = ChangeSink()
     runner = TaskRunner(
         cfg,
@@ -1195,14 +1199,18 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 def setup_logging() -> None:
-    """Log lines ``time level logger: message`` on stderr (CREWBOX_LOG_LEVEL, default INFO)."""
-    logging.basicConfig(
-        level=os.environ.get("CREWBOX_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "anthropic", "openai", "watchfiles"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Log lines on stderr at CREWBOX_LOG_LEVEL (default INFO): ``time level logger:
+    message``, or with CREWBOX_LOG_FORMAT=json one JSON object a line carrying run_id,
+    task_id, attempt and trace_id (crewbox.telemetry.setup_logging).
+
+    Raises:
+        UserError: CREWBOX_LOG_FORMAT is neither text nor json.
+    """
+    kind = os.environ.get(telemetry.LOG_FORMAT_VAR, "text").strip().lower() or "text"
+    try:
+        telemetry.setup_logging(os.environ.get("CREWBOX_LOG_LEVEL", "INFO"), kind)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def stop_on_signals() -> threading.Event:

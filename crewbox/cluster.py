@@ -102,7 +102,7 @@ CORE_SERVICES = frozenset(
 )
 """Service names of docker-compose.yml (and Redis user names) a persona cannot take."""
 
-SHARED_SERVICES = ("redis", "egress", "llm")
+SHARED_SERVICES = ("redis", "egress", "llm", "phoenix")
 """The services every persona's network joins."""
 
 STARTED_SERVICES = ("redis", "egress", "orchestrator")

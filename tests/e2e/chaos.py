@@ -98,10 +98,10 @@ class ChaosCluster(Cluster):
         self,
         plans: dict[str, list[dict[str, Any]]],
         steps: list[dict[str, Any]] | None = None,
-        make_args: tuple[str, ...] = (),
+        *make_args: str,
     ) -> None:
         """Write ``steps`` (default: script(plans)) as the script, ``plans`` as workflows,
-        and start the cluster (`make up MAKE_ARGS`, e.g. ``PERSONAS=anga``).
+        and start the cluster (`make up` with ``make_args``, e.g. ``OBSERVE=1``).
 
         Raises:
             RuntimeError: `make up` failed (its output's tail in the message).

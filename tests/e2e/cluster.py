@@ -23,6 +23,7 @@ COPIED = [
     "Makefile",
     "Dockerfile",
     "Dockerfile.claude-code",
+    "Dockerfile.phoenix",
     ".dockerignore",
     "docker-compose.yml",
     "redis-tls.yml",

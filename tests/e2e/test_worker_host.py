@@ -141,7 +141,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
         },
     )
     try:
-        a.up({"hosts": PLAN}, STEPS_A, ("PERSONAS=anga", "REDIS_TLS_PORT=0"))
+        a.up({"hosts": PLAN}, STEPS_A, "PERSONAS=anga", "REDIS_TLS_PORT=0")
         yield Hosts(a, b)
     finally:
         b.compose("down", "--remove-orphans", "--volumes")
