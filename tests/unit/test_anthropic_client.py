@@ -25,6 +25,7 @@ from crewbox.llm.base import (
 )
 from crewbox.llm.factory import make_client
 from crewbox.llm.retry import RetryingLLM
+from crewbox.telemetry import TracedLLM
 from tests.fakes.messages_server import ErrorReply, FakeLLMServer
 
 pytestmark = pytest.mark.filterwarnings(
@@ -319,7 +320,8 @@ def test_factory_builds_anthropic_client(server: FakeLLMServer) -> None:
     llm = make_client(settings)
     llm.complete(system=[], messages=[Message(role="user", content="hi")])
 
-    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner.inner, AnthropicClient)  # type: ignore[attr-defined]
+    assert isinstance(llm, TracedLLM) and isinstance(llm.inner, RetryingLLM)
+    assert isinstance(llm.inner.inner.inner, AnthropicClient)  # type: ignore[attr-defined]
     assert api_key_sent(server.requests[0].headers) == "factory-key"
     assert server.requests[0].body["model"] == "claude-haiku-4-5"
 
