@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, engines, many_personas, raw_rq, startup
+from bench import cluster, engines, many_personas, raw_rq, startup, tracing
 from bench.machine import load_average, machine, rss_mb
 from bench.pipeline import Phase, Pipeline
 from bench.redis_server import redis_url
@@ -32,6 +32,9 @@ ROWS = [
     ("efficiency_rq_slow", "the same at the slow parameters"),
     ("overhead_ms_per_task_files", "(makespan − LLM time) / N"),
     ("overhead_ms_per_task_rq", "(makespan − LLM time) / N"),
+    ("tracing_off_us_per_task", "a task's spans, tracing off (the no-op API) − none, µs"),
+    ("tracing_off_pct_of_overhead", "that, in % of overhead_ms_per_task_files"),
+    ("tracing_on_us_per_task", "the same spans recorded (SDK, batched, dropped), µs"),
     ("dispatch_p50_ms_files", "enqueue → the worker starts the task"),
     ("dispatch_p99_ms_files", ""),
     ("dispatch_p50_ms_rq", ""),
@@ -170,6 +173,9 @@ def derived(figures: dict[str, Any]) -> dict[str, Any]:
         "throughput_ratio_rq": ratio(figures.get("throughput_tasks_s_rq"), raw),
         "throughput_ratio_files": ratio(figures.get("throughput_tasks_s_files"), raw),
         "worker_rss_mb": max(rss) if rss else None,
+        "tracing_off_pct_of_overhead": tracing.share_of_overhead(
+            figures.get("tracing_off_us_per_task"), figures.get("overhead_ms_per_task_files")
+        ),
     }
 
 
@@ -204,6 +210,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         if url:
             progress("raw RQ")
             guarded(figures, "raw_rq", lambda: raw_rq_figures(args, url))
+    progress("tracing: a task's spans, off and on")
+    guarded(figures, "tracing", tracing.measure)
     progress("embedded, 200 personas, a plan naming 10")
     guarded(figures, "many_personas", many_personas.measure)
     progress("crewbox run start-up")

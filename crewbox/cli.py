@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from crewbox import telemetry
 from crewbox.budget import unpriced_models
 from crewbox.config import Settings
 from crewbox.dlq import dead_letters
@@ -53,7 +54,7 @@ from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
 from crewbox.queue.base import TaskQueue, default_worker_id
 from crewbox.queue.rq import RQQueue
-from crewbox.redis_client import wait_for_redis
+from crewbox.redis_client import check_redis, wait_for_redis
 from crewbox.runlog import make_run_log
 from crewbox.runlog.base import RunLog
 from crewbox.runlog.files import FileRunLog
@@ -235,6 +236,7 @@ def drive_embedded(
         SystemExit: 130 when the run was cancelled, 1 when it did not fully succeed.
     """
     set_non_dumpable()  # its environment may hold the key: no tool may read it in /proc
+    telemetry.setup_tracing("crewbox-orchestrator")
     log_dir = cfg.results_dir / run_id / "logs"
     run_log = FileRunLog(cfg.results_dir)
     env = worker_env(cfg)
@@ -1012,7 +1014,9 @@ def orchestrator_service() -> None:
 
     cfg = settings().with_secrets_loaded()
     setup_logging()
+    telemetry.setup_tracing("crewbox-orchestrator")
     rq_queue(cfg)  # the one-line error outside the cluster
+    check_redis(cfg)
     queue = RQQueue.from_settings(cfg, service=True)
     wait_for_redis(queue.redis)
     log = logging.getLogger("crewbox.orchestrator")
@@ -1048,6 +1052,25 @@ def egress(host: str, port: int) -> None:
     allowed = allowed_destinations(cfg.anthropic_base_url, cfg.egress_allow)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(EgressProxy(allowed).serve(host, port))
+
+
+@cli.command()
+@click.option("--listen", default="0.0.0.0:6380", show_default=True, help="host:port to serve.")
+@click.option("--to", "target", required=True, help="host:port every connection goes to.")
+def relay(listen: str, target: str) -> None:
+    """A worker host's relay to the cluster's Redis (crewbox.relay): bytes only, TLS end to
+    end."""
+    import asyncio
+
+    from crewbox.relay import Relay, parse_address
+
+    setup_logging()
+    try:
+        (listen_host, listen_port), (host, port) = parse_address(listen), parse_address(target)
+    except ValueError as exc:
+        raise UserError(f"crewbox relay: {exc}") from None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Relay(host, port).serve(listen_host, listen_port))
 
 
 @cli.command()
@@ -1105,6 +1128,8 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     cfg = settings().with_secrets_loaded()
     forget_secret_environment()
     own = check_persona(load_personas(cfg.prompts_dir), persona)
+    if cfg.queue == "rq":
+        check_redis(cfg)  # a wrong address, protocol or password: one line, exit 1
     if cfg.queue != "rq" or burst or parent_pid:  # a local worker: its parent supervises it
         serve_worker(cfg, own, burst, parent_pid, None)
         return
@@ -1126,6 +1151,7 @@ def serve_worker(
 ) -> None:
     """Drop privileges, then serve ``own``'s queue; beat into ``beat_fd`` for a supervisor."""
     drop_privileges(cfg.run_as)
+    telemetry.setup_tracing(f"crewbox-worker-{own.name}")
     sink = ChangeSink()
     runner = TaskRunner(
         cfg,
@@ -1173,14 +1199,18 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 def setup_logging() -> None:
-    """Log lines ``time level logger: message`` on stderr (CREWBOX_LOG_LEVEL, default INFO)."""
-    logging.basicConfig(
-        level=os.environ.get("CREWBOX_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "anthropic", "openai", "watchfiles"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Log lines on stderr at CREWBOX_LOG_LEVEL (default INFO): ``time level logger:
+    message``, or with CREWBOX_LOG_FORMAT=json one JSON object a line carrying run_id,
+    task_id, attempt and trace_id (crewbox.telemetry.setup_logging).
+
+    Raises:
+        UserError: CREWBOX_LOG_FORMAT is neither text nor json.
+    """
+    kind = os.environ.get(telemetry.LOG_FORMAT_VAR, "text").strip().lower() or "text"
+    try:
+        telemetry.setup_logging(os.environ.get("CREWBOX_LOG_LEVEL", "INFO"), kind)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def stop_on_signals() -> threading.Event:

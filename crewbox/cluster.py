@@ -102,7 +102,7 @@ CORE_SERVICES = frozenset(
 )
 """Service names of docker-compose.yml (and Redis user names) a persona cannot take."""
 
-SHARED_SERVICES = ("redis", "egress", "llm")
+SHARED_SERVICES = ("redis", "egress", "llm", "phoenix")
 """The services every persona's network joins."""
 
 STARTED_SERVICES = ("redis", "egress", "orchestrator")
@@ -450,15 +450,224 @@ def write_override(
     return path
 
 
+WORKER_HOST_FILE = "worker-host.yml"
+"""The compose file ``make worker-host`` generates (it extends WORKER_HOST_BASE)."""
+
+WORKER_HOST_BASE = "worker-host-base.yml"
+"""The hardened services a worker host's extend: egress, redis-relay, worker-template."""
+
+WORKER_HOST_PROJECT = "crewbox-worker-host"
+"""The compose project of a worker host, unless COMPOSE_PROJECT_NAME names another."""
+
+CERT_NAME = "redis"
+"""A name the certificates of scripts/make-certs.sh always carry: a worker host whose
+REDIS_URL names Redis by IP address reaches it under this name (an alias can only be one)."""
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where a worker host's Redis is: ``host``, ``port``, ``database`` of a rediss:// URL."""
+
+    host: str
+    port: int
+    database: int
+
+    def worker_host(self) -> str:
+        """The name the workers connect to (their /etc/hosts maps it to the relay): the
+        URL's host, or CERT_NAME when that is an IP address."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return self.host
+        return CERT_NAME
+
+    def worker_url(self) -> str:
+        """The workers' CREWBOX_REDIS_URL."""
+        return f"rediss://{self.worker_host()}:{self.port}/{self.database}"
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """``rediss://host[:port][/db]`` (port 6380 by default: the cluster's TLS port).
+
+    Raises:
+        ClusterError: not a rediss:// URL with a host, or credentials in it.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme != "rediss" or not parts.hostname:
+        raise ClusterError(
+            f"REDIS_URL={url!r}: give the cluster's TLS address, rediss://HOST:PORT "
+            "(on the first machine: make up REDIS_TLS_PORT=6380)"
+        )
+    if parts.username or parts.password:
+        raise ClusterError(
+            "REDIS_URL holds credentials: leave them out; each persona's password is read "
+            "from secrets/redis/<persona>.password"
+        )
+    try:
+        port = parts.port or 6380
+        database = int(parts.path.strip("/") or 0)
+    except ValueError as exc:
+        raise ClusterError(f"REDIS_URL={url!r}: {exc}") from None
+    return RedisAddress(parts.hostname, port, database)
+
+
+def worker_host_secrets(project: Path, names: Sequence[str], env: Mapping[str, str]) -> None:
+    """Check the files a worker host needs, copied from the first machine, and write each
+    persona's resolved key (``secrets/resolved/<p>.key``, 0600: its own key, else
+    ``secrets/anthropic.key``, else ANTHROPIC_API_KEY).
+
+    Raises:
+        ClusterError: a Redis password or the CA certificate is missing, or a persona has
+            no key; the message names the file to copy.
+    """
+    secrets = project / "secrets"
+    needed = [secrets / "tls" / "ca.crt", *(secrets / "redis" / f"{n}.password" for n in names)]
+    missing = [str(p.relative_to(project)) for p in needed if not p.is_file()]
+    if missing:
+        raise ClusterError(
+            f"missing {', '.join(missing)}: copy them from the first machine's secrets/ "
+            '(README, "More than one machine")'
+        )
+    shared = _first_line(secrets / "anthropic.key") or env.get("ANTHROPIC_API_KEY", "").strip()
+    (secrets / "resolved").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        key = _first_line(secrets / f"{name}.key") or shared
+        if not key:
+            raise ClusterError(
+                f"no Anthropic key for {name}: put it in secrets/{name}.key (or a shared one "
+                "in secrets/anthropic.key); a worker host runs no local model"
+            )
+        out = secrets / "resolved" / f"{name}.key"
+        out.write_text(key)
+        out.chmod(0o600)
+
+
+def _first_line(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    lines = path.read_text(encoding="utf-8").split()
+    return lines[0] if lines else ""
+
+
+def relay_ip(subnet: Subnet) -> str:
+    """The relay's fixed address on a persona network: its last host address (Docker
+    gives the gateway the first and containers the next ones in order)."""
+    return str(subnet.broadcast_address - 1)
+
+
+def worker_host_text(
+    personas: list[ClusterPersona], address: RedisAddress, subnets: Mapping[str, Subnet]
+) -> str:
+    """The worker host's compose file: egress and redis-relay on every persona's network
+    and outside; per persona its hardened worker (WORKER_HOST_BASE's template) with its
+    Redis user, key, the CA, and the Redis name mapped to the relay."""
+    q = json.dumps
+    nets = [network_key(p.name) for p in personas]
+    lines = [
+        "# Generated by `make worker-host` (python3 -m crewbox.cluster worker-host).",
+        f"name: {WORKER_HOST_PROJECT}",
+        "services:",
+        "  egress:",
+        f"    extends: {{file: {WORKER_HOST_BASE}, service: egress}}",
+        f"    networks: [outside, {', '.join(map(q, nets))}]",
+        "  redis-relay:",
+        f"    extends: {{file: {WORKER_HOST_BASE}, service: redis-relay}}",
+        f'    command: ["crewbox", "relay", "--listen", {q(f"0.0.0.0:{address.port}")}, '
+        f'"--to", {q(f"{address.host}:{address.port}")}]',
+        "    networks:",
+        "      outside: {}",
+        *(
+            f"      {q(network_key(p.name))}: {{ipv4_address: {q(relay_ip(subnets[p.name]))}}}"
+            for p in personas
+        ),
+    ]
+    for p in personas:
+        lines += worker_host_service(p, address, relay_ip(subnets[p.name]))
+    lines += ["networks:", "  outside: {}"]
+    for p in personas:
+        subnet = q(str(subnets[p.name]))
+        lines.append(
+            f"  {q(network_key(p.name))}: "
+            f"{{internal: true, ipam: {{config: [{{subnet: {subnet}}}]}}}}"
+        )
+    lines += ["secrets:", '  redis-ca: {file: "./secrets/tls/ca.crt"}']
+    for p in personas:
+        lines.append(
+            f"  {q('redis-' + p.name)}: {{file: {q(f'./secrets/redis/{p.name}.password')}}}"
+        )
+        lines.append(f"  {q('key-' + p.name)}: {{file: {q(f'./secrets/resolved/{p.name}.key')}}}")
+    return "\n".join(lines) + "\n"
+
+
+def worker_host_service(p: ClusterPersona, address: RedisAddress, relay: str) -> list[str]:
+    """Persona ``p``'s worker on a worker host, reaching Redis through ``relay``."""
+    q = json.dumps
+    lines = [
+        f"  {p.name}:",
+        f"    extends: {{file: {WORKER_HOST_BASE}, service: worker-template}}",
+    ]
+    lines += [
+        f'    command: ["crewbox", "worker", "--persona", {q(p.name)}]',
+        f"    extra_hosts: [{q(f'{address.worker_host()}:{relay}')}]",
+        "    environment:",
+        f"      CREWBOX_REDIS_URL: {q(address.worker_url())}",
+        f"      CREWBOX_REDIS_USERNAME: {q(p.name)}",
+        f"      CREWBOX_ANTHROPIC_API_KEY_FILE: {q(f'/run/secrets/{p.name}_key')}",
+    ]
+    if p.workspace:
+        lines += ["    volumes:", f"      - {q(f'./workspaces/{p.workspace}:/workspace:ro')}"]
+    return [
+        *lines,
+        "    secrets:",
+        "      - {source: redis-ca, target: redis_ca}",
+        f"      - {{source: {q('redis-' + p.name)}, target: redis_password}}",
+        f"      - {{source: {q('key-' + p.name)}, target: {q(p.name + '_key')}}}",
+        f"    networks: [{q(network_key(p.name))}]",
+    ]
+
+
+def worker_host(project: Path, chosen: Sequence[str], redis_url: str) -> Path:
+    """Check a worker host's secrets and write WORKER_HOST_FILE for the ``chosen``
+    personas of ``project``'s prompts/, reaching ``redis_url``; returns its path.
+
+    Raises:
+        ClusterError: no persona chosen, an unknown one, one of the claude-code engine, a
+            bad URL, a missing secret file, or no free subnet.
+    """
+    if not chosen:
+        raise ClusterError('name the personas this machine serves: PERSONAS="anga"')
+    catalog, _ = read_personas(project / "prompts", project / "workspaces")
+    services_to_start(catalog, chosen)  # unknown names: one line
+    personas = [p for p in with_engine(catalog, os.environ) if p.name in chosen]
+    claude_code = [p.name for p in personas if p.engine == CLAUDE_CODE]
+    if claude_code:
+        raise ClusterError(
+            f"{', '.join(claude_code)}: the claude-code engine is not served by worker hosts "
+            "yet (its image is built by `make up` only); run them on the first machine"
+        )
+    address = parse_redis_url(redis_url)
+    worker_host_secrets(project, [p.name for p in personas], os.environ)
+    pool, prefix = subnet_settings(os.environ)
+    taken, kept = docker_subnets(os.environ.get("COMPOSE_PROJECT_NAME") or WORKER_HOST_PROJECT)
+    subnets = allocate_subnets([p.name for p in personas], pool, prefix, taken, kept)
+    path = project / WORKER_HOST_FILE
+    path.write_text(worker_host_text(personas, address, subnets), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """``compose``: write the override file, warnings on stderr; ``names``: print the persona
-    names, space-separated; ``services NAME...``: the services to start for those personas.
+    names, space-separated; ``services NAME...``: the services to start for those personas;
+    ``worker-host --redis-url URL NAME...``: write WORKER_HOST_FILE for those personas.
     Exit 2 with one line when the file cannot be written or a name is unknown."""
     parser = argparse.ArgumentParser(prog="python3 -m crewbox.cluster", description=__doc__)
-    parser.add_argument("command", choices=["compose", "names", "services"])
-    parser.add_argument("chosen", nargs="*", help="services: the personas to start")
+    parser.add_argument("command", choices=["compose", "names", "services", "worker-host"])
+    parser.add_argument("chosen", nargs="*", help="services, worker-host: the personas")
     parser.add_argument("--project", type=Path, default=Path("."), help="the project folder")
-    args = parser.parse_args(argv)
+    parser.add_argument("--redis-url", default="", help="worker-host: rediss://HOST:PORT")
+    args = parser.parse_intermixed_args(argv)
     project: Path = args.project
     personas, warnings = read_personas(project / "prompts", project / "workspaces")
     try:
@@ -466,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(p.name for p in personas))
         elif args.command == "services":
             print(" ".join(services_to_start(personas, " ".join(args.chosen).split())))
+        elif args.command == "worker-host":
+            worker_host(project, " ".join(args.chosen).split(), args.redis_url)
         else:
             compose(project, with_engine(personas, os.environ), warnings)
     except (ClusterError, OSError) as exc:

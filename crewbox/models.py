@@ -245,6 +245,9 @@ class Task(BaseModel):
     attempt: int = 1
     token: str = Field(default_factory=new_token)
     enqueued_at_s: float = Field(default_factory=now_s)
+    trace_context: dict[str, str] = Field(default_factory=dict)
+    """The W3C trace context (``traceparent``) of the run's span when it was dispatched, so
+    the attempt's spans join the run's trace (crewbox.telemetry); empty with tracing off."""
 
     @property
     def token_sha256(self) -> str:

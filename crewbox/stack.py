@@ -118,6 +118,14 @@ MAX_REPLICAS = 100
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 """A node label value a persona may name."""
 
+HOST_NAME_ENV = "CREWBOX_HOST_NAME"
+"""The machine a worker registers with (``crewbox workers`` shows it)."""
+
+NODE_HOSTNAME = "{{.Node.Hostname}}"
+"""Swarm's template for the node a task runs on (``docker service create``, "Create services
+using templates": ``--env`` takes them; swarmkit #2942): each task's CREWBOX_HOST_NAME is its
+own node's, not the manager's that ``make stack`` ran on."""
+
 SECRET_MODE = 0o400
 """Mode of every secret file in a container: readable by its owner only."""
 
@@ -245,9 +253,12 @@ def service_of(
          "gid": gid, "mode": SECRET_MODE}
         for s in given
     ]  # fmt: skip
+    env = dict(out.get("environment") or {})
     if len(given) < len(service.get("secrets") or []):
-        env = dict(out.get("environment") or {})
         env.pop("CREWBOX_ANTHROPIC_API_KEY_FILE", None)
+    if HOST_NAME_ENV in env:
+        env[HOST_NAME_ENV] = NODE_HOSTNAME
+    if env:
         out["environment"] = env
     volumes = [v for v in service.get("volumes") or [] if v.get("target") not in IMAGE_MOUNTS]
     volumes = [_volume(v) for v in volumes] + tmpfs_mounts(service.get("tmpfs") or [])

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+from crewbox import telemetry
 from crewbox.budget import budgeted, unpriced_models
 from crewbox.config import Settings
 from crewbox.errors import ArtifactError, CrewboxError, PlanError, UserError
@@ -202,7 +203,7 @@ class Orchestrator:
         owner = self._acquire(request.run_id)
         run = ActiveRun(request=request, store=store, owner=owner)
         self.emit(run, "run_started", message=request.text[:200])
-        return self._drive(run)
+        return self._traced_drive(run)
 
     def resume(self, run_id: str) -> RunSummary:
         """Go on with a run from its log: what is left of it (see
@@ -231,7 +232,7 @@ class Orchestrator:
         self.emit(run, "run_resumed", message="; ".join([f"kept: {kept}", *notes]))
         for state in run.in_flight_before_resume():
             self._emit_attempt(run, "attempt_lost", state, state.error or "lost")
-        return self._drive(run)
+        return self._traced_drive(run)
 
     def _acquire(self, run_id: str) -> str:
         """Take the run's lease under a new owner id (``<host>:<pid>:<nonce>``: two runs
@@ -243,6 +244,19 @@ class Orchestrator:
                 f"run {run_id} is being run by {holder}; `crewbox cancel {run_id}` stops it"
             )
         return owner
+
+    def _traced_drive(self, run: ActiveRun) -> RunSummary:
+        """:meth:`_drive` inside the run's span (``invoke_workflow``, crewbox.telemetry) and
+        its log context; a resumed or taken-over run starts a trace of its own."""
+        with telemetry.log_context(run_id=run.run_id), telemetry.run_span(run.run_id) as span:
+            span.set_attribute(telemetry.ORCHESTRATOR, run.owner)
+            try:
+                summary = self._drive(run)
+            except Exception as exc:
+                telemetry.end_status(span, "failed", str(exc) or type(exc).__name__)
+                raise
+            telemetry.end_status(span, summary.status)
+            return summary
 
     def _drive(self, run: ActiveRun) -> RunSummary:
         with LeaseKeeper(self.log, run.run_id, run.owner) as lease:
@@ -316,9 +330,10 @@ class Orchestrator:
             self.emit(run, "personas_offered", offered, message=f"{len(names)} of {of}; {cap}")
 
         try:
-            return self.planner.plan(
-                run.request, on_call, on_adjust, llm=self._run_llm(run), on_offer=on_offer
-            )
+            with telemetry.stage_span("plan", run.run_id):
+                return self.planner.plan(
+                    run.request, on_call, on_adjust, llm=self._run_llm(run), on_offer=on_offer
+                )
         except PlanError as exc:
             self.emit(run, "plan_invalid", PlanProblems(problems=exc.problems), message=str(exc))
             raise
@@ -367,6 +382,7 @@ class Orchestrator:
             budget_usd=run.request.budget_usd,
             budget_spenders=list(_spenders(run)),
             attempt=run.next_attempt(spec.id),
+            trace_context=telemetry.inject(),
         )
         state = run.add_attempt(task)
         if reason := self._no_worker(run, task):
@@ -795,9 +811,10 @@ class Orchestrator:
             self._record_call(run, "synthesizer", usage)
 
         try:
-            return self.synthesizer.synthesize(
-                run.request, results, run.store.folder, on_call, llm=self._run_llm(run)
-            )
+            with telemetry.stage_span("synthesize", run.run_id):
+                return self.synthesizer.synthesize(
+                    run.request, results, run.store.folder, on_call, llm=self._run_llm(run)
+                )
         except CrewboxError as exc:
             self.emit(run, "synthesis_failed", message=str(exc))
             return fallback_answer(run.request, results, str(exc))

@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from crewbox import telemetry
 from crewbox.errors import BudgetExceededError, CrewboxError, LLMAPIError
 from crewbox.llm.base import (
     ContentBlock,
@@ -99,6 +100,9 @@ class MessagesGateway:
         self.api_error: LLMAPIError | None = None
         self.refused_auth = 0
         """Requests refused for a wrong or missing token."""
+        self.trace_context = telemetry.inject()
+        """The attempt's span (the gateway is made inside it): the calls' spans nest there,
+        though the server's threads have contexts of their own."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -139,15 +143,16 @@ class MessagesGateway:
         model = self.map_model(body.get("model"))
         effort = (body.get("output_config") or {}).get("effort") or self.effort
         try:
-            response = self.llm.complete(
-                system=system,
-                messages=messages,
-                tools=tools or None,
-                max_tokens=int(body.get("max_tokens") or 4096),
-                model=model,
-                timeout_s=max(self.deadline_m - time.monotonic(), 0.001),
-                effort=effort,
-            )
+            with telemetry.attached(self.trace_context):
+                response = self.llm.complete(
+                    system=system,
+                    messages=messages,
+                    tools=tools or None,
+                    max_tokens=int(body.get("max_tokens") or 4096),
+                    model=model,
+                    timeout_s=max(self.deadline_m - time.monotonic(), 0.001),
+                    effort=effort,
+                )
         except BudgetExceededError as exc:
             self.budget_error = exc
             raise

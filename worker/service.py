@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from crewbox import telemetry
 from crewbox.budget import Limits, budgeted
 from crewbox.config import Settings
 from crewbox.errors import CrewboxError, LLMAPIError, UserError
@@ -97,6 +98,17 @@ class TaskRunner:
                 task.task_id,
             )
             return None
+        with (
+            telemetry.attached(task.trace_context),
+            telemetry.attempt_span(task) as span,
+            telemetry.log_context(run_id=task.run_id, task_id=task.task_id, attempt=task.attempt),
+        ):
+            span.set_attribute(telemetry.WORKER, self.worker_id)
+            result = self._run_attempt(task, emit)
+            telemetry.end_status(span, result.status, result.error)
+            return result
+
+    def _run_attempt(self, task: Task, emit: Emit) -> Result:
         started = time.time()
         info = AttemptInfo(attempt=task.attempt, worker=self.worker_id)
         emit(task_event(task, "task_started", info, f"{self.worker_id} started {task.task_id}"))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from crewbox import telemetry
 from crewbox.errors import BudgetExceededError, CrewboxError, ToolError
 from crewbox.llm.base import ToolDef
 from crewbox.models import Usage
@@ -171,13 +172,17 @@ class TaskTool(BaseTool[TaskInput]):
         )
         first = subagent_message(prompt, sandbox.cwd, setup.workspace)
         try:
-            outcome = run_loop(
-                system_blocks(sub.persona, ""),
-                first,
-                setup,
-                self.limits,
-                lambda usage: self.record(usage, name),
-            )
+            with telemetry.agent_span(name) as span:
+                outcome = run_loop(
+                    system_blocks(sub.persona, ""),
+                    first,
+                    setup,
+                    self.limits,
+                    lambda usage: self.record(usage, name),
+                )
+                telemetry.end_status(
+                    span, "failed" if outcome.error else "succeeded", outcome.error
+                )
         except CrewboxError as exc:
             raise ToolError(f"sub-agent {name} failed: {exc}") from exc
         if outcome.budget_exceeded:

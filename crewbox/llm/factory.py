@@ -20,6 +20,7 @@ from crewbox.llm.limiter import (
 )
 from crewbox.llm.retry import RetryingLLM
 from crewbox.models import ConcurrencyChange
+from crewbox.telemetry import TracedLLM
 
 if TYPE_CHECKING:
     import redis
@@ -126,7 +127,8 @@ def make_client(
     the persona's processes through :func:`limit_store`; its changes go to
     ``on_limit_change``), then in :class:`~crewbox.llm.retry.RetryingLLM` with
     ``llm_max_retries`` (the one retry layer: the SDKs' own retries are off), so every try
-    takes a slot. Both real clients use ``llm_timeout_s``.
+    takes a slot, then in :class:`~crewbox.telemetry.TracedLLM` (a ``chat {model}`` span per
+    call). Both real clients use ``llm_timeout_s``.
 
     Raises:
         ConfigError: anthropic without a key, or scripted without ``script_path``.
@@ -140,4 +142,5 @@ def make_client(
         client = _scripted_client(settings)
     key = limiter_key(persona, credential_of(settings))
     limiter = AIMDLimiter(limit_store(settings, connection), key, limit_policy(settings, persona))
-    return RetryingLLM(LimitedLLM(client, limiter, on_limit_change), settings.llm_max_retries)
+    retrying = RetryingLLM(LimitedLLM(client, limiter, on_limit_change), settings.llm_max_retries)
+    return TracedLLM(retrying, provider)

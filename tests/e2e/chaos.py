@@ -95,16 +95,19 @@ class ChaosCluster(Cluster):
         self.chaos = folder / "chaos"
 
     def up(
-        self, plans: dict[str, list[dict[str, Any]]], steps: list[dict[str, Any]] | None = None
+        self,
+        plans: dict[str, list[dict[str, Any]]],
+        steps: list[dict[str, Any]] | None = None,
+        *make_args: str,
     ) -> None:
         """Write ``steps`` (default: script(plans)) as the script, ``plans`` as workflows,
-        and start the cluster.
+        and start the cluster (`make up` with ``make_args``, e.g. ``OBSERVE=1``).
 
         Raises:
             RuntimeError: `make up` failed (its output's tail in the message).
         """
         self.prepare(plans, steps)
-        done = self.make("up")
+        done = self.make("up", *make_args)
         if done.returncode != 0:
             raise RuntimeError(f"make up failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -181,3 +182,21 @@ def test_personas_lists_sub_agents_and_warns_of_a_sub_agent_file_skipped(tmp_pat
     assert "choreography-analyzer" in marie
     warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning marie:")]
     assert len(warnings) == 1 and "broken.md: front matter has no 'description'" in warnings[0]
+
+
+def test_unknown_log_format_is_one_line(tmp_path: Path) -> None:
+    env = crewbox_env(tmp_path, CREWBOX_LOG_FORMAT="xml")
+    proc = run_crewbox(["worker", "--persona", "marie", "--burst"], env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "crewbox: error: CREWBOX_LOG_FORMAT='xml': use text or json"
+    ]
+
+
+def test_json_log_lines_of_a_worker(tmp_path: Path) -> None:
+    env = crewbox_env(tmp_path, CREWBOX_LOG_FORMAT="json", CREWBOX_QUEUE="files")
+    proc = run_crewbox(["worker", "--persona", "marie", "--burst"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.strip().splitlines()]
+    assert lines and all(line["logger"].startswith("crewbox") for line in lines)
+    assert {"run_id", "task_id", "attempt", "trace_id"} <= set(lines[0])

@@ -76,7 +76,7 @@ def test_each_persona_gets_its_service_secrets_network_and_workspace() -> None:
     ]
     assert odile["networks"] == ["net-odile"]
     assert "volumes" not in data["services"]["x"]  # no workspace: no mount
-    for shared in ("redis", "egress", "llm"):
+    for shared in ("redis", "egress", "llm", "phoenix"):
         assert data["services"][shared]["networks"] == ["net-odile", "net-x"]
     assert data["networks"]["net-odile"] == {
         "internal": True,

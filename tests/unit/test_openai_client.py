@@ -22,6 +22,7 @@ from crewbox.llm.base import (
 from crewbox.llm.factory import make_client
 from crewbox.llm.openai import OpenAIClient
 from crewbox.llm.retry import RetryingLLM
+from crewbox.telemetry import TracedLLM
 from tests.fakes.messages_server import ErrorReply, FakeLLMServer
 
 MODEL = "smollm2-135m-instruct"
@@ -314,7 +315,8 @@ def test_factory_builds_openai_client(server: FakeLLMServer) -> None:
     llm = make_client(settings)
     response = llm.complete(system=[], messages=ask())
 
-    assert isinstance(llm, RetryingLLM) and isinstance(llm.inner.inner, OpenAIClient)  # type: ignore[attr-defined]
+    assert isinstance(llm, TracedLLM) and isinstance(llm.inner, RetryingLLM)
+    assert isinstance(llm.inner.inner.inner, OpenAIClient)  # type: ignore[attr-defined]
     assert response.text == "hi"
     assert server.requests[0].path == PATH
     assert server.requests[0].headers["authorization"] == "Bearer local-secret"

@@ -105,6 +105,11 @@ def test_a_persona_without_a_key_gets_no_key_secret(stack: dict[str, Any]) -> No
     assert marie["environment"]["CREWBOX_ANTHROPIC_API_KEY_FILE"] == "/run/secrets/marie_key"
 
 
+def test_each_task_registers_with_its_own_node_s_name(stack: dict[str, Any]) -> None:
+    for name in ("marie", "orchestrator"):
+        assert stack["services"][name]["environment"]["CREWBOX_HOST_NAME"] == "{{.Node.Hostname}}"
+
+
 def test_replicas_and_placement_from_the_front_matter(stack: dict[str, Any]) -> None:
     marie, anga = stack["services"]["marie"]["deploy"], stack["services"]["anga"]["deploy"]
     assert marie["replicas"] == 3

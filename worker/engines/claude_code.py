@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from crewbox import telemetry
 from crewbox.errors import ConfigError
 from crewbox.personas import Persona, parse_tools, read_front_matter, tool_name
 from worker.agent import AgentOutcome, system_blocks, task_message
@@ -221,7 +222,8 @@ def cli_args(run: EngineRun, system_prompt: str) -> list[str]:
 
 
 def cli_env(gateway: MessagesGateway, home: Path, deadline_m: float) -> dict[str, str]:
-    """The CLI's whole environment: nothing secret, the gateway and its token."""
+    """The CLI's whole environment: nothing secret, the gateway and its token, and the
+    attempt's span as ``TRACEPARENT`` when tracing is on (crewbox.telemetry)."""
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
     env.setdefault("PATH", os.defpath)
     env.update(QUIET_ENV)
@@ -234,6 +236,8 @@ def cli_env(gateway: MessagesGateway, home: Path, deadline_m: float) -> dict[str
         ANTHROPIC_API_KEY=gateway.token,
         API_TIMEOUT_MS=str(left_ms),
     )
+    if parent := telemetry.traceparent():
+        env["TRACEPARENT"] = parent
     return env
 
 

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from crewbox import telemetry
 from crewbox.errors import ToolError
 from crewbox.llm.base import ToolResultBlock, ToolUseBlock
 from crewbox.personas import LEGACY_AGENT_TOOL, tool_name, tool_rules
@@ -69,12 +71,15 @@ def run_tool(call: ToolUseBlock, tools: list[Tool], sandbox: Sandbox) -> ToolRes
     ``is_error=True`` and one line saying what went wrong. Other exceptions are bugs and
     propagate.
     """
-    try:
-        content = _run(call, tools, sandbox)
-    except (ToolError, OSError) as exc:
-        message = str(exc).strip() or type(exc).__name__
-        return ToolResultBlock(tool_use_id=call.id, content=message, is_error=True)
-    return ToolResultBlock(tool_use_id=call.id, content=content)
+    name = TASK_TOOL if call.name == LEGACY_AGENT_TOOL else call.name
+    with telemetry.tool_span(name, call.id) as span:
+        try:
+            content = _run(call, tools, sandbox)
+        except (ToolError, OSError) as exc:
+            message = str(exc).strip() or type(exc).__name__
+            telemetry.end_status(span, "failed", message)
+            return ToolResultBlock(tool_use_id=call.id, content=message, is_error=True)
+        return ToolResultBlock(tool_use_id=call.id, content=content)
 
 
 def run_tools(
@@ -109,7 +114,11 @@ def _run_together(
     if len(calls) <= 1:
         return [run_tool(call, tools, sandbox) for call in calls]
     with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="tool") as pool:
-        futures = [pool.submit(run_tool, call, tools, sandbox) for call in calls]
+        # each thread in a copy of this one's context: its spans nest under this attempt
+        futures = [
+            pool.submit(contextvars.copy_context().run, run_tool, call, tools, sandbox)
+            for call in calls
+        ]
         return [future.result() for future in futures]
 
 
