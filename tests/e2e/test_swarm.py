@@ -250,5 +250,8 @@ def test_the_stack_is_hardened_as_the_compose_cluster(stack: StackCluster) -> No
     nets = json.loads(docker("network", "inspect", f"{STACK}_net-marie"))[0]
     assert nets["Driver"] == "overlay" and nets["Internal"] is True
     assert nets["Attachable"] is False
+    container_id = stack.tasks_of("marie")[0]
+    node = docker("info", "--format", "{{.Name}}")
+    assert docker("exec", container_id, "printenv", "CREWBOX_HOST_NAME") == node  # its node's
     default = json.loads(docker("network", "inspect", f"{STACK}_default"))[0]
     assert default["Internal"] is True  # redis-volume's, alone
