@@ -47,7 +47,7 @@ export OTEL_EXPORTER_OTLP_ENDPOINT ?= http://phoenix:6006
 endif
 OBSERVE_PROFILE := $(if $(OBSERVING),--profile observe,)
 
-.PHONY: observe certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: stack stack-down stack-submit stack-status stack-workers observe certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -82,6 +82,34 @@ observe: ## Start the cluster with the trace UI (Arize Phoenix on 127.0.0.1:6006
 
 # The network of Redis's published TLS port, which a `down` without REDIS_TLS_PORT does not know.
 TLS_NETWORK_RM := docker network rm "$${COMPOSE_PROJECT_NAME:-crewbox}_redis-published" >/dev/null 2>&1 || true
+
+# Docker Swarm: the same services as a stack (crewbox/stack.py writes crewbox-stack.yml from
+# `docker compose config`), deployed on the swarm this engine manages. STACK names it.
+STACK ?= $(or $(COMPOSE_PROJECT_NAME),crewbox)
+STACK_CLIENT = scripts/stack-client.sh $(STACK)
+
+stack: personas-compose ## Deploy the cluster to Docker Swarm as stack STACK (a swarm manager; README, Docker Swarm)
+	@python3 -m crewbox.stack check || exit 2; \
+	profile=$$(scripts/resolve-secrets.sh $(CATALOG)); \
+	if [ -n "$$profile" ]; then $(MAKE) --no-print-directory model; echo "no Anthropic key for some services: deploying the local model (llm)"; fi; \
+	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
+	$(COMPOSE) build && $(ENGINE_BUILD) && \
+	python3 -m crewbox.stack write --stack $(STACK) $${profile:+--llm} && \
+	docker stack deploy --compose-file crewbox-stack.yml --resolve-image never --prune $(STACK)
+
+stack-down: ## Remove stack STACK from the swarm (keeps results/ and the Redis volume)
+	docker stack rm $(STACK)
+
+stack-submit: export CREWBOX_REQUEST := $(REQUEST)
+stack-submit: ## Run a request on stack STACK: make stack-submit REQUEST="Plan a spring recital"
+	@if [ -z "$$CREWBOX_REQUEST" ]; then echo 'usage: make stack-submit REQUEST="what you want"' >&2; exit 2; fi
+	@$(STACK_CLIENT) crewbox submit "$$CREWBOX_REQUEST"
+
+stack-status: ## Tasks of a run on stack STACK: make stack-status [RUN=<run_id>]
+	@$(STACK_CLIENT) crewbox status $(RUN)
+
+stack-workers: ## Each persona's workers on stack STACK
+	@$(STACK_CLIENT) crewbox workers
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client --profile observe down --remove-orphans

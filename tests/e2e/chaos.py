@@ -106,6 +106,16 @@ class ChaosCluster(Cluster):
         Raises:
             RuntimeError: `make up` failed (its output's tail in the message).
         """
+        self.prepare(plans, steps)
+        done = self.make("up", *make_args)
+        if done.returncode != 0:
+            raise RuntimeError(f"make up failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def prepare(
+        self, plans: dict[str, list[dict[str, Any]]], steps: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Write the scripted LLM's override, ``steps`` (default: script(plans)) as its
+        script and ``plans`` as workflows, as ``up`` does before starting the cluster."""
         (self.folder / "chaos.yml").write_text(yaml.safe_dump(OVERRIDE))
         for sub in ("record/steps", "record/calls"):
             (self.chaos / sub).mkdir(parents=True, exist_ok=True)
@@ -115,9 +125,6 @@ class ChaosCluster(Cluster):
         for name, tasks in plans.items():
             plan = {"request": f"chaos {name}", "tasks": tasks}
             (self.folder / "workflows" / f"{name}.yaml").write_text(yaml.safe_dump(plan))
-        done = self.make("up", *make_args)
-        if done.returncode != 0:
-            raise RuntimeError(f"make up failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
     def submit(self, plan_name: str) -> str:
         """Submit ``workflows/<plan_name>.yaml`` detached (as `make submit` does, in a
