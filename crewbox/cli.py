@@ -1051,6 +1051,18 @@ def egress(host: str, port: int) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+def web(host: str, port: int) -> None:
+    """The run view in a browser: runs, and per run a live timeline (one lane per persona),
+    tokens and cost per persona and the dead-letter queue. Read-only (crewbox/web)."""
+    from crewbox.web.serve import serve
+
+    cfg = settings()
+    serve(lambda: make_run_log(cfg), host, port)
+
+
+@cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Also workers whose heartbeat stopped.")
 def workers(show_all: bool) -> None:
     """Each persona's live workers: busy with which task, since when; then which personas
