@@ -74,9 +74,7 @@ def create_app(run_log: Callable[[], RunLog], clock: Callable[[], float] = time.
             made.append(run_log())
         return made[0]
 
-    def render(
-        request: Request, name: str, context: dict[str, Any], status: int = 200
-    ) -> Response:
+    def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         response = pages.TemplateResponse(request, name, context, status_code=status)
         response.headers.update(SECURITY_HEADERS)
         return response

@@ -9,8 +9,8 @@ running at once, and the page, never reloaded, follows the run (htmx polling) to
 ``succeeded``; then every bar has succeeded and the tokens and cost per persona equal
 summary.json's. A run whose events carry HTML is shown as text, nothing of it runs.
 
-The screenshot of the timeline (with the usage table under it) is saved in the test's tmp folder, and to docs/img/run-view.png
-(the one README shows) with CREWBOX_UPDATE_SCREENSHOTS=1.
+The screenshot of the timeline (with the usage table under it) is saved in the test's tmp
+folder, and to docs/img/run-view.png (the one README shows) with CREWBOX_UPDATE_SCREENSHOTS=1.
 
 Measured: about 25 s on a 2-core machine shared with other test runs.
 """
@@ -164,9 +164,7 @@ def test_the_run_view_follows_a_run_live_and_then_shows_its_summary(
     expect(bars).to_have_count(4)
     assert {bars.nth(i).get_attribute("data-status") for i in range(4)} == {"succeeded"}
     assert_overlap(page, ("choreo", "tickets", "teaser"))
-    expect(page.locator('#timeline .link[data-from="choreo"][data-to="campaign"]')).to_have_count(
-        1
-    )
+    expect(page.locator('#timeline .link[data-from="choreo"][data-to="campaign"]')).to_have_count(1)
     assert_usage_table(page, summary)
     save_screenshot(page, run.tmp)
 
@@ -220,7 +218,7 @@ def test_html_in_a_runs_events_is_shown_as_text_and_never_runs(
         data = {"attempt": 1} if kind != "run_started" else {}
         log.append(
             Event(
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 run_id=request.run_id,
                 task_id=HOSTILE,
                 persona=HOSTILE,
