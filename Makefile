@@ -22,7 +22,7 @@ HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe web
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -49,7 +49,11 @@ up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the 
 	$(COMPOSE) build && $(ENGINE_BUILD) && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
-	$(COMPOSE) --profile llm --profile client down --remove-orphans
+	$(COMPOSE) --profile llm --profile client --profile web down --remove-orphans
+
+web: secrets ## The run view on http://127.0.0.1:8080/ (CREWBOX_WEB_PORT): runs, timelines, cost (after make up)
+	@$(COMPOSE) --profile web up -d --wait web
+	@echo "run view: http://127.0.0.1:$${CREWBOX_WEB_PORT:-8080}/"
 
 submit: export CREWBOX_REQUEST := $(REQUEST)
 submit: ## Run a request: make submit REQUEST="Plan a spring recital"
