@@ -26,6 +26,7 @@ from crewbox.models import (
     Usage,
 )
 from crewbox.runlog import make_run_log
+from crewbox.runlog.base import RunLog
 from crewbox.runlog.files import FileRunLog
 from crewbox.web.app import create_app
 from crewbox.web.timeline import LABEL_W, ROW_H, WIDTH, layout
@@ -139,7 +140,7 @@ def client(log: Any) -> TestClient:
     return TestClient(create_app(lambda: log, clock=lambda: T0 + 10.0))
 
 
-def write_run(log: FileRunLog, text: str = "Plan a recital", task_id: str = "a") -> str:
+def write_run(log: RunLog, text: str = "Plan a recital", task_id: str = "a") -> str:
     request = Request(run_id=RUN, text=text, created_at_s=T0)
     log.create(request)
     call = LLMCall(stage="tasks", usage=Usage(input_tokens=1000, cost_usd=Decimal("0.5"), calls=1))
