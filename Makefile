@@ -99,7 +99,7 @@ logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLL
 	$(call compose_logs,$(if $(FOLLOW),-f,) $*)
 
 ps: ## Containers of the cluster
-	$(COMPOSE) --profile llm --profile client ps
+	$(COMPOSE) --profile llm --profile client --profile web ps
 
 scale: ## Run N workers of a persona: make scale PERSONA=anga N=3
 	@if [ -z "$(PERSONA)" ] || [ -z "$(N)" ]; then echo 'usage: make scale PERSONA=anga N=3' >&2; exit 2; fi
@@ -148,5 +148,5 @@ bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--hel
 	$(PY) -m bench $(ARGS)
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
-	-$(COMPOSE) --profile llm --profile client down --remove-orphans --volumes
+	-$(COMPOSE) --profile llm --profile client --profile web down --remove-orphans --volumes
 	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true
