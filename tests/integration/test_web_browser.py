@@ -46,6 +46,9 @@ TASK_CALL_S = 4.0
 WAIT_MS = 90_000
 """Longest wait for the page to show a state, in ms."""
 
+RUNNING_FILL, SUCCEEDED_FILL = "rgb(47, 111, 222)", "rgb(46, 158, 91)"
+"""The bars' colours in crewbox/web/static/style.css (#2f6fde, #2e9e5b)."""
+
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
@@ -151,6 +154,9 @@ def test_the_run_view_follows_a_run_live_and_then_shows_its_summary(
     page.goto(f"{url}/runs/{run_id}")
     running = page.locator('#timeline .bar[data-status="running"]')
     expect(running).to_have_count(3, timeout=WAIT_MS)  # three personas at once, live
+    assert running.first.locator("rect.run").evaluate("e => getComputedStyle(e).fill") == (
+        RUNNING_FILL
+    )
     assert {running.nth(i).get_attribute("data-persona") for i in range(3)} == {
         "marie",
         "anga",
@@ -165,6 +171,8 @@ def test_the_run_view_follows_a_run_live_and_then_shows_its_summary(
     bars = page.locator("#timeline .bar")
     expect(bars).to_have_count(4)
     assert {bars.nth(i).get_attribute("data-status") for i in range(4)} == {"succeeded"}
+    fill = "e => getComputedStyle(e).fill"
+    assert {bars.nth(i).locator("rect.run").evaluate(fill) for i in range(4)} == {SUCCEEDED_FILL}
     assert_overlap(page, ("choreo", "tickets", "teaser"))
     expect(page.locator('#timeline .link[data-from="choreo"][data-to="campaign"]')).to_have_count(1)
     assert_usage_table(page, summary)
