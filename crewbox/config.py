@@ -38,10 +38,11 @@ class Settings(BaseSettings):
     """``CREWBOX_EFFORT``: the effort of calls whose persona sets none (crewbox.llm.catalog);
     unset or blank: each model's own default."""
 
-    @field_validator("effort", mode="before")
+    @field_validator("effort", "anthropic_base_url", mode="before")
     @classmethod
-    def _blank_effort(cls, value: Any) -> Any:
-        """A blank ``CREWBOX_EFFORT`` (docker-compose passes ``${CREWBOX_EFFORT:-}``) is unset."""
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """A blank ``CREWBOX_EFFORT`` or ``CREWBOX_ANTHROPIC_BASE_URL`` (docker-compose passes
+        ``${CREWBOX_EFFORT:-}``, ``${ANTHROPIC_BASE_URL:-}``) is unset."""
         return None if isinstance(value, str) and not value.strip() else value
 
     anthropic_api_key: SecretStr | None = Field(
@@ -89,6 +90,18 @@ class Settings(BaseSettings):
     """The Redis ACL user of this service (cluster: its own; None: ``default``)."""
     redis_password: SecretStr | None = None
     redis_password_file: Path | None = None
+    redis_ca_file: Path | None = None
+    """A ``rediss://`` URL's trusted CA certificates (PEM); None: the system's. The
+    cluster's own CA is ``secrets/tls/ca.crt`` (``make certs``)."""
+    redis_sentinels: str = ""
+    """``host:port`` of Redis Sentinels, comma separated; set, the master of
+    ``redis_sentinel_master`` is asked of them and ``redis_url`` gives only the database,
+    the scheme (``rediss://``: TLS to the master) and nothing else."""
+    redis_sentinel_master: str = "mymaster"
+    """The service name the Sentinels monitor."""
+    host_name: str = ""
+    """The machine this process runs on, as `crewbox workers` shows it (compose: the host's
+    hostname, passed in by make); empty: this container's or process's hostname."""
 
     max_turns: int = Field(default=20, ge=1, le=200)
     requests_per_minute: int | None = Field(default=None, ge=1)

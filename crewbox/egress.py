@@ -5,7 +5,9 @@ SDK, tunnels HTTPS through ``HTTPS_PROXY``) and only to the destinations it allo
 Anthropic API (``api.anthropic.com:443``), the host of ``ANTHROPIC_BASE_URL`` when set, and
 any ``host:port`` listed in ``CREWBOX_EGRESS_ALLOW`` (comma separated). Anything else gets
 ``403`` before any connection is opened; a request that is not CONNECT gets ``405``. It
-never sees the traffic inside a tunnel (TLS end to end) nor any key.
+never sees the traffic inside a tunnel (TLS end to end) nor any key. Each tunnel is logged
+(INFO) as ``tunnel from <client address> to <host:port>``, so which container went where
+can be read back from ``docker compose logs egress``.
 
 Shared fairly (one persona cannot starve the others): a client has HEAD_TIMEOUT_S to send
 its request head (else ``408``); each client address may hold at most ``per_client``
@@ -165,10 +167,14 @@ class EgressProxy:
             self.refused.append(target)
             await _reply(writer, "403 Forbidden")
             return
-        await self._tunnel(reader, writer, target)
+        await self._tunnel(reader, writer, target, peer)
 
     async def _tunnel(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        target: str,
+        peer: object,
     ) -> None:
         host, _, port = target.rpartition(":")
         try:
@@ -181,9 +187,10 @@ class EgressProxy:
             return
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
-        log.info("tunnel to %s", target)
+        client = peer[0] if isinstance(peer, tuple) else peer
+        log.info("tunnel from %s to %s", client, target)
         clock = IdleClock()
-        pipes = asyncio.gather(_pipe(reader, up_writer, clock), _pipe(up_reader, writer, clock))
+        pipes = asyncio.gather(pipe(reader, up_writer, clock), pipe(up_reader, writer, clock))
         try:
             await clock.watch(pipes, self.idle_timeout_s)
         finally:
@@ -239,7 +246,7 @@ async def _reply(writer: asyncio.StreamWriter, status: str) -> None:
     writer.close()
 
 
-async def _pipe(
+async def pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, clock: IdleClock
 ) -> None:
     """Copy ``reader`` to ``writer`` until EOF, then close ``writer``."""

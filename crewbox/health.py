@@ -29,7 +29,7 @@ from rq.worker.base import BaseWorker
 
 from crewbox.config import Settings
 from crewbox.queue.rq import REQUESTS_QUEUE
-from crewbox.queue.rq_worker import WORKER_TTL_S
+from crewbox.queue.rq_worker import WORKER_TTL_S, container_of
 from crewbox.redis_client import connect
 
 HEARTBEAT_MAX_AGE_S = WORKER_TTL_S + 60
@@ -110,7 +110,7 @@ def check(connection: redis.Redis, hostname: str, now: datetime, queue: str | No
         found = Worker.all(queue=Queue(queue, connection=connection))
     else:
         found = Worker.all(connection=connection)
-    mine = [w for w in found if w.hostname == hostname]
+    mine = [w for w in found if container_of(w.hostname or "") == hostname]
     if not mine:
         raise Unhealthy(f"no RQ worker of this container (hostname {hostname}) in Redis")
     reasons = []

@@ -9,6 +9,8 @@
 #   secrets/resolved/<service>.key  what the service's container receives: its own key,
 #                                   else the shared key, else empty (then it uses the local model)
 #   secrets/resolved/redis.conf     Redis's settings and ACL users (hashed passwords only)
+#   secrets/tls/                    with REDIS_TLS_PORT: the TLS port's CA and certificate
+#                                   (scripts/make-certs.sh)
 #
 # Every key and password file is readable by its owner only (0600). The orchestrator and the
 # client run as the host user (CREWBOX_UID, 10001 when the host user is root: then their
@@ -23,7 +25,9 @@ services=(orchestrator "${personas[@]}")
 umask 077
 mkdir -p secrets/resolved secrets/redis
 chmod 755 secrets/resolved  # Redis (uid 999) reads redis.conf in it
-python3 -m crewbox.acl --secrets secrets "${personas[@]}"
+if [ -n "${REDIS_TLS_PORT:-}" ]; then scripts/make-certs.sh; fi
+# REDIS_TLS_PORT set (make up REDIS_TLS_PORT=6380): Redis serves TLS too (redis-tls.yml)
+python3 -m crewbox.acl --secrets secrets ${REDIS_TLS_PORT:+--tls} "${personas[@]}"
 
 first_line() { [ -s "$1" ] && head -n1 "$1" | tr -d '[:space:]' || true; }
 shared=$(first_line secrets/anthropic.key)

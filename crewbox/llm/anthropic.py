@@ -216,6 +216,12 @@ STATUS_ADVICE = {
 }
 """What to do, added to the one-line message of a status that trying again cannot fix."""
 
+CONNECTION_ADVICE = (
+    "; check that the endpoint (api.anthropic.com, or ANTHROPIC_BASE_URL) is up and reachable "
+    "(in the cluster through the egress proxy: make logs-egress)"
+)
+"""Added to the message of a call that never got an HTTP answer from the API."""
+
 
 def api_error(exc: anthropic.APIError) -> LLMAPIError:
     """The SDK's error as an :class:`~crewbox.errors.LLMAPIError` with a one-line message."""
@@ -228,7 +234,8 @@ def api_error(exc: anthropic.APIError) -> LLMAPIError:
         )
     if isinstance(exc, anthropic.APITimeoutError):
         return LLMAPIError("Anthropic API request timed out", status_code=None)
-    return LLMAPIError(one_line(f"Anthropic API failed: {exc.message}"), status_code=None)
+    message = one_line(f"Anthropic API failed: {exc.message}") + CONNECTION_ADVICE
+    return LLMAPIError(message, status_code=None)
 
 
 class AnthropicClient:

@@ -57,6 +57,7 @@ from crewbox.queue.rq_worker import (
     JobTimeoutError,
     WorkerInfo,
     parse_payload,
+    registered_hostname,
     stop_when_set,
     worker_alive,
     worker_info,
@@ -99,14 +100,19 @@ def heartbeats_key(run_id: str, persona: str) -> str:
 class RQQueue:
     """TaskQueue over Redis + RQ; also the requests queue of the cluster."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: redis.Redis, host_name: str = "") -> None:
         self.redis = connection
+        self.host_name = host_name
+        """The machine's name its workers register with (RQ's ``hostname`` becomes
+        ``<host_name>/<container hostname>``); empty: the container's hostname alone."""
 
     @classmethod
     def from_settings(cls, settings: Settings, service: bool = False) -> RQQueue:
-        """Connect as configured (``CREWBOX_REDIS_URL``, ``CREWBOX_REDIS_PASSWORD_FILE``);
-        ``service``: retry through a Redis restart (SERVICE_RETRIES)."""
-        return cls(connect(settings, SERVICE_RETRIES if service else CLIENT_RETRIES))
+        """Connect as configured (``CREWBOX_REDIS_URL``, ``CREWBOX_REDIS_PASSWORD_FILE``,
+        TLS and Sentinel settings: crewbox.redis_client.connect); ``service``: retry through
+        a Redis restart (SERVICE_RETRIES)."""
+        connection = connect(settings, SERVICE_RETRIES if service else CLIENT_RETRIES)
+        return cls(connection, settings.host_name)
 
     def _queue(self, name: str) -> Queue:
         return Queue(name, connection=self.redis, serializer=JSONSerializer)
@@ -272,7 +278,7 @@ class RQQueue:
         stop: threading.Event | None,
         shared: bool = False,
     ) -> CrewboxWorker:
-        return CrewboxWorker(
+        worker = CrewboxWorker(
             [self._queue(queue)],
             connection=self.redis,
             name=worker_name(queue),
@@ -281,6 +287,8 @@ class RQQueue:
             stop=stop,
             shared_maintenance=shared,
         )
+        worker.hostname = registered_hostname(self.host_name, worker.hostname)
+        return worker
 
     def _work(self, worker: CrewboxWorker, burst: bool, stop: threading.Event | None) -> None:
         if stop is not None:

@@ -174,6 +174,20 @@ def worker_name(queue: str) -> str:
     return f"{queue}.{process_id().replace(':', '.')}.{secrets.token_hex(3)}"
 
 
+def registered_hostname(host_name: str, hostname: str | None) -> str | None:
+    """What a worker registers as its RQ ``hostname``: ``<host_name>/<hostname>`` (the
+    machine, then the container or process host), or ``hostname`` when no machine name is
+    set. crewbox.health finds its container's worker by the part after the ``/``."""
+    if not host_name:
+        return hostname
+    return f"{host_name}/{hostname or ''}"
+
+
+def container_of(hostname: str) -> str:
+    """The container (or process host) part of a registered hostname."""
+    return hostname.rpartition("/")[2]
+
+
 def stop_when_set(stop: threading.Event, worker: BaseWorker) -> None:
     """Ask ``worker`` to stop after its current job once ``stop`` is set (run in a thread)."""
     stop.wait()

@@ -95,10 +95,13 @@ class ChaosCluster(Cluster):
         self.chaos = folder / "chaos"
 
     def up(
-        self, plans: dict[str, list[dict[str, Any]]], steps: list[dict[str, Any]] | None = None
+        self,
+        plans: dict[str, list[dict[str, Any]]],
+        steps: list[dict[str, Any]] | None = None,
+        make_args: tuple[str, ...] = (),
     ) -> None:
         """Write ``steps`` (default: script(plans)) as the script, ``plans`` as workflows,
-        and start the cluster.
+        and start the cluster (`make up MAKE_ARGS`, e.g. ``PERSONAS=anga``).
 
         Raises:
             RuntimeError: `make up` failed (its output's tail in the message).
@@ -112,7 +115,7 @@ class ChaosCluster(Cluster):
         for name, tasks in plans.items():
             plan = {"request": f"chaos {name}", "tasks": tasks}
             (self.folder / "workflows" / f"{name}.yaml").write_text(yaml.safe_dump(plan))
-        done = self.make("up")
+        done = self.make("up", *make_args)
         if done.returncode != 0:
             raise RuntimeError(f"make up failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 

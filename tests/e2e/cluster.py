@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ROOT
 
@@ -24,6 +25,8 @@ COPIED = [
     "Dockerfile.claude-code",
     ".dockerignore",
     "docker-compose.yml",
+    "redis-tls.yml",
+    "worker-host-base.yml",
     "pyproject.toml",
     "README.md",
     "crewbox",
@@ -137,3 +140,44 @@ class Cluster:
             check=False,
         )
         return out.stdout.split()
+
+
+WORKER_PROCESS = (
+    "import pathlib\n"
+    "for p in sorted(pathlib.Path('/proc').glob('[0-9]*'), key=lambda p: int(p.name)):\n"
+    "    cmd = (p / 'cmdline').read_bytes().split(b'\\0')\n"
+    "    if b'worker' in cmd and b'--persona' in cmd and not cmd[0].endswith(b'docker-init'):\n"
+    "        s = dict(l.split(':', 1) for l in (p / 'status').read_text().splitlines())\n"
+    "        print(s['Uid'].split()[0], s['CapEff'].strip(), p.name, s['PPid'].strip())\n"
+)
+"""Prints uid, effective capabilities, pid and parent pid of each `crewbox worker` process of
+the container (not of docker-init, PID 1, whose command line holds the worker's): the
+supervisor, then the worker it forked."""
+
+
+def assert_worker_boxed(lines: str) -> None:
+    """The container's worker runs as 10001 with no capability; the only other `crewbox
+    worker` process is its parent, the supervisor (root, which runs no tool)."""
+    rows = [line.split() for line in lines.splitlines()]
+    workers = [r for r in rows if r[0] == "10001"]
+    assert [r[1] for r in workers] == ["0000000000000000"], lines
+    supervisors = [r for r in rows if r[0] != "10001"]
+    assert [(r[0], r[2]) for r in supervisors] == [("0", workers[0][3])], lines
+
+
+WORKER_CAPS = ["DAC_READ_SEARCH", "SETGID", "SETUID"]
+"""What a persona's worker container adds after dropping ALL: reading its root-only secret
+files, then becoming uid 10001 (docker-compose.yml, ``x-worker``)."""
+
+
+def assert_hardened(info: dict[str, Any]) -> None:
+    """``info`` (one container of ``docker inspect``) is a persona's worker hardened as the
+    cluster's: read-only root filesystem, ALL capabilities dropped but WORKER_CAPS,
+    no-new-privileges, a pids limit, a memory limit, and the switch to uid 10001 asked for
+    (``CREWBOX_RUN_AS``; that it happened: WORKER_PROCESS and assert_worker_boxed)."""
+    host = info["HostConfig"]
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"], host
+    assert sorted(cap.removeprefix("CAP_") for cap in host["CapAdd"]) == WORKER_CAPS
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["PidsLimit"] and host["Memory"], host
+    assert "CREWBOX_RUN_AS=10001:10001" in info["Config"]["Env"]

@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 
 from crewbox.models import RunSummary
-from tests.e2e.cluster import Cluster, compose_answers, copy_project, project_name
+from tests.e2e.cluster import (
+    WORKER_PROCESS,
+    Cluster,
+    assert_worker_boxed,
+    compose_answers,
+    copy_project,
+    project_name,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -206,29 +213,6 @@ def test_marie_cannot_read_anga_secret_or_workspace(project: Path) -> None:
     workspace = in_marie(project, "ls /workspace")
     assert "students.csv" in workspace.stdout and "tickets" not in workspace.stdout
     assert in_marie(project, "ls /app/workspaces /workspace/../code 2>&1").returncode != 0
-
-
-WORKER_PROCESS = (
-    "import pathlib\n"
-    "for p in sorted(pathlib.Path('/proc').glob('[0-9]*'), key=lambda p: int(p.name)):\n"
-    "    cmd = (p / 'cmdline').read_bytes().split(b'\\0')\n"
-    "    if b'worker' in cmd and b'--persona' in cmd and not cmd[0].endswith(b'docker-init'):\n"
-    "        s = dict(l.split(':', 1) for l in (p / 'status').read_text().splitlines())\n"
-    "        print(s['Uid'].split()[0], s['CapEff'].strip(), p.name, s['PPid'].strip())\n"
-)
-"""Prints uid, effective capabilities, pid and parent pid of each `crewbox worker` process of
-the container (not of docker-init, PID 1, whose command line holds the worker's): the
-supervisor, then the worker it forked."""
-
-
-def assert_worker_boxed(lines: str) -> None:
-    """The container's worker runs as 10001 with no capability; the only other `crewbox
-    worker` process is its parent, the supervisor (root, which runs no tool)."""
-    rows = [line.split() for line in lines.splitlines()]
-    workers = [r for r in rows if r[0] == "10001"]
-    assert [r[1] for r in workers] == ["0000000000000000"], lines
-    supervisors = [r for r in rows if r[0] != "10001"]
-    assert [(r[0], r[2]) for r in supervisors] == [("0", workers[0][3])], lines
 
 
 def test_root_filesystem_is_read_only_and_the_worker_is_not_root(project: Path) -> None:

@@ -267,6 +267,8 @@ def test_connection_refused_has_no_status() -> None:
 
     assert caught.value.status_code is None
     assert caught.value.retry_after_s is None
+    assert f"127.0.0.1:{port}" in str(caught.value)  # where it tried, and what to check
+    assert "ANTHROPIC_BASE_URL" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_forced_tool_sends_tool_choice(server: FakeLLMServer, client: AnthropicClient) -> None:
@@ -427,6 +429,28 @@ def test_crewbox_effort_reaches_the_client_and_blank_means_unset(
     make_client(settings).complete(system=[], messages=[Message(role="user", content="x")])
     assert server.requests[0].body["output_config"] == {"effort": "medium"}
     assert server.requests[0].body["model"] == "claude-sonnet-5-5"
+
+
+def test_compose_s_anthropic_base_url_reaches_the_client_and_blank_means_the_api(
+    monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
+) -> None:
+    """docker-compose.yml passes ``CREWBOX_ANTHROPIC_BASE_URL: ${ANTHROPIC_BASE_URL:-}``:
+    blank is the API's own URL (not an empty base URL), set is where every call goes."""
+    from crewbox.config import Settings
+
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.setenv("CREWBOX_ANTHROPIC_BASE_URL", "")
+    assert Settings().anthropic_base_url is None  # the SDK's default, not base_url=""
+    monkeypatch.setenv("CREWBOX_ANTHROPIC_BASE_URL", server.url)
+    server.reply(
+        message_reply(
+            [{"type": "text", "text": "ok"}], "end_turn", {"input_tokens": 1, "output_tokens": 1}
+        )
+    )
+    make_client(Settings(provider="anthropic", anthropic_api_key="k")).complete(
+        system=[], messages=[Message(role="user", content="x")]
+    )
+    assert len(server.requests) == 1
 
 
 def test_an_offered_plan_tool_is_strict_with_a_schema_strict_tools_take(

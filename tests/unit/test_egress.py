@@ -66,13 +66,16 @@ def ask(proxy_port: int, head: str) -> tuple[socket.socket, str]:
     return sock, reply.decode().split("\r\n", 1)[0]
 
 
-def test_an_allowed_destination_gets_a_tunnel(echo: int) -> None:
+def test_an_allowed_destination_gets_a_tunnel(echo: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="crewbox.egress")
     proxy = start_proxy({f"127.0.0.1:{echo}"})
     sock, status = ask(proxy, f"CONNECT 127.0.0.1:{echo} HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == "HTTP/1.1 200 Connection Established"
     sock.sendall(b"ping")
     assert sock.recv(4) == b"ping"
     sock.close()
+    # the log names who opened the tunnel and where to (the cluster e2e test reads it)
+    assert f"tunnel from 127.0.0.1 to 127.0.0.1:{echo}" in caplog.messages
 
 
 def test_any_other_destination_is_refused_without_a_connection(echo: int) -> None:
