@@ -280,7 +280,11 @@ def test_make_web_serves_the_run_view_on_loopback_with_its_read_only_user(
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     assert cluster.compose("port", "web", "8080").stdout.strip() == f"127.0.0.1:{port}"
     run_id = run["run_dir"].name
-    page = get_when_up(f"http://127.0.0.1:{port}/runs/{run_id}")
+    try:
+        page = get_when_up(f"http://127.0.0.1:{port}/runs/{run_id}")
+    except AssertionError:
+        print(cluster.compose("logs", "web").stdout[-3000:])
+        raise
     status = run["summary"].status
     assert f'id="run-status" class="status s-{status}">{status}' in page
     assert page.count('class="bar s-') == sum(len(a) for a in run["summary"].attempts.values())
@@ -289,16 +293,22 @@ def test_make_web_serves_the_run_view_on_loopback_with_its_read_only_user(
 
 
 def get_when_up(url: str, timeout_s: float = 60) -> str:
-    """The page at ``url`` once the server answers (it starts after its container does)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """The page at ``url`` once the server answers 200 (it starts after its container does).
+
+    Raises:
+        AssertionError: no 200 within ``timeout_s``, with the last answer or error.
+    """
+    deadline, last = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=5) as answer:
                 return str(answer.read().decode())
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+        except urllib.error.HTTPError as exc:
+            last = f"{exc.code}: {exc.read().decode(errors='replace')[-2000:]}"
+        except (urllib.error.URLError, ConnectionError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"{url} gave no page within {timeout_s:.0f} s; last: {last}")
 
 
 def test_make_down_leaves_no_container(project: Path, run: dict[str, Any]) -> None:
