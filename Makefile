@@ -47,7 +47,7 @@ export OTEL_EXPORTER_OTLP_ENDPOINT ?= http://phoenix:6006
 endif
 OBSERVE_PROFILE := $(if $(OBSERVING),--profile observe,)
 
-.PHONY: stack stack-down stack-submit stack-status stack-workers observe certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe
+.PHONY: stack stack-down stack-submit stack-status stack-workers observe certs worker-host worker-host-down bench-caching bench-personas e2e-many personas-compose help up down submit status logs ps scale model secrets test lint bench clean workers venv follow cancel resume dlq chaos probe web
 
 help: ## List the targets
 	@{ grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'; \
@@ -112,8 +112,12 @@ stack-workers: ## Each persona's workers on stack STACK
 	@$(STACK_CLIENT) crewbox workers
 
 down: ## Stop the cluster and remove its containers (keeps results/ and Redis data)
-	$(COMPOSE) --profile llm --profile client --profile observe down --remove-orphans
+	$(COMPOSE) --profile llm --profile client --profile observe --profile web down --remove-orphans
 	@$(TLS_NETWORK_RM)
+
+web: secrets ## The run view on http://127.0.0.1:8080/ (CREWBOX_WEB_PORT): runs, timelines, cost (after make up)
+	@$(COMPOSE) --profile web up -d --wait web
+	@echo "run view: http://127.0.0.1:$${CREWBOX_WEB_PORT:-8080}/"
 
 worker-host: ## On another machine: serve PERSONAS' queues of a cluster's TLS Redis: make worker-host REDIS_URL=rediss://host:6380 PERSONAS="anga"
 	@python3 -m crewbox.cluster worker-host --redis-url "$(REDIS_URL)" $(PERSONAS) || exit 2
@@ -167,7 +171,7 @@ logs-%: ## A persona's log lines (every scaled container): make logs-marie [FOLL
 	$(call compose_logs,$(if $(FOLLOW),-f,) $*)
 
 ps: ## Containers of the cluster
-	$(COMPOSE) --profile llm --profile client --profile observe ps
+	$(COMPOSE) --profile llm --profile client --profile observe --profile web ps
 
 scale: ## Run N workers of a persona: make scale PERSONA=anga N=3
 	@if [ -z "$(PERSONA)" ] || [ -z "$(N)" ]; then echo 'usage: make scale PERSONA=anga N=3' >&2; exit 2; fi
@@ -216,6 +220,6 @@ bench: venv ## Benchmarks: a Markdown table, and bench/results.json (ARGS="--hel
 	$(PY) -m bench $(ARGS)
 
 clean: ## Stop the cluster, drop its Redis data, empty results/ and tasks/
-	-$(COMPOSE) --profile llm --profile client --profile observe down --remove-orphans --volumes
+	-$(COMPOSE) --profile llm --profile client --profile observe --profile web down --remove-orphans --volumes
 	@$(TLS_NETWORK_RM)
 	find results tasks -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true

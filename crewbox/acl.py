@@ -5,7 +5,8 @@ those jobs, their registries and its own worker keys, push to run inboxes, beat 
 heartbeats of its own attempts, and read a run's owner lease and cancel flag. It can read
 no other persona's queue or jobs, no run's events or results, no request. The orchestrator
 (user ``orchestrator``) reaches every ``rq:*`` and ``crewbox:*`` key; the CLI (user
-``client``) records and follows runs and enqueues requests. The ``default`` user is off
+``client``) records and follows runs and enqueues requests; the run view (user ``web``) only
+reads runs. The ``default`` user is off
 (no connection can log in as it) but keeps every permission: Redis 7.0-7.4 replays the AOF's
 MULTI/EXEC blocks as ``default`` and re-checks its ACL at EXEC, so a ``default`` without
 permissions silently dropped every transaction on restart (redis/redis#14541, fixed upstream
@@ -67,7 +68,14 @@ the server version through INFO, which crewbox.queue.rq_worker answers without a
 RQ_REGISTRIES = ["wip", "finished", "failed", "deferred", "scheduled", "canceled", "ready"]
 """RQ 3.0's job registries of a queue: ``rq:<registry>:<queue>`` sorted sets."""
 
-SERVICE_USERS = ["orchestrator", "client"]
+WEB_COMMANDS = ["-@all", "+@read", "-@dangerous", "-@scripting", "-@pubsub", "-@admin",
+                "-scan", "-randomkey", "-dbsize", "-object", "-memory", "+ping",
+                "+client|setname", "+client|getname", "+client|id", "+client|info"]  # fmt: skip
+"""Commands the run view (``crewbox web``) may run: reads only (@read), none dangerous
+(KEYS), no Lua, no SCAN/RANDOMKEY/DBSIZE (they list or count keys it cannot read), no
+PUBSUB; PING and naming its own connection."""
+
+SERVICE_USERS = ["orchestrator", "client", "web"]
 """The users that are not personas (besides ``healthcheck``)."""
 
 
@@ -142,13 +150,20 @@ def client_rules() -> list[str]:
     ]
 
 
+def web_rules() -> list[str]:
+    """The run view's rules: read (``%R``) the run list and every run's keys, nothing
+    else; with WEB_COMMANDS no command that writes is allowed at all."""
+    return ["resetkeys", "resetchannels", "%R~crewbox:runs", "%R~crewbox:run:*", *WEB_COMMANDS]
+
+
 def healthcheck_rules() -> list[str]:
     """The Redis container's own healthcheck: PING, nothing else, no password."""
     return ["resetkeys", "resetchannels", "nopass", "-@all", "+ping"]
 
 
 def rules(service: str) -> list[str]:
-    """The rules of ``service``: ``orchestrator``, ``client``, ``healthcheck`` or a persona.
+    """The rules of ``service``: ``orchestrator``, ``client``, ``web``, ``healthcheck`` or a
+    persona.
 
     Raises:
         ACLError: a persona name that cannot be used in a pattern.
@@ -159,6 +174,8 @@ def rules(service: str) -> list[str]:
         return client_rules()
     if service == "healthcheck":
         return healthcheck_rules()
+    if service == "web":
+        return web_rules()
     return persona_rules(service)
 
 

@@ -1055,6 +1055,18 @@ def egress(host: str, port: int) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+def web(host: str, port: int) -> None:
+    """The run view in a browser: runs, and per run a live timeline (one lane per persona),
+    tokens and cost per persona and the dead-letter queue. Read-only (crewbox/web)."""
+    from crewbox.web.serve import serve
+
+    cfg = settings()
+    serve(lambda: make_run_log(cfg), host, port)
+
+
+@cli.command()
 @click.option("--listen", default="0.0.0.0:6380", show_default=True, help="host:port to serve.")
 @click.option("--to", "target", required=True, help="host:port every connection goes to.")
 def relay(listen: str, target: str) -> None:

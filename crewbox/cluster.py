@@ -95,6 +95,7 @@ CORE_SERVICES = frozenset(
         "egress",
         "orchestrator",
         "client",
+        "web",
         "llm",
         "worker-template",
         ENGINE_SERVICE,

@@ -44,6 +44,6 @@ chmod 600 secrets/redis/*.password
 # The services that run as the host user: when that is root, they run as CREWBOX_UID.
 if [ "$(id -u)" = 0 ] && [ -n "${CREWBOX_UID:-}" ]; then
   chown "$CREWBOX_UID:${CREWBOX_GID:-$CREWBOX_UID}" secrets/resolved/orchestrator.key \
-    secrets/redis/orchestrator.password secrets/redis/client.password
+    secrets/redis/orchestrator.password secrets/redis/client.password secrets/redis/web.password
 fi
 echo "$need_llm"

@@ -11,9 +11,12 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from itertools import combinations
 from pathlib import Path
@@ -262,6 +265,50 @@ def test_a_persona_added_by_one_file_runs_in_its_own_hardened_container(project:
     assert sorted(secrets.stdout.split()) == ["odile_key", "redis_password"]
     worker = compose(project, "exec", "-T", "odile", "python", "-c", WORKER_PROCESS)
     assert_worker_boxed(worker.stdout + worker.stderr)
+
+
+def test_make_web_serves_the_run_view_on_loopback_with_its_read_only_user(
+    project: Path, run: dict[str, Any]
+) -> None:
+    """`make web`: the web service reads the run from Redis as its user `web` and answers
+    on 127.0.0.1 only. Adds about 10 s to this module (the image is built by `make up`)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cluster = Cluster(project, PROJECT, env={"CREWBOX_WEB_PORT": str(port)})
+    up = cluster.make("web", timeout_s=300)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert cluster.compose("port", "web", "8080").stdout.strip() == f"127.0.0.1:{port}"
+    run_id = run["run_dir"].name
+    try:
+        page = get_when_up(f"http://127.0.0.1:{port}/runs/{run_id}")
+    except AssertionError:
+        print(cluster.compose("logs", "web").stdout[-3000:])
+        raise
+    status = run["summary"].status
+    assert f'id="run-status" class="status s-{status}">{status}' in page
+    assert page.count('class="bar s-') == sum(len(a) for a in run["summary"].attempts.values())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/htmx.min.js") as answer:
+        assert answer.status == 200
+
+
+def get_when_up(url: str, timeout_s: float = 60) -> str:
+    """The page at ``url`` once the server answers 200 (it starts after its container does).
+
+    Raises:
+        AssertionError: no 200 within ``timeout_s``, with the last answer or error.
+    """
+    deadline, last = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return str(answer.read().decode())
+        except urllib.error.HTTPError as exc:
+            last = f"{exc.code}: {exc.read().decode(errors='replace')[-2000:]}"
+        except (urllib.error.URLError, ConnectionError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"{url} gave no page within {timeout_s:.0f} s; last: {last}")
 
 
 def test_make_down_leaves_no_container(project: Path, run: dict[str, Any]) -> None:

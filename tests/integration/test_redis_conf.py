@@ -194,18 +194,51 @@ def _text(value: object) -> str:
 
 def persona_may_run(admin: redis.Redis, persona: str) -> set[str]:
     """The commands ACL DRYRUN lets ``persona`` run (on a key and channel it owns)."""
+    return may_run(admin, persona, (f"rq:queue:{persona}", f"rq:pubsub:{persona}.1"))
+
+
+def may_run(admin: redis.Redis, user: str, targets: tuple[str, ...]) -> set[str]:
+    """The commands ACL DRYRUN lets ``user`` run with every argument one of ``targets``."""
     allowed = set()
     for name, arity in all_commands(admin).items():
         words = name.split("|")
-        for own in (f"rq:queue:{persona}", f"rq:pubsub:{persona}.1"):  # a key, a channel
+        for own in targets:
             args = words + [own] * max(0, abs(arity) - len(words))
             try:
-                reply = admin.execute_command("ACL", "DRYRUN", persona, *args)
+                reply = admin.execute_command("ACL", "DRYRUN", user, *args)
             except redis.exceptions.ResponseError:
                 continue
             if _text(reply) == "OK":
                 allowed.add(name)
     return allowed
+
+
+def writing_commands(admin: redis.Redis) -> set[str]:
+    """Every command the server flags ``write`` (COMMAND INFO)."""
+    return {_text(n) for n, info in admin.command().items() if "write" in info["flags"]}
+
+
+def test_the_web_user_reads_runs_and_can_write_nothing(conf_redis: ConfRedis) -> None:
+    admin = conf_redis.as_user("testadmin")
+    run_keys = ("crewbox:runs", "crewbox:run:r1:events", "crewbox:run:r1:summary")
+    allowed = may_run(admin, "web", run_keys)
+    assert not allowed & writing_commands(admin), sorted(allowed & writing_commands(admin))
+    for needed in ("get", "xrange", "zrange", "exists", "ping"):  # what RedisRunLog reads
+        assert needed in allowed, needed
+    for denied in ("set", "xadd", "del", "expire", "eval", "evalsha", "eval_ro", "fcall_ro",
+                   "script|load", "keys", "scan", "randomkey", "dbsize", "info", "publish",
+                   "config|get", "client|list", "client|kill", "flushall", "acl|dryrun",
+                   "multi", "sort_ro"):  # fmt: skip
+        assert denied not in allowed, denied
+    elsewhere = may_run(admin, "web", ("rq:queue:marie", "crewbox:limit:marie:x"))
+    assert not {"get", "xrange", "zrange", "lrange", "hgetall", "exists"} & elsewhere
+    admin.set("crewbox:run:r1:summary", "{}")
+    web = conf_redis.as_user("web")
+    assert web.get("crewbox:run:r1:summary") == b"{}"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        web.set("crewbox:run:r1:summary", "forged")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        web.get("rq:queue:marie")
 
 
 def readme_list() -> set[str]:

@@ -42,7 +42,7 @@ def test_the_conf_holds_hashes_and_turns_default_off(tmp_path: Path) -> None:
     assert "appendonly yes" in text and "maxmemory 256mb\nmaxmemory-policy noeviction" in text
     # off (no login) but with every permission: the AOF replays MULTI/EXEC as default
     assert "user default off nopass ~* &* +@all\n" in text
-    for user in ("orchestrator", "client", "marie", "anga"):
+    for user in ("orchestrator", "client", "web", "marie", "anga"):
         password = (tmp_path / "redis" / f"{user}.password").read_text().strip()
         assert password not in text
         assert f"#{hashlib.sha256(password.encode()).hexdigest()}" in text
