@@ -42,7 +42,8 @@ class RunRow:
 class RunView:
     """One run's page: its ``status`` (see :func:`run_status`); ``live`` while it may still
     change (no summary yet: the page keeps polling); usage per persona of its tasks' calls
-    (``personas``) and of the whole run (``total``: planner and synthesizer too)."""
+    (``personas``), of the orchestrator's own calls (``orchestrator``: planner and
+    synthesizer) and of the whole run (``total``: the sum of both)."""
 
     run_id: str
     request: str
@@ -50,6 +51,7 @@ class RunView:
     live: bool
     timeline: Timeline
     personas: dict[str, Usage]
+    orchestrator: Usage
     total: Usage
     dead: list[DeadLetter]
     summary: RunSummary | None
@@ -81,6 +83,13 @@ def usage_by_persona(events: list[Event]) -> dict[str, Usage]:
             if call.stage == "tasks":
                 add_usage(usage, event.persona, call.usage)
     return usage
+
+
+def orchestrator_usage(events: list[Event]) -> Usage:
+    """The orchestrator's own calls (``llm_call`` events of stages ``planner`` and
+    ``synthesizer``), summary.json's ``usage_by_stage`` of those two stages."""
+    calls = (e.payload(LLMCall) for e in events if e.kind == "llm_call")
+    return Usage.total(c.usage for c in calls if c.stage != "tasks")
 
 
 def total_usage(events: list[Event]) -> Usage:
@@ -125,6 +134,7 @@ def run_view(log: RunLog, run_id: str, now_s: float) -> RunView:
         live=summary is None,
         timeline=layout(events, now_s),
         personas=usage_by_persona(events),
+        orchestrator=orchestrator_usage(events),
         total=summary.usage_total if summary else total_usage(events),
         dead=dead_letters(events),
         summary=summary,

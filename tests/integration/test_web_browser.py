@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crewbox.models import Event, Request, RunSummary
+from crewbox.models import Event, Request, RunSummary, Usage
 from crewbox.progress import money
 from crewbox.runlog.files import FileRunLog
 from tests.conftest import ROOT, spec
@@ -194,8 +194,12 @@ def assert_overlap(page: Any, task_ids: tuple[str, ...]) -> None:
 
 def assert_usage_table(page: Any, summary: RunSummary) -> None:
     """Each persona's row (and the whole run's) shows summary.json's tokens and cost."""
-    rows = {**summary.usage_by_persona, "(run)": summary.usage_total}
-    assert len(rows) == 4
+    stages = summary.usage_by_stage
+    orchestrator = Usage.total(stages[s] for s in ("planner", "synthesizer") if s in stages)
+    rows = {**summary.usage_by_persona, "(orchestrator)": orchestrator}
+    assert len(rows) == 4 and orchestrator.calls >= 1  # three personas and the orchestrator
+    assert Usage.total(rows.values()) == summary.usage_total  # the rows add up to the run
+    rows["(run)"] = summary.usage_total
     for persona, usage in rows.items():
         cells = page.locator(f'#usage tr[data-persona="{persona}"] td').all_inner_texts()
         assert cells[1:] == [
