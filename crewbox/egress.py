@@ -189,14 +189,7 @@ class EgressProxy:
         await writer.drain()
         client = peer[0] if isinstance(peer, tuple) else peer
         log.info("tunnel from %s to %s", client, target)
-        clock = IdleClock()
-        pipes = asyncio.gather(pipe(reader, up_writer, clock), pipe(up_reader, writer, clock))
-        try:
-            await clock.watch(pipes, self.idle_timeout_s)
-        finally:
-            for w in (writer, up_writer):
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    w.close()
+        await splice((reader, writer), (up_reader, up_writer), self.idle_timeout_s)
 
     async def serve(self, host: str, port: int) -> None:
         """Listen on ``host:port`` until cancelled."""
@@ -244,6 +237,23 @@ async def _reply(writer: asyncio.StreamWriter, status: str) -> None:
         )
         await writer.drain()
     writer.close()
+
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def splice(client: Stream, upstream: Stream, idle_timeout_s: float) -> None:
+    """Copy bytes both ways between ``client`` and ``upstream`` until both ends close or
+    neither sends for ``idle_timeout_s``; then close both writers (the egress proxy's
+    tunnels and the worker host's Redis relay)."""
+    clock = IdleClock()
+    pipes = asyncio.gather(pipe(client[0], upstream[1], clock), pipe(upstream[0], client[1], clock))
+    try:
+        await clock.watch(pipes, idle_timeout_s)
+    finally:
+        for w in (client[1], upstream[1]):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                w.close()
 
 
 async def pipe(

@@ -13,7 +13,6 @@ address, in all, and a connection idle either way for ``idle_timeout_s`` is clos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 
@@ -21,9 +20,8 @@ from crewbox.egress import (
     CONNECT_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     PER_CLIENT_CONNECTIONS,
-    IdleClock,
     descriptor_cap,
-    pipe,
+    splice,
 )
 
 log = logging.getLogger("crewbox.relay")
@@ -75,14 +73,7 @@ class Relay:
             log.warning("cannot reach %s:%d: %s", self.host, self.port, exc)
             writer.close()
             return
-        clock = IdleClock()
-        pipes = asyncio.gather(pipe(reader, up_writer, clock), pipe(up_reader, writer, clock))
-        try:
-            await clock.watch(pipes, self.idle_timeout_s)
-        finally:
-            for w in (writer, up_writer):
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    w.close()
+        await splice((reader, writer), (up_reader, up_writer), self.idle_timeout_s)
 
     async def serve(self, listen_host: str, listen_port: int) -> None:
         """Listen on ``listen_host:listen_port`` until cancelled."""
