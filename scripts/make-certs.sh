@@ -5,7 +5,8 @@
 #                          Redis to every worker host; it never leaves this machine
 #   secrets/tls/ca.crt     the CA certificate: copy it to each worker host
 #   secrets/tls/redis.key  Redis's key; secrets/tls/redis.crt its certificate, signed by the
-#                          CA, naming redis, localhost, 127.0.0.1, this host's name and every
+#                          CA, naming redis, localhost, 127.0.0.1, host.docker.internal (a
+#                          worker host tried on this same machine), this host's name and every
 #                          entry of REDIS_TLS_NAMES (comma separated names or IP addresses)
 #
 # The server certificate is made again when REDIS_TLS_NAMES is given and differs from the
@@ -21,7 +22,7 @@ if [ -f "$dir/redis.crt" ] && { [ ! -f "$dir/ca.key" ] || [ -z "${REDIS_TLS_NAME
   exit 0  # the user's own certificates, or ours with no new names asked for
 fi
 
-names="DNS:redis,DNS:localhost,IP:127.0.0.1,DNS:$(hostname)"
+names="DNS:redis,DNS:localhost,IP:127.0.0.1,DNS:host.docker.internal,DNS:$(hostname)"
 IFS=',' read -ra extra <<<"${REDIS_TLS_NAMES:-}"
 for name in "${extra[@]}"; do
   name=$(echo "$name" | tr -d '[:space:]')
