@@ -368,19 +368,41 @@ class ContextFilter(logging.Filter):
 
 
 LOG_FORMAT_VAR = "CREWBOX_LOG_FORMAT"
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"
+TEXT_TAGS = (("run_id", "run"), ("task_id", "task"), ("attempt", "attempt"), ("trace_id", "trace"))
+"""The fields a text line shows in brackets when set, and the tag of each."""
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger [run=R task=T attempt=N trace=X]: message``: the bracket holds
+    the fields :class:`ContextFilter` set (only those that are set; no bracket outside any
+    run), so `make logs-<persona>` lines meet the run log and a trace in text as in JSON."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, with ``record.context`` set to the bracket (or empty)."""
+        tags = [
+            f"{tag}={value}"
+            for name, tag in TEXT_TAGS
+            if (value := getattr(record, name, None)) is not None
+        ]
+        record.context = f" [{' '.join(tags)}]" if tags else ""
+        return super().format(record)
 
 
 def log_formatter(kind: str) -> logging.Formatter:
-    """The formatter for ``CREWBOX_LOG_FORMAT`` ``kind``: ``text`` (``time level logger:
-    message``) or ``json`` (one JSON object a line: time, level, logger, message, run_id,
-    task_id, attempt, trace_id; python-json-logger).
+    """The formatter for ``CREWBOX_LOG_FORMAT`` ``kind``: ``text`` (``time level logger
+    [run=… task=… attempt=… trace=…]: message``, :class:`TextFormatter`) or ``json`` (one
+    JSON object a line: time, level, logger, message, run_id, task_id, attempt, trace_id;
+    python-json-logger).
 
     Raises:
         ValueError: any other kind (the message names the variable and the choices).
     """
     if kind == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return TextFormatter()
     if kind == "json":
         return _json_formatter()
     raise ValueError(f"{LOG_FORMAT_VAR}={kind!r}: use text or json")

@@ -162,10 +162,10 @@ def test_claude_code_gets_the_attempts_traceparent(
     assert env["TRACEPARENT"].split("-")[1] == trace_id
 
 
-def json_lines(run: Callable[[logging.Logger], None]) -> list[dict[str, object]]:
+def log_lines(run: Callable[[logging.Logger], None], kind: str) -> list[str]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(telemetry.log_formatter("json"))
+    handler.setFormatter(telemetry.log_formatter(kind))
     handler.addFilter(telemetry.ContextFilter())
     logger = logging.getLogger("crewbox.test-json")
     logger.addHandler(handler)
@@ -174,19 +174,25 @@ def json_lines(run: Callable[[logging.Logger], None]) -> list[dict[str, object]]
         run(logger)
     finally:
         logger.removeHandler(handler)
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+    return stream.getvalue().splitlines()
+
+
+def json_lines(run: Callable[[logging.Logger], None]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log_lines(run, "json")]
+
+
+def log_a_run(logger: logging.Logger) -> None:
+    """A line outside any run, one in a run (and its span), one in an attempt, one after."""
+    logger.info("outside")
+    with telemetry.log_context(run_id="r1"), telemetry.run_span("r1"):
+        logger.info("run")
+        with telemetry.log_context(task_id="t1", attempt=2):
+            logger.warning("attempt %d", 2)
+    logger.info("after")
 
 
 def test_json_log_lines_carry_run_task_attempt_and_trace(spans: InMemorySpanExporter) -> None:
-    def log(logger: logging.Logger) -> None:
-        logger.info("outside")
-        with telemetry.log_context(run_id="r1"), telemetry.run_span("r1"):
-            logger.info("run")
-            with telemetry.log_context(task_id="t1", attempt=2):
-                logger.warning("attempt %d", 2)
-        logger.info("after")
-
-    outside, run, attempt, after = json_lines(log)
+    outside, run, attempt, after = json_lines(log_a_run)
     assert outside["run_id"] is None and outside["trace_id"] is None
     assert run["run_id"] == "r1" and run["task_id"] is None
     assert attempt == {
@@ -202,6 +208,18 @@ def test_json_log_lines_carry_run_task_attempt_and_trace(spans: InMemorySpanExpo
     (span,) = spans.get_finished_spans()
     assert run["trace_id"] == format(span.context.trace_id, "032x")
     assert after["run_id"] is None
+
+
+def test_text_log_lines_carry_run_task_attempt_and_trace(spans: InMemorySpanExporter) -> None:
+    outside, run, attempt, after = log_lines(log_a_run, "text")
+    (span,) = spans.get_finished_spans()
+    trace = format(span.context.trace_id, "032x")
+    assert outside.endswith(" INFO crewbox.test-json: outside")
+    assert run.endswith(f" INFO crewbox.test-json [run=r1 trace={trace}]: run")
+    assert attempt.endswith(
+        f" WARNING crewbox.test-json [run=r1 task=t1 attempt=2 trace={trace}]: attempt 2"
+    )
+    assert after.endswith(" INFO crewbox.test-json: after")
 
 
 def test_an_unknown_log_format_is_one_clear_line() -> None:
