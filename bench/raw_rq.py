@@ -63,7 +63,17 @@ def raw_worker(url: str, workers: int = 1) -> Iterator[Queue]:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(10)
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """Wait ``grace_s`` for a terminated worker, then kill it: an idle SimpleWorker may sit
+    in its blocking dequeue past a SIGTERM, and the figures are already taken."""
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def makespan_s(queue: Queue, jobs: int, job_s: float) -> float:
