@@ -15,9 +15,10 @@ ledger summary.json must equal to the token) and the key each request carried.
 The cluster is a copy of the project (the persona, its key and the fake's code added to
 the copy) under its own compose project (``CREWBOX_TEST_PROJECT_SUFFIX`` honoured), started
 with `make up PERSONAS=cody`. Measured on 2 cores shared with other test clusters, images
-in Docker's layer cache: 67 s for the module (`make up` 14 s, the container checks 11 s, the
-run 3 s, the endpoint-down case 33 s: three attempts, each call retried twice, then the
-synthesis's fallback; `down -v` 5-12 s). With the images to rebuild, add a minute or two.
+in Docker's layer cache: 38 s for the module (`make up` 14 s, the container checks 11 s, the
+run 3 s, the endpoint-down case 13 s (33 s with each call retried twice); with
+``CREWBOX_LLM_MAX_RETRIES=0`` three attempts of one try each, then the synthesis's
+fallback; `down -v` 5-12 s). With the images to rebuild, add a minute or two.
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosCluster]:
     (folder / "secrets" / "orchestrator.key").write_text(ORCHESTRATOR_KEY + "\n")
     cluster = ChaosCluster(folder, PROJECT)
     cluster.extra_env["ANTHROPIC_BASE_URL"] = BASE_URL
+    # one try a call: the endpoint answers every call, and the endpoint-down case then ends
+    # after its three attempts without waiting out two retries of each call
+    cluster.extra_env["CREWBOX_LLM_MAX_RETRIES"] = "0"
     (folder / "chaos.yml").write_text(yaml.safe_dump(endpoint_override()))
     for sub in ("record/steps", "record/calls", "record/auth"):
         (cluster.chaos / sub).mkdir(parents=True, exist_ok=True)
