@@ -34,6 +34,7 @@ class Cluster:
     """An orchestrator and one in-process worker thread per persona, sharing one ScriptedLLM."""
 
     def __init__(self, settings: Settings, llm: ScriptedLLM) -> None:
+        self.llm = llm
         self.events: list[Event] = []
         personas = load_personas(settings.prompts_dir)
         self.queue = FileQueue(settings.tasks_dir)
@@ -66,8 +67,9 @@ class Cluster:
 def cluster_of(settings: Settings) -> Iterator[Any]:
     made: list[Cluster] = []
 
-    def make(steps: list[dict[str, Any]]) -> Cluster:
-        cluster = Cluster(settings, ScriptedLLM(steps))
+    def make(steps: list[dict[str, Any]], **update: Any) -> Cluster:
+        """A started cluster on ``steps``, with ``update`` applied to the settings."""
+        cluster = Cluster(settings.model_copy(update=update), ScriptedLLM(steps))
         for t in cluster.threads:
             t.start()
         made.append(cluster)
@@ -112,37 +114,26 @@ def test_plan_still_invalid_after_repairs_fails_with_plan_error_and_dispatches_n
     assert cluster.kinds()[-2:] == ["plan_invalid", "run_failed"]
 
 
-def test_the_planner_cap_is_crewbox_max_planned_tasks(settings: Settings, tmp_path: Path) -> None:
-    capped = settings.model_copy(update={"max_planned_tasks": 2})
+def test_the_planner_cap_is_crewbox_max_planned_tasks(cluster_of: Any) -> None:
     three = {"tasks": [spec("a", "marie"), spec("b", "marie"), spec("c", "marie")]}
     two = {"tasks": [spec("a", "marie"), spec("b", "marie")]}
     plan = "submit_plan"
-    llm = ScriptedLLM(
-        [
-            {"match": "Plan at most 2 tasks", "tool_uses": [{"name": plan, "input": three}]},
-            {"match": "at most 2 tasks, not 3", "tool_uses": [{"name": plan, "input": two}]},
-            {"match": "Task id: a", "text": "done a"},
-            {"match": "Task id: b", "text": "done b"},
-            {"match": "## Results", "text": "answer"},
-        ]
-    )
-    cluster = Cluster(capped, llm)
-    for t in cluster.threads:
-        t.start()
-    try:
-        summary = cluster.orchestrator.run(Request(text="req"))
-    finally:
-        cluster.stop.set()
+    steps = [
+        {"match": "Plan at most 2 tasks", "tool_uses": [{"name": plan, "input": three}]},
+        {"match": "at most 2 tasks, not 3", "tool_uses": [{"name": plan, "input": two}]},
+        {"match": "Task id: a", "text": "done a"},
+        {"match": "Task id: b", "text": "done b"},
+        {"match": "## Results", "text": "answer"},
+    ]
+    cluster = cluster_of(steps, max_planned_tasks=2)
+    summary = cluster.orchestrator.run(Request(text="req"))
     assert [r.task_id for r in summary.tasks] == ["a", "b"]
     assert summary.usage_by_stage["planner"].calls == 2
-    llm.assert_all_used()
+    cluster.llm.assert_all_used()
 
 
-def test_a_plan_over_the_cap_is_asked_again_once_then_cut_never_refused(
-    settings: Settings,
-) -> None:
+def test_a_plan_over_the_cap_is_asked_again_once_then_cut_never_refused(cluster_of: Any) -> None:
     """Issue 18: a plan over the cap failed the whole run after three tries."""
-    capped = settings.model_copy(update={"max_planned_tasks": 2})
     three = {"tasks": [spec("a", "marie"), spec("b", "marie", ["c"]), spec("c", "anga")]}
     steps = [{"match": "Plan at most 2", "tool_uses": [{"name": "submit_plan", "input": three}]}]
     steps *= 2  # the first answer, and the one asked again
@@ -151,19 +142,13 @@ def test_a_plan_over_the_cap_is_asked_again_once_then_cut_never_refused(
         {"match": "Task id: c", "text": "done c"},
         {"match": "## Results", "text": "answer"},
     ]
-    llm = ScriptedLLM(steps)
-    cluster = Cluster(capped, llm)
-    for t in cluster.threads:
-        t.start()
-    try:
-        summary = cluster.orchestrator.run(Request(text="req"))
-    finally:
-        cluster.stop.set()
+    cluster = cluster_of(steps, max_planned_tasks=2)
+    summary = cluster.orchestrator.run(Request(text="req"))
     assert [r.task_id for r in summary.tasks] == ["a", "c"]  # b, over the cap: cut
     assert summary.usage_by_stage["planner"].calls == 2
     (adjusted,) = [e for e in cluster.events if e.kind == "plan_adjusted"]
     assert "over the planner's cap of 2: cut b" in adjusted.message
-    llm.assert_all_used()
+    cluster.llm.assert_all_used()
 
 
 def test_max_planned_tasks_is_read_from_the_environment(
