@@ -12,7 +12,7 @@ import pytest
 from crewbox.config import Settings
 from crewbox.models import Event, Plan, Request
 from crewbox.testing import ScriptedLLM
-from tests.conftest import ROOT, spec
+from tests.conftest import scripted_settings, spec
 from tests.unit.test_liveness import Crew
 
 PAUSE_S = 15.0
@@ -22,15 +22,8 @@ median 20 s late); five heartbeat timeouts."""
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        provider="scripted",
-        prompts_dir=ROOT / "prompts",
-        workspaces_dir=ROOT / "workspaces",
-        tasks_dir=tmp_path / "tasks",
-        results_dir=tmp_path / "results",
-        task_retries=1,
-        heartbeat_timeout_s=3.0,
-        start_timeout_s=30.0,
+    return scripted_settings(
+        tmp_path, task_retries=1, heartbeat_timeout_s=3.0, start_timeout_s=30.0
     )
 
 
