@@ -54,7 +54,7 @@ from crewbox.progress import ProgressPrinter, money, usage_text
 from crewbox.queue import make_queue
 from crewbox.queue.base import TaskQueue, default_worker_id
 from crewbox.queue.rq import RQQueue
-from crewbox.redis_client import check_redis, wait_for_redis
+from crewbox.redis_client import check_redis
 from crewbox.runlog import make_run_log
 from crewbox.runlog.base import RunLog
 from crewbox.runlog.files import FileRunLog
@@ -1016,9 +1016,8 @@ def orchestrator_service() -> None:
     setup_logging()
     telemetry.setup_tracing("crewbox-orchestrator")
     rq_queue(cfg)  # the one-line error outside the cluster
-    check_redis(cfg)
+    check_redis(cfg)  # waits up to 30 s for a Redis still starting; a wrong one: one line
     queue = RQQueue.from_settings(cfg, service=True)
-    wait_for_redis(queue.redis)
     log = logging.getLogger("crewbox.orchestrator")
 
     def on_event(event: Event) -> None:

@@ -236,20 +236,3 @@ def text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def wait_for_redis(connection: redis.Redis, timeout_s: float = 30.0) -> None:
-    """Block until Redis answers PING.
-
-    Raises:
-        QueueError: no answer within ``timeout_s``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            connection.ping()
-            return
-        except redis.exceptions.ConnectionError as exc:
-            if time.monotonic() > deadline:
-                raise QueueError(f"Redis did not answer within {timeout_s:.0f}s: {exc}") from exc
-            time.sleep(0.5)
